@@ -1,0 +1,39 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+WASM_TARGET := wasm32-unknown-unknown
+HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+SLUICE := target/debug/sluice
+
+.PHONY: demo test services services-down wasm-target plugins plugins-test build unit integration fmt-check
+
+## demo: services up, plugins built, 500 numbers produced, host run until caught up, count printed.
+demo: services plugins build
+	$(SLUICE) reset --config examples/seed.toml
+	$(SLUICE) produce --topic testnum --count 500
+	$(SLUICE) run --config examples/seed.toml --until-caught-up
+	$(SLUICE) count --config examples/seed.toml
+
+## test: everything the tests need, then all tests (unit, plugin, integration).
+test: services plugins build plugins-test
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+services:
+	scripts/services up
+
+services-down:
+	scripts/services down
+
+wasm-target:
+	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+plugins: wasm-target
+	cd plugins && $(CARGO) build --release
+
+plugins-test:
+	cd plugins && $(CARGO) test --target $(HOST_TRIPLE)
+
+build:
+	$(CARGO) build --workspace --all-targets

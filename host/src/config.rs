@@ -1,0 +1,504 @@
+//! The host configuration: one TOML file, read once at start.
+//!
+//! Every table rejects unknown keys (a typo is an error that names the key and the
+//! file, never a silently ignored setting). Durations are written the human way
+//! (`"20ms"`, `"5s"`, `"1m"`). Relative plugin paths are resolved against the
+//! directory of the config file. Secrets (a password in the MongoDB URI, librdkafka
+//! options whose name mentions a password, secret or key) never appear in `Debug`.
+//!
+//! ```toml
+//! [kafka]
+//! brokers = "127.0.0.1:9092"
+//! group_id = "sluice-testnum"
+//! topics = ["testnum"]
+//! auto_offset_reset = "earliest"   # earliest | latest | error
+//! [kafka.options]                  # raw librdkafka settings, passed through as they are
+//! "fetch.wait.max.ms" = "50"
+//!
+//! [mongo]
+//! uri = "mongodb://127.0.0.1:27017"
+//! database = "testnum"
+//! collection = "testnum"
+//!
+//! [[plugins]]                      # the chain, in order; none = documents as consumed
+//! name = "passthrough"
+//! path = "../plugins/target/wasm32-unknown-unknown/release/passthrough.wasm"
+//! params = { }
+//!
+//! [pipeline]
+//! batch_max_records = 500
+//! batch_linger = "20ms"
+//! on_error = "stop"                # stop | skip
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub mongo: MongoConfig,
+    /// The plugin chain, in order. Empty: each record's JSON value is written as it is.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`: hosts with the same group share the topics' partitions.
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// Where a partition without a committed offset starts. Default `earliest`.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// Raw librdkafka settings (TLS, SASL, tuning…), applied after Sluice's own;
+    /// `enable.auto.offset.store` cannot be overridden (offsets are stored only
+    /// after MongoDB acknowledged the write).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    #[default]
+    Earliest,
+    Latest,
+    Error,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+            OffsetReset::Error => "error",
+        }
+    }
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// A MongoDB connection string; credentials in it are hidden from logs.
+    pub uri: String,
+    pub database: String,
+    /// The collection outputs go to unless a plugin names another.
+    pub collection: String,
+    /// How long to wait for a server at start before giving up. Default 10s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Write concern of every write. Default: `w = 1`, journaled.
+    #[serde(default)]
+    pub write_concern: WriteConcernConfig,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WriteConcernConfig {
+    /// A number of nodes, or `"majority"`. Default 1.
+    #[serde(default = "default_w")]
+    pub w: WriteAck,
+    /// Wait for the journal. Default true.
+    #[serde(default = "default_true")]
+    pub journal: bool,
+    /// Give up waiting for the acknowledgement after this long (then retry). Default 30s.
+    #[serde(default = "default_wtimeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WriteConcernConfig {
+    fn default() -> Self {
+        WriteConcernConfig { w: default_w(), journal: true, timeout: default_wtimeout() }
+    }
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum WriteAck {
+    Nodes(u32),
+    Tag(String),
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Shown in logs; unique within the chain.
+    pub name: String,
+    /// A `.wasm` file: a component, or a core module built with the guest SDK.
+    pub path: PathBuf,
+    /// Given once to the plugin's init function.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Sandbox limits of this plugin (defaults are always on).
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory cap per instance. Default 64 MiB.
+    #[serde(default = "default_memory")]
+    pub memory_bytes: usize,
+    /// Wall-clock cap of one call (one batch). Default 5s.
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits { memory_bytes: default_memory(), call_timeout: default_call_timeout() }
+    }
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most records per batch (one plugin call, one bulk write). Default 500.
+    #[serde(default = "default_batch")]
+    pub batch_max_records: usize,
+    /// How long a partition worker waits to fill a batch. Default 20ms.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub batch_linger: Duration,
+    /// Records fetched but not yet written, per partition, above which the
+    /// partition is paused. Default 4 × batch_max_records.
+    #[serde(default)]
+    pub max_queued_per_partition: Option<usize>,
+    /// What a record that fails (plugin error, not JSON, rejected) does. Default `stop`.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// On revoke and shutdown, how long in-flight batches may take to finish. Default 20s.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// First wait before retrying a failed MongoDB write; doubles up to `retry_max_backoff`.
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_max_records: default_batch(),
+            batch_linger: default_linger(),
+            max_queued_per_partition: None,
+            on_error: OnError::default(),
+            drain_timeout: default_drain(),
+            retry_backoff: default_backoff(),
+            retry_max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub fn max_queued(&self) -> usize {
+        self.max_queued_per_partition.unwrap_or(self.batch_max_records * 4)
+    }
+}
+
+/// What happens to a record that cannot be processed.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Exit non-zero; the offset is not committed past the record.
+    #[default]
+    Stop,
+    /// Log and count it, then go on.
+    Skip,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_w() -> WriteAck {
+    WriteAck::Nodes(1)
+}
+fn default_wtimeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_memory() -> usize {
+    64 << 20
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Config {
+    /// Read, parse and check `path`; plugin paths become absolute.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parse `text` (named `path` in errors); relative plugin paths are joined to `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e),
+        })?;
+        for p in &mut config.plugins {
+            if p.path.is_relative() {
+                p.path = base.join(&p.path);
+            }
+        }
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err("kafka.brokers is empty".into());
+        }
+        if k.group_id.trim().is_empty() {
+            return Err("kafka.group_id is empty".into());
+        }
+        if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err("kafka.topics must list at least one non-empty topic".into());
+        }
+        for key in k.options.keys() {
+            if key == "enable.auto.offset.store" {
+                return Err("kafka.options.\"enable.auto.offset.store\" cannot be set: Sluice stores offsets only after MongoDB acknowledged the write".into());
+            }
+        }
+        let m = &self.mongo;
+        for (what, v) in [("mongo.uri", &m.uri), ("mongo.database", &m.database), ("mongo.collection", &m.collection)] {
+            if v.trim().is_empty() {
+                return Err(format!("{what} is empty"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("plugin name `{}` is used twice in [[plugins]]", p.name));
+            }
+            if p.limits.memory_bytes < (1 << 20) {
+                return Err(format!("plugins `{}`: limits.memory_bytes must be at least 1 MiB", p.name));
+            }
+            if p.limits.call_timeout.is_zero() {
+                return Err(format!("plugins `{}`: limits.call_timeout must be more than zero", p.name));
+            }
+        }
+        let pl = &self.pipeline;
+        if pl.batch_max_records == 0 {
+            return Err("pipeline.batch_max_records must be at least 1".into());
+        }
+        if pl.max_queued() < pl.batch_max_records {
+            return Err("pipeline.max_queued_per_partition must be at least batch_max_records".into());
+        }
+        if pl.retry_backoff.is_zero() || pl.retry_max_backoff < pl.retry_backoff {
+            return Err("pipeline.retry_backoff must be > 0 and <= retry_max_backoff".into());
+        }
+        Ok(())
+    }
+}
+
+/// toml's messages span several lines (with a source excerpt); keep the first
+/// line plus the location, so the error stays one line in logs.
+fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+/// Whether a librdkafka option's value must be hidden.
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "key.pem", "private.key", "token", "sasl.jaas"].iter().any(|s| k.contains(s))
+}
+
+/// `mongodb://user:pw@host` → `mongodb://user:***@host`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else { return uri.to_owned() };
+    let rest = &uri[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &uri[..scheme_end + 3], user, &rest[at..])
+        }
+        None => uri.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("kafka", &self.kafka)
+            .field("mongo", &self.mongo)
+            .field("plugins", &self.plugins)
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("database", &self.database)
+            .field("collection", &self.collection)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("write_concern", &self.write_concern)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        group_id = "g"
+        topics = ["t"]
+        [mongo]
+        uri = "mongodb://127.0.0.1:27017"
+        database = "d"
+        collection = "c"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/sluice/test.toml"), Path::new("/etc/sluice"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(c.pipeline.batch_max_records, 500);
+        assert_eq!(c.pipeline.batch_linger, Duration::from_millis(20));
+        assert_eq!(c.pipeline.max_queued(), 2000);
+        assert_eq!(c.pipeline.on_error, OnError::Stop);
+        assert_eq!(c.mongo.write_concern.w, WriteAck::Nodes(1));
+        assert!(c.mongo.write_concern.journal);
+        assert!(c.plugins.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_naming_key_and_file() {
+        let text = MINIMAL.replace("group_id = \"g\"", "group_id = \"g\"\n        grup_id = \"typo\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("grup_id"), "{err}");
+        assert!(err.contains("/etc/sluice/test.toml"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+
+        let err = parse(&format!("{MINIMAL}\n[pipeline]\nbatch_size = 3\n")).unwrap_err().to_string();
+        assert!(err.contains("batch_size") && err.contains("test.toml"), "{err}");
+
+        let err = parse(&format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\nparam = {{}}\n")).unwrap_err().to_string();
+        assert!(err.contains("param") && err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn plugin_paths_are_relative_to_the_config_file() {
+        let c = parse(&format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"p/a.wasm\"\nparams = {{ k = \"v\" }}\n")).unwrap();
+        assert_eq!(c.plugins[0].path, Path::new("/etc/sluice/p/a.wasm"));
+        assert_eq!(c.plugins[0].params["k"], "v");
+        assert_eq!(c.plugins[0].limits.memory_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn durations_and_write_concern_parse() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[mongo.write_concern]\nw = \"majority\"\njournal = false\ntimeout = \"2s\"\n[pipeline]\nbatch_linger = \"5ms\"\non_error = \"skip\"\n"
+        ));
+        // `[mongo.write_concern]` after `[mongo]` in MINIMAL is a sub-table: fine.
+        let c = c.unwrap();
+        assert_eq!(c.mongo.write_concern.w, WriteAck::Tag("majority".into()));
+        assert_eq!(c.mongo.write_concern.timeout, Duration::from_secs(2));
+        assert_eq!(c.pipeline.batch_linger, Duration::from_millis(5));
+        assert_eq!(c.pipeline.on_error, OnError::Skip);
+        let err = parse(&format!("{MINIMAL}\n[pipeline]\nbatch_linger = \"5 parsecs\"\n")).unwrap_err().to_string();
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        for (text, needle) in [
+            (MINIMAL.replace("topics = [\"t\"]", "topics = []"), "kafka.topics"),
+            (format!("{MINIMAL}\n[pipeline]\nbatch_max_records = 0\n"), "batch_max_records"),
+            (format!("{MINIMAL}\n[kafka.options]\n\"enable.auto.offset.store\" = \"true\"\n").replace("[kafka]\n", "[kafka]\n"), "enable.auto.offset.store"),
+            (format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugins]]\nname = \"a\"\npath = \"b.wasm\"\n"), "used twice"),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_hidden_in_debug() {
+        let text = MINIMAL
+            .replace("mongodb://127.0.0.1:27017", "mongodb://app:hunter2@127.0.0.1:27017/?authSource=admin")
+            .replace("topics = [\"t\"]", "topics = [\"t\"]\n[kafka.options]\n\"sasl.password\" = \"s3cret\"\n\"client.id\" = \"me\"");
+        let c = parse(&text).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("s3cret"), "{dbg}");
+        assert!(dbg.contains("app:***@127.0.0.1") && dbg.contains("\"me\""), "{dbg}");
+        assert_eq!(redact_uri("mongodb://h:1/db"), "mongodb://h:1/db");
+        assert_eq!(redact_uri("mongodb+srv://u:p@a,b/x?y=@"), "mongodb+srv://u:***@a,b/x?y=@");
+    }
+}

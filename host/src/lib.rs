@@ -1,0 +1,33 @@
+//! Sluice: consume Kafka records, transform them with sandboxed WebAssembly
+//! plugins, write the results to MongoDB — committing a record's offset only
+//! after MongoDB acknowledged what it became.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration (strict, documented defaults).
+//! - [`source`]: the Kafka consumer thread (dispatch, offset store, pause, rebalance).
+//! - [`runtime`]: wasmtime engine, plugin loading, sandboxed instances.
+//! - [`chain`]: a batch through the plugin chain, per-record results.
+//! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes).
+//! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
+//! - [`produce`]: the tutorial's producer (`sluice produce`).
+//! - [`ops`]: `sluice count` and `sluice reset`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = sluice::config::Config::load("examples/seed.toml".as_ref())?;
+//! let options = sluice::RunOptions { until_caught_up: true };
+//! let summary = sluice::run(config, options, std::future::pending()).await?;
+//! println!("{summary}");
+//! # Ok(()) }
+//! ```
+
+pub mod chain;
+pub mod config;
+pub mod ops;
+pub mod pipeline;
+pub mod produce;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+
+pub use pipeline::{RunOptions, Summary, run};

@@ -1,0 +1,340 @@
+//! Wires source, plugin chain and sink together: [`run`].
+//!
+//! Per assigned partition a worker task takes records from its queue in batches
+//! (up to `batch_max_records`, waiting at most `batch_linger` to fill one), runs
+//! them through its own instance of the plugin chain, writes the results to
+//! MongoDB (retrying transient failures with capped exponential backoff and
+//! jitter), and only then reports the batch's next offset as committable. Failed
+//! records are decided in one place, [`decide`], by the `on_error` policy.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use mongodb::bson::Bson;
+use tokio::sync::mpsc;
+
+use crate::chain::{Chain, Failure, FailureKind, RecordResult};
+use crate::config::{Config, OnError, PipelineConfig};
+use crate::runtime::{LoadedPlugin, Runtime};
+use crate::sink::{Sink, SinkError, WriteOp, json_to_document};
+use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SpawnWorker};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Exit once every assigned partition is written up to the end offset seen
+    /// when it was assigned.
+    pub until_caught_up: bool,
+}
+
+/// Counters of a run.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub consumed: AtomicU64,
+    pub written: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dropped: AtomicU64,
+    pub skipped: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub consumed: u64,
+    pub written: u64,
+    pub duplicates: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub batches: u64,
+    pub retries: u64,
+    pub caught_up: bool,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "consumed {} records in {} batches: {} documents written, {} already present, {} dropped by plugins, {} skipped, {} write retries",
+            self.consumed, self.batches, self.written, self.duplicates, self.dropped, self.skipped, self.retries
+        )
+    }
+}
+
+/// Load the plugins, connect to MongoDB and Kafka, and process until `shutdown`
+/// completes (or, with `until_caught_up`, until caught up). In-flight batches are
+/// written and their offsets committed before it returns. A fatal error (a
+/// failed record under `on_error = "stop"`, a plugin that cannot be
+/// re-instantiated) stops the run and is returned.
+pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    let runtime = Runtime::new().context("starting the wasm runtime")?;
+    let plugins: Vec<Arc<LoadedPlugin>> = config.plugins.iter().map(|p| runtime.load(p)).collect::<Result<_, _>>()?;
+    for p in &plugins {
+        tracing::info!(plugin = %p.name, version = %p.version, path = %p.path.display(), "plugin loaded");
+    }
+    let sink = Sink::connect(&config.mongo).await?;
+    tracing::info!(database = %config.mongo.database, collection = %config.mongo.collection, "connected to MongoDB");
+
+    let stats = Arc::new(Stats::default());
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<anyhow::Error>();
+    let worker_ctx = Arc::new(WorkerCtx {
+        plugins: Arc::new(plugins),
+        sink,
+        pipeline: config.pipeline.clone(),
+        stats: stats.clone(),
+        fatal: fatal_tx,
+    });
+    let spawn: SpawnWorker = {
+        let ctx = worker_ctx.clone();
+        let handle = tokio::runtime::Handle::current();
+        Arc::new(move |topic, partition, rx, state| handle.spawn(worker(ctx.clone(), topic, partition, rx, state)))
+    };
+
+    let kafka = config.kafka.clone();
+    let pipeline = config.pipeline.clone();
+    let connect_timeout = config.mongo.connect_timeout;
+    let handle = tokio::runtime::Handle::current();
+    let until = options.until_caught_up;
+    let source = tokio::task::spawn_blocking(move || {
+        Source::new(&kafka, spawn, handle, pipeline.drain_timeout, pipeline.max_queued(), until, connect_timeout)
+    })
+    .await
+    .context("creating the consumer")??;
+    tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.topics, "consuming");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let source_thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new().name("sluice-source".into()).spawn(move || {
+            let end = source.run(stop);
+            let _ = done_tx.send(end);
+        })?
+    };
+
+    tokio::pin!(shutdown);
+    let mut fatal = None;
+    let mut done_rx = done_rx;
+    let end = tokio::select! {
+        _ = &mut shutdown => { tracing::info!("shutting down: draining in-flight batches"); None }
+        Some(e) = fatal_rx.recv() => { fatal = Some(e); None }
+        end = &mut done_rx => end.ok(),
+    };
+    stop.store(true, Ordering::Relaxed);
+    let end = match end {
+        Some(end) => Some(end),
+        None => done_rx.await.ok(),
+    };
+    let _ = tokio::task::spawn_blocking(move || source_thread.join()).await;
+    drop(worker_ctx);
+    if fatal.is_none() {
+        fatal = fatal_rx.try_recv().ok();
+    }
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    let s = &stats;
+    Ok(Summary {
+        consumed: s.consumed.load(Ordering::Relaxed),
+        written: s.written.load(Ordering::Relaxed),
+        duplicates: s.duplicates.load(Ordering::Relaxed),
+        dropped: s.dropped.load(Ordering::Relaxed),
+        skipped: s.skipped.load(Ordering::Relaxed),
+        batches: s.batches.load(Ordering::Relaxed),
+        retries: s.retries.load(Ordering::Relaxed),
+        caught_up: end == Some(SourceEnd::CaughtUp),
+    })
+}
+
+struct WorkerCtx {
+    plugins: Arc<Vec<Arc<LoadedPlugin>>>,
+    sink: Sink,
+    pipeline: PipelineConfig,
+    stats: Arc<Stats>,
+    fatal: mpsc::UnboundedSender<anyhow::Error>,
+}
+
+async fn worker(
+    ctx: Arc<WorkerCtx>,
+    topic: Arc<str>,
+    partition: i32,
+    mut rx: mpsc::UnboundedReceiver<SourceRecord>,
+    state: Arc<PartitionState>,
+) {
+    let plugins = ctx.plugins.clone();
+    let chain = match tokio::task::spawn_blocking(move || Chain::new(&plugins)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            let _ = ctx.fatal.send(anyhow::Error::new(e).context(format!("starting the plugin chain for {topic}:{partition}")));
+            return;
+        }
+        Err(e) => {
+            let _ = ctx.fatal.send(anyhow::anyhow!("plugin chain start for {topic}:{partition} panicked: {e}"));
+            return;
+        }
+    };
+    let mut chain = Some(chain);
+    let max = ctx.pipeline.batch_max_records;
+    let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
+    loop {
+        batch.clear();
+        let Some(first) = rx.recv().await else { return };
+        batch.push(first);
+        let linger_until = tokio::time::Instant::now() + ctx.pipeline.batch_linger;
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        let n = batch.len();
+        let next_offset = batch.last().map(|r| r.offset + 1).expect("non-empty batch");
+        ctx.stats.consumed.fetch_add(n as u64, Ordering::Relaxed);
+
+        // Plugins are CPU work: off the async threads, moving the chain there and back.
+        let (c, records, results) = {
+            let mut c = chain.take().expect("chain present");
+            let records = std::mem::take(&mut batch);
+            match tokio::task::spawn_blocking(move || {
+                let r = c.process(&records);
+                (c, records, r)
+            })
+            .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = ctx.fatal.send(anyhow::anyhow!("plugin chain for {topic}:{partition} panicked: {e}"));
+                    return;
+                }
+            }
+        };
+        chain = Some(c);
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ctx.fatal.send(anyhow::Error::new(e).context(format!("plugin chain for {topic}:{partition}")));
+                return;
+            }
+        };
+        if let Err(e) = write_batch(&ctx, &records, results).await {
+            let _ = ctx.fatal.send(e);
+            return;
+        }
+        batch = records;
+        ctx.stats.batches.fetch_add(1, Ordering::Relaxed);
+        state.acked.store(next_offset, Ordering::Release);
+        state.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Turn chain results into writes, write them until acknowledged, and decide
+/// every failed record. `Err` means the run must stop.
+async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<RecordResult>) -> anyhow::Result<()> {
+    let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
+    let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
+    let mut failures: Vec<(usize, Failure)> = Vec::new();
+    for (i, (rec, result)) in records.iter().zip(results).enumerate() {
+        match result {
+            RecordResult::Failed(f) => failures.push((i, f)),
+            RecordResult::Outputs(outputs) if outputs.is_empty() => {
+                ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            RecordResult::Outputs(outputs) => {
+                let first_op = ops.len();
+                let mut bad = None;
+                for (j, out) in outputs.into_iter().enumerate() {
+                    match json_to_document(&out.document) {
+                        Ok(mut doc) => {
+                            if !doc.contains_key("_id") && out.op == crate::sink::Op::Insert {
+                                // Derived from the source coordinates: a replay finds it already there.
+                                doc.insert("_id", Bson::String(derived_id(rec, j)));
+                            }
+                            ops.push(WriteOp { op: out.op, collection: out.collection, doc });
+                            op_source.push(i);
+                        }
+                        Err(message) => {
+                            bad = Some(Failure { plugin: None, kind: FailureKind::InvalidOutput, message });
+                            break;
+                        }
+                    }
+                }
+                if let Some(f) = bad {
+                    ops.truncate(first_op);
+                    op_source.truncate(first_op);
+                    failures.push((i, f));
+                }
+            }
+        }
+    }
+    for (i, f) in &failures {
+        decide(&ctx.pipeline, &ctx.stats, &records[*i], f)?;
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut backoff = ctx.pipeline.retry_backoff;
+    let mut attempt = 0u32;
+    loop {
+        match ctx.sink.write(&ops).await {
+            Ok(report) => {
+                ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
+                ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
+                if attempt > 0 {
+                    tracing::info!(attempts = attempt + 1, "MongoDB write succeeded after retrying");
+                }
+                return Ok(());
+            }
+            Err(SinkError::Rejected(rejections)) => {
+                let mut seen = std::collections::HashSet::new();
+                for r in rejections {
+                    let i = op_source[r.index];
+                    if seen.insert(i) {
+                        let f = Failure { plugin: None, kind: FailureKind::SinkRejected, message: format!("code {}: {}", r.code, r.message) };
+                        decide(&ctx.pipeline, &ctx.stats, &records[i], &f)?;
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                attempt += 1;
+                ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+                let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+                tracing::warn!(attempt, retry_in = ?jittered, "{e}");
+                tokio::time::sleep(jittered).await;
+                backoff = (backoff * 2).min(ctx.pipeline.retry_max_backoff);
+            }
+        }
+    }
+}
+
+/// `topic:partition:offset:index` — the default `_id` of the index-th output of a record.
+pub fn derived_id(rec: &SourceRecord, index: usize) -> String {
+    format!("{}:{}:{}:{}", rec.topic, rec.partition, rec.offset, index)
+}
+
+/// The one place that decides what a failed record does.
+fn decide(cfg: &PipelineConfig, stats: &Stats, rec: &SourceRecord, f: &Failure) -> anyhow::Result<()> {
+    let plugin = f.plugin.as_deref().unwrap_or("-");
+    match cfg.on_error {
+        OnError::Skip => {
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin, "record skipped: {}", f.message);
+            Ok(())
+        }
+        OnError::Stop => Err(anyhow::anyhow!(
+            "record {}:{}@{} failed ({}, plugin {plugin}): {} — stopping (on_error = \"stop\"); its offset is not committed",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            f.kind.as_str(),
+            f.message
+        )),
+    }
+}

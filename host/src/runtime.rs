@@ -1,0 +1,373 @@
+//! The WebAssembly runtime: loads plugins once, makes sandboxed instances of them.
+//!
+//! One [`Runtime`] per process holds the wasmtime `Engine` and `Linker`; each
+//! [`LoadedPlugin`] is compiled and pre-linked once; each partition worker owns a
+//! [`PluginInstance`] (its own `Store`, memory cap and per-call deadline) that it
+//! reuses for every batch. The only import a plugin gets is `host.log`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
+
+use crate::config::{PluginConfig, PluginLimits};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit/plugin.wit",
+        world: "plugin",
+    });
+}
+
+pub use bindings::sluice::plugin::types::{Header, Operation, Outcome, Output, Record};
+use bindings::sluice::plugin::types::Level;
+use bindings::{Plugin, PluginPre};
+
+/// The contract version this host implements (the WIT package).
+pub const CONTRACT: &str = "sluice:plugin@0.1.0";
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot set up the wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    #[error("plugin `{name}`: cannot read {path}: {source}")]
+    Read { name: String, path: PathBuf, source: std::io::Error },
+    #[error("plugin `{name}`: {path} is not a WebAssembly module or component")]
+    NotWasm { name: String, path: PathBuf },
+    #[error("plugin `{name}`: cannot turn the core module {path} into a component: {message}")]
+    Componentize { name: String, path: PathBuf, message: String },
+    #[error("plugin `{name}`: cannot compile {path}: {message}")]
+    Compile { name: String, path: PathBuf, message: String },
+    #[error("plugin `{name}` ({path}) does not match the contract {CONTRACT}: {message}")]
+    Contract { name: String, path: PathBuf, message: String },
+    #[error("plugin `{name}`: cannot instantiate: {message}")]
+    Instantiate { name: String, message: String },
+    #[error("plugin `{name}`: init failed: {message}")]
+    Init { name: String, message: String },
+    #[error("plugin `{name}` trapped in process ({kind}): {message}")]
+    Trap { name: String, kind: TrapKind, message: String },
+    #[error("plugin `{name}` returned {got} outcomes for {expected} records")]
+    OutcomeCount { name: String, expected: usize, got: usize },
+}
+
+/// What kind of trap ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    Timeout,
+    Memory,
+    Trap,
+}
+
+impl std::fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrapKind::Timeout => "time limit",
+            TrapKind::Memory => "memory limit",
+            TrapKind::Trap => "trap",
+        })
+    }
+}
+
+/// Process-wide wasm state: the engine (with its epoch ticker) and the linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new() -> Result<Runtime, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        // Sync calls without the async-task bookkeeping: ~4x cheaper per call.
+        config.concurrency_support(false);
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
+        let mut linker = Linker::new(&engine);
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(RuntimeError::Engine)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.weak();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("sluice-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(e.into()))?;
+        }
+        Ok(Runtime { engine, linker, stop_ticker })
+    }
+
+    /// Read, compile and pre-link a plugin, then check that it instantiates and
+    /// that its init accepts the configured parameters.
+    pub fn load(&self, cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, RuntimeError> {
+        let name = cfg.name.clone();
+        let bytes = std::fs::read(&cfg.path).map_err(|source| RuntimeError::Read { name: name.clone(), path: cfg.path.clone(), source })?;
+        let plugin = self.load_bytes(&name, &cfg.path, &bytes, cfg)?;
+        // Fail at load, not on the first record.
+        plugin.instantiate()?;
+        Ok(plugin)
+    }
+
+    fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8], cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, RuntimeError> {
+        let version = Sha256::digest(bytes)[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let component_bytes = match wasm_kind(bytes) {
+            Some(WasmKind::Component) => bytes.to_vec(),
+            Some(WasmKind::Module) => componentize(bytes).map_err(|message| RuntimeError::Componentize {
+                name: name.into(),
+                path: path.into(),
+                message,
+            })?,
+            None => return Err(RuntimeError::NotWasm { name: name.into(), path: path.into() }),
+        };
+        let component = Component::new(&self.engine, &component_bytes).map_err(|e| RuntimeError::Compile {
+            name: name.into(),
+            path: path.into(),
+            message: format!("{e:#}"),
+        })?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| RuntimeError::Contract {
+            name: name.into(),
+            path: path.into(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| RuntimeError::Contract {
+            name: name.into(),
+            path: path.into(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(Arc::new(LoadedPlugin {
+            name: name.into(),
+            version,
+            path: path.into(),
+            params: cfg.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            limits: cfg.limits.clone(),
+            engine: self.engine.clone(),
+            pre,
+        }))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+enum WasmKind {
+    Module,
+    Component,
+}
+
+/// Core modules and components share the magic; the version/layer word differs.
+fn wasm_kind(bytes: &[u8]) -> Option<WasmKind> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return None;
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Some(WasmKind::Module),
+        [0x0d, 0, 1, 0] => Some(WasmKind::Component),
+        _ => None,
+    }
+}
+
+/// Wrap a core module built with the guest SDK (it carries its component type in
+/// a custom section) into a component, in-process.
+fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|e| e.validate(true).encode())
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A compiled, pre-linked plugin. Cheap to instantiate.
+pub struct LoadedPlugin {
+    pub name: String,
+    /// First 12 hex digits of the SHA-256 of the file.
+    pub version: String,
+    pub path: PathBuf,
+    params: Vec<(String, String)>,
+    limits: PluginLimits,
+    engine: Engine,
+    pre: PluginPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin").field("name", &self.name).field("version", &self.version).field("path", &self.path).finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// A fresh instance with its own store and limits, initialised with the params.
+    pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, RuntimeError> {
+        let limits = Limits { memory_bytes: self.limits.memory_bytes, memory_refused: false };
+        let mut store = Store::new(&self.engine, HostState { plugin: self.name.clone(), limits });
+        store.limiter(|s| &mut s.limits);
+        let call_ticks = ticks(self.limits.call_timeout);
+        store.set_epoch_deadline(call_ticks);
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| RuntimeError::Instantiate {
+            name: self.name.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let mut instance = PluginInstance { plugin: self.clone(), store, bindings, call_ticks };
+        instance.store.set_epoch_deadline(call_ticks);
+        let init = instance.bindings.sluice_plugin_transform().call_init(&mut instance.store, &self.params);
+        match init {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(message)) => Err(RuntimeError::Init { name: self.name.clone(), message }),
+            Err(e) => Err(RuntimeError::Init { name: self.name.clone(), message: format!("trapped: {e:#}") }),
+        }
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+/// One sandboxed instance of a plugin.
+pub struct PluginInstance {
+    plugin: Arc<LoadedPlugin>,
+    store: Store<HostState>,
+    bindings: Plugin,
+    call_ticks: u64,
+}
+
+impl PluginInstance {
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Run one batch; one outcome per record. A trap poisons the instance: the
+    /// caller must make a new one before the next call.
+    pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, RuntimeError> {
+        self.store.set_epoch_deadline(self.call_ticks);
+        self.store.data_mut().limits.memory_refused = false;
+        let result = self.bindings.sluice_plugin_transform().call_process(&mut self.store, batch);
+        match result {
+            Ok(outcomes) if outcomes.len() == batch.len() => Ok(outcomes),
+            Ok(outcomes) => Err(RuntimeError::OutcomeCount { name: self.plugin.name.clone(), expected: batch.len(), got: outcomes.len() }),
+            Err(e) => {
+                let kind = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => TrapKind::Timeout,
+                    _ if self.store.data().limits.memory_refused => TrapKind::Memory,
+                    _ => TrapKind::Trap,
+                };
+                Err(RuntimeError::Trap { name: self.plugin.name.clone(), kind, message: format!("{e:#}") })
+            }
+        }
+    }
+}
+
+/// Per-store host state: the plugin's name (for its log lines) and its limits.
+pub struct HostState {
+    plugin: String,
+    limits: Limits,
+}
+
+/// The memory cap, remembering whether it refused a growth (a guest usually
+/// turns a refused `memory.grow` into an abort, which is then a memory-limit trap).
+struct Limits {
+    memory_bytes: usize,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = desired <= self.memory_bytes;
+        if !ok {
+            self.memory_refused = true;
+        }
+        Ok(ok)
+    }
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+    fn instances(&self) -> usize {
+        16
+    }
+    fn tables(&self) -> usize {
+        16
+    }
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+/// Longest log line a plugin may write; the rest is cut.
+const MAX_LOG_LINE: usize = 4096;
+
+impl bindings::sluice::plugin::host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let plugin = self.plugin.as_str();
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl bindings::sluice::plugin::types::Host for HostState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasm_kinds_are_told_apart() {
+        assert!(matches!(wasm_kind(b"\0asm\x01\0\0\0rest"), Some(WasmKind::Module)));
+        assert!(matches!(wasm_kind(b"\0asm\x0d\0\x01\0rest"), Some(WasmKind::Component)));
+        assert!(wasm_kind(b"\x7fELF\x02\x01\x01\0").is_none());
+        assert!(wasm_kind(b"\0asm").is_none());
+    }
+
+    #[test]
+    fn not_wasm_is_a_clear_error() {
+        let rt = Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wasm");
+        std::fs::write(&path, b"#!/bin/sh\necho hi\n").unwrap();
+        let cfg = PluginConfig { name: "x".into(), path: path.clone(), params: Default::default(), limits: Default::default() };
+        let err = rt.load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("not a WebAssembly module or component") && err.contains("x.wasm"), "{err}");
+        let cfg = PluginConfig { path: dir.path().join("missing.wasm"), ..cfg };
+        let err = rt.load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("cannot read") && err.contains("missing.wasm"), "{err}");
+    }
+
+    #[test]
+    fn a_module_without_the_contract_is_rejected() {
+        let rt = Runtime::new().unwrap();
+        // The smallest valid core module: no component-type section, no exports.
+        let module = b"\0asm\x01\0\0\0";
+        let cfg = PluginConfig { name: "empty".into(), path: "empty.wasm".into(), params: Default::default(), limits: Default::default() };
+        let err = rt.load_bytes("empty", Path::new("empty.wasm"), module, &cfg).unwrap_err().to_string();
+        assert!(err.contains("plugin `empty`"), "{err}");
+    }
+}

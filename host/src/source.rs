@@ -1,0 +1,424 @@
+//! The Kafka side: one consumer on a dedicated thread.
+//!
+//! The thread polls, hands each record to its partition's worker (a channel per
+//! partition), and between polls does the bookkeeping that must happen on the
+//! consumer: store the offsets workers report as written (`enable.auto.offset.store`
+//! is off, so librdkafka commits only what MongoDB has acknowledged), pause a
+//! partition whose queue is full and resume it when drained, and tell whether
+//! every partition has caught up. On revoke it stops the revoked partitions'
+//! workers, waits (up to the drain timeout) for their in-flight batches, stores
+//! their offsets and commits synchronously before the partitions are released;
+//! on stop it does the same for all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, error::KafkaError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{KafkaConfig, OffsetReset};
+
+/// A record as consumed, owned.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Shared between the consumer thread and a partition's worker.
+#[derive(Debug)]
+pub struct PartitionState {
+    /// Next offset to consume once everything before it is written: what may be
+    /// committed. -1 until the worker wrote its first batch.
+    pub acked: AtomicI64,
+    /// Records handed to the worker and not yet written (or dropped).
+    pub queued: AtomicUsize,
+}
+
+impl PartitionState {
+    fn new() -> Self {
+        PartitionState { acked: AtomicI64::new(-1), queued: AtomicUsize::new(0) }
+    }
+}
+
+/// Starts a worker for a newly assigned partition.
+pub type SpawnWorker = Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> JoinHandle<()> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(KafkaError),
+    #[error("Kafka brokers {brokers} did not answer within {timeout:?}: {source}")]
+    Unreachable { brokers: String, timeout: Duration, source: KafkaError },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe { topics: Vec<String>, source: KafkaError },
+}
+
+struct Entry {
+    topic: Arc<str>,
+    tx: mpsc::UnboundedSender<SourceRecord>,
+    state: Arc<PartitionState>,
+    task: JoinHandle<()>,
+    /// The offset last stored with librdkafka.
+    stored: i64,
+    paused: bool,
+    /// For caught-up: where consumption started and the end offset seen then.
+    start: Option<i64>,
+    target: Option<i64>,
+}
+
+#[derive(Default)]
+struct Assigned {
+    by_topic: HashMap<String, HashMap<i32, Entry>>,
+    /// Set after the first assignment (possibly empty) arrived.
+    assigned_once: bool,
+}
+
+pub struct SourceContext {
+    assigned: Mutex<Assigned>,
+    spawn: SpawnWorker,
+    runtime: tokio::runtime::Handle,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", "{fac}: {log_message}"),
+            L::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            L::Notice | L::Info => tracing::info!(target: "librdkafka", "{fac}: {log_message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            tracing::info!(partitions = %fmt_parts(&parts), "partitions revoked: draining");
+            let entries = {
+                let mut a = self.assigned.lock().unwrap();
+                parts
+                    .iter()
+                    .filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e)))
+                    .collect::<Vec<_>>()
+            };
+            self.drain_and_commit(consumer, entries);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut a = self.assigned.lock().unwrap();
+                a.assigned_once = true;
+                let mut parts = Vec::new();
+                for e in tpl.elements() {
+                    let topic: Arc<str> = Arc::from(e.topic());
+                    let map = a.by_topic.entry(e.topic().to_owned()).or_default();
+                    if map.contains_key(&e.partition()) {
+                        continue;
+                    }
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let state = Arc::new(PartitionState::new());
+                    let task = (self.spawn)(topic.clone(), e.partition(), rx, state.clone());
+                    map.insert(e.partition(), Entry { topic, tx, state, task, stored: -1, paused: false, start: None, target: None });
+                    parts.push((e.topic().to_owned(), e.partition()));
+                }
+                tracing::info!(partitions = %fmt_parts(&parts), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!("offset commit failed (the next commit carries the same offsets): {e}"),
+        }
+    }
+}
+
+impl SourceContext {
+    /// Close the workers' inputs, wait for their in-flight batches, then store
+    /// and synchronously commit their offsets.
+    fn drain_and_commit(&self, consumer: &BaseConsumer<Self>, entries: Vec<(i32, Entry)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut tpl = TopicPartitionList::new();
+        for (p, e) in entries {
+            let Entry { topic, tx, state, mut task, stored, .. } = e;
+            drop(tx);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let finished = self.runtime.block_on(async { tokio::time::timeout(left, &mut task).await.is_ok() });
+            if !finished {
+                tracing::warn!(topic = %topic, partition = p, "drain timeout: in-flight batch abandoned (it will be replayed)");
+                task.abort();
+            }
+            let acked = state.acked.load(Ordering::Acquire);
+            if acked >= 0 && acked != stored {
+                let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(acked));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::debug!("store_offsets on drain: {e}");
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!("synchronous commit on drain failed: {e}");
+            } else {
+                tracing::info!(offsets = %fmt_tpl(&tpl), "committed");
+            }
+        }
+    }
+}
+
+fn fmt_parts(parts: &[(String, i32)]) -> String {
+    let mut v: Vec<String> = parts.iter().map(|(t, p)| format!("{t}:{p}")).collect();
+    v.sort();
+    v.join(",")
+}
+
+fn fmt_tpl(tpl: &TopicPartitionList) -> String {
+    let mut v: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}:{}@{}", e.topic(), e.partition(), e.offset().to_raw().unwrap_or(-1)))
+        .collect();
+    v.sort();
+    v.join(",")
+}
+
+/// The consumer and its settings, ready to run on its own thread.
+pub struct Source {
+    consumer: BaseConsumer<SourceContext>,
+    max_queued: usize,
+    until_caught_up: bool,
+    reset: OffsetReset,
+}
+
+/// How a [`Source::run`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    Stopped,
+    CaughtUp,
+}
+
+impl Source {
+    pub fn new(
+        cfg: &KafkaConfig,
+        spawn: SpawnWorker,
+        runtime: tokio::runtime::Handle,
+        drain_timeout: Duration,
+        max_queued: usize,
+        until_caught_up: bool,
+        connect_timeout: Duration,
+    ) -> Result<Source, SourceError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group_id)
+            .set("client.id", "sluice")
+            .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &cfg.options {
+            cc.set(k, v);
+        }
+        cc.set("enable.auto.offset.store", "false");
+        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), spawn, runtime, drain_timeout };
+        let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
+        consumer.fetch_metadata(None, connect_timeout).map_err(|source| SourceError::Unreachable {
+            brokers: cfg.brokers.clone(),
+            timeout: connect_timeout,
+            source,
+        })?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|source| SourceError::Subscribe { topics: cfg.topics.clone(), source })?;
+        Ok(Source { consumer, max_queued, until_caught_up, reset: cfg.auto_offset_reset })
+    }
+
+    /// Poll until `stop` is set (or, with `until_caught_up`, until every assigned
+    /// partition is written up to the end offset seen at assignment); then drain
+    /// the workers and commit.
+    pub fn run(self, stop: Arc<AtomicBool>) -> SourceEnd {
+        let mut last_housekeeping = Instant::now();
+        let mut poll_errors = 0u64;
+        let end = loop {
+            if stop.load(Ordering::Relaxed) {
+                break SourceEnd::Stopped;
+            }
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(msg)) => self.dispatch(&msg),
+                Some(Err(e)) => {
+                    poll_errors += 1;
+                    if poll_errors.is_power_of_two() {
+                        tracing::warn!(count = poll_errors, "Kafka consumer error: {e}");
+                    }
+                }
+                None => {}
+            }
+            if last_housekeeping.elapsed() >= Duration::from_millis(20) {
+                last_housekeeping = Instant::now();
+                if self.housekeeping() {
+                    tracing::info!("every assigned partition is caught up");
+                    break SourceEnd::CaughtUp;
+                }
+            }
+        };
+        let entries: Vec<(i32, Entry)> = {
+            let mut a = self.consumer.context().assigned.lock().unwrap();
+            a.by_topic.drain().flat_map(|(_, m)| m.into_iter()).collect()
+        };
+        self.consumer.context().drain_and_commit(&self.consumer, entries);
+        self.consumer.unsubscribe();
+        end
+    }
+
+    fn dispatch(&self, msg: &rdkafka::message::BorrowedMessage<'_>) {
+        let mut a = self.consumer.context().assigned.lock().unwrap();
+        let Some(entry) = a.by_topic.get_mut(msg.topic()).and_then(|m| m.get_mut(&msg.partition())) else {
+            tracing::error!(topic = msg.topic(), partition = msg.partition(), "record from a partition that is not assigned: ignored (not committed)");
+            return;
+        };
+        let headers = msg
+            .headers()
+            .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default();
+        let record = SourceRecord {
+            topic: entry.topic.clone(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers,
+        };
+        let queued = entry.state.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if entry.tx.send(record).is_err() {
+            // The worker ended (fatal error); the run is stopping. Not committed.
+            entry.state.queued.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        if queued >= self.max_queued && !entry.paused {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(msg.topic(), msg.partition());
+            match self.consumer.pause(&tpl) {
+                Ok(()) => {
+                    entry.paused = true;
+                    tracing::debug!(topic = msg.topic(), partition = msg.partition(), queued, "paused: queue full");
+                }
+                Err(e) => tracing::warn!("cannot pause {}:{}: {e}", msg.topic(), msg.partition()),
+            }
+        }
+    }
+
+    /// Store written offsets, resume drained partitions, and report whether
+    /// everything assigned is caught up (only with `until_caught_up`).
+    fn housekeeping(&self) -> bool {
+        let mut store = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        let mut need_targets = Vec::new();
+        let mut all_caught_up;
+        {
+            let mut a = self.consumer.context().assigned.lock().unwrap();
+            all_caught_up = a.assigned_once;
+            for (topic, parts) in a.by_topic.iter_mut() {
+                for (&p, e) in parts.iter_mut() {
+                    let acked = e.state.acked.load(Ordering::Acquire);
+                    if acked >= 0 && acked != e.stored {
+                        let _ = store.add_partition_offset(topic, p, Offset::Offset(acked));
+                        e.stored = acked;
+                    }
+                    if e.paused && e.state.queued.load(Ordering::Acquire) <= self.max_queued / 2 {
+                        resume.add_partition(topic, p);
+                        e.paused = false;
+                    }
+                    if self.until_caught_up {
+                        match (e.start, e.target) {
+                            (Some(start), Some(target)) => all_caught_up &= start.max(acked) >= target,
+                            _ => {
+                                need_targets.push((topic.clone(), p));
+                                all_caught_up = false;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if store.count() > 0 {
+            if let Err(e) = self.consumer.store_offsets(&store) {
+                tracing::debug!("store_offsets: {e}");
+            }
+        }
+        if resume.count() > 0 {
+            match self.consumer.resume(&resume) {
+                Ok(()) => tracing::debug!(partitions = %fmt_tpl(&resume), "resumed"),
+                Err(e) => tracing::warn!("cannot resume: {e}"),
+            }
+        }
+        if !need_targets.is_empty() {
+            self.resolve_targets(need_targets);
+        }
+        self.until_caught_up && all_caught_up
+    }
+
+    /// Where each new partition starts and the end offset it must reach.
+    fn resolve_targets(&self, parts: Vec<(String, i32)>) {
+        let timeout = Duration::from_secs(10);
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &parts {
+            tpl.add_partition(t, *p);
+        }
+        let committed = match self.consumer.committed_offsets(tpl, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot read committed offsets (will retry): {e}");
+                return;
+            }
+        };
+        let mut resolved = Vec::new();
+        for (t, p) in parts {
+            let (low, high) = match self.consumer.fetch_watermarks(&t, p, timeout) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("cannot read watermarks of {t}:{p} (will retry): {e}");
+                    continue;
+                }
+            };
+            let start = match committed.find_partition(&t, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => match self.reset {
+                    OffsetReset::Latest => high,
+                    _ => low,
+                },
+            };
+            resolved.push((t, p, start, high));
+        }
+        let mut a = self.consumer.context().assigned.lock().unwrap();
+        for (t, p, start, high) in resolved {
+            if let Some(e) = a.by_topic.get_mut(&t).and_then(|m| m.get_mut(&p)) {
+                tracing::debug!(topic = %t, partition = p, start, end = high, "catch-up target");
+                e.start = Some(start);
+                e.target = Some(high);
+            }
+        }
+    }
+}

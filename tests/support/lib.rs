@@ -1,0 +1,184 @@
+//! Shared helpers of the integration tests: they talk to the real services that
+//! `scripts/services up` starts (Kafka on 127.0.0.1:9092, FerretDB on
+//! 127.0.0.1:27017; override with `SLUICE_TEST_BROKERS` / `SLUICE_TEST_MONGO`).
+//!
+//! # Layout
+//! - [`TestEnv`]: one test's unique topic, consumer group and collection, with
+//!   helpers to produce, build a config, read what landed and check offsets.
+//! - [`plugin`]: path of a built example plugin.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use sluice::config::Config;
+
+pub fn brokers() -> String {
+    std::env::var("SLUICE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn mongo_uri() -> String {
+    std::env::var("SLUICE_TEST_MONGO").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// The database every test writes to (each test has its own collection).
+pub const DATABASE: &str = "sluice_test";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+}
+
+/// The built `.wasm` of an example plugin; fails with the command to build it.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = repo().join("plugins/target/wasm32-unknown-unknown/release").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds them)", p.display());
+    p
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000;
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One test's world: a topic, a group and a collection of its own.
+pub struct TestEnv {
+    pub topic: String,
+    pub group: String,
+    pub collection: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> TestEnv {
+        let base = unique(name);
+        TestEnv {
+            topic: format!("t-{base}"),
+            group: format!("g-{base}"),
+            collection: format!("c-{base}"),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub async fn create_topic(&self, partitions: i32) -> anyhow::Result<()> {
+        sluice::produce::ensure_topic(&brokers(), &self.topic, partitions).await
+    }
+
+    /// Send `{"num": n}` for n in 0..count.
+    pub async fn produce_nums(&self, count: u64) -> anyhow::Result<()> {
+        let opts = sluice::produce::ProduceOptions {
+            brokers: brokers(),
+            topic: self.topic.clone(),
+            count,
+            start: 0,
+            interval: Duration::ZERO,
+            partitions: 1,
+        };
+        let sent = sluice::produce::produce(&opts).await?;
+        anyhow::ensure!(sent == count, "sent {sent} of {count}");
+        Ok(())
+    }
+
+    /// The TOML text of a config for this env, with the given plugin chain and extra TOML appended.
+    pub fn config_text(&self, plugins: &[&str], extra: &str) -> String {
+        let mut s = format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [\"{}\"]\nauto_offset_reset = \"earliest\"\n\n\
+             [mongo]\nuri = \"{}\"\ndatabase = \"{DATABASE}\"\ncollection = \"{}\"\n\n",
+            brokers(),
+            self.group,
+            self.topic,
+            mongo_uri(),
+            self.collection
+        );
+        for p in plugins {
+            s.push_str(&format!("[[plugins]]\nname = \"{p}\"\npath = \"{}\"\n\n", plugin(p).display()));
+        }
+        s.push_str(extra);
+        s
+    }
+
+    /// Write the config file and load it as the binary would.
+    pub fn config(&self, plugins: &[&str], extra: &str) -> anyhow::Result<Config> {
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, self.config_text(plugins, extra))?;
+        Ok(Config::load(&path)?)
+    }
+
+    pub async fn collection(&self) -> anyhow::Result<mongodb::Collection<Document>> {
+        let client = mongodb::Client::with_uri_str(mongo_uri()).await?;
+        Ok(client.database(DATABASE).collection(&self.collection))
+    }
+
+    /// Every stored document.
+    pub async fn documents(&self) -> anyhow::Result<Vec<Document>> {
+        let docs: Vec<Document> = self.collection().await?.find(doc! {}).await?.try_collect().await?;
+        Ok(docs)
+    }
+
+    /// Kafka's committed offset of this env's group per partition, and the end offsets.
+    pub fn offsets(&self) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &self.group)
+            .create()
+            .context("creating the checking consumer")?;
+        let md = c.fetch_metadata(Some(&self.topic), Duration::from_secs(10))?;
+        let Some(t) = md.topics().first() else { bail!("topic {} has no metadata", self.topic) };
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in t.partitions() {
+            tpl.add_partition(&self.topic, p.id());
+            let (_, high) = c.fetch_watermarks(&self.topic, p.id(), Duration::from_secs(10))?;
+            ends.insert(p.id(), high);
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+        let committed = committed
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
+            .collect();
+        Ok((committed, ends))
+    }
+}
+
+/// Distinct values, duplicates and missing numbers of `num` in `docs`, against 0..n.
+pub fn num_report(docs: &[Document], expected: impl IntoIterator<Item = i64>) -> NumReport {
+    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+    for d in docs {
+        let n = match d.get("num") {
+            Some(mongodb::bson::Bson::Int64(n)) => *n,
+            Some(mongodb::bson::Bson::Int32(n)) => *n as i64,
+            Some(mongodb::bson::Bson::Double(f)) => *f as i64,
+            other => panic!("document without integer num: {d} ({other:?})"),
+        };
+        *seen.entry(n).or_default() += 1;
+    }
+    let expected: Vec<i64> = expected.into_iter().collect();
+    NumReport {
+        missing: expected.iter().filter(|n| !seen.contains_key(n)).copied().collect(),
+        duplicates: seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect(),
+        unexpected: seen.keys().filter(|n| !expected.contains(n)).copied().collect(),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct NumReport {
+    pub missing: Vec<i64>,
+    pub duplicates: Vec<i64>,
+    pub unexpected: Vec<i64>,
+}
+
+impl NumReport {
+    pub fn is_exact(&self) -> bool {
+        self.missing.is_empty() && self.duplicates.is_empty() && self.unexpected.is_empty()
+    }
+}

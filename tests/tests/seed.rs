@@ -1,0 +1,93 @@
+//! The tutorial's scenario on the real services: 500 `{"num": n}` through the
+//! example plugins into MongoDB, with offsets committed to the end.
+
+use std::time::Duration;
+
+use sluice::RunOptions;
+use sluice_tests::{TestEnv, num_report};
+
+const N: u64 = 500;
+
+/// Produce 500 numbers to a fresh 3-partition topic and run the chain until caught up.
+async fn run_chain(name: &str, chain: &[&str]) -> (TestEnv, sluice::Summary) {
+    let env = TestEnv::new(name);
+    env.create_topic(3).await.expect("create topic");
+    env.produce_nums(N).await.expect("produce");
+    let config = env.config(chain, "[pipeline]\nbatch_max_records = 64\n").expect("config");
+    let summary = tokio::time::timeout(
+        Duration::from_secs(180),
+        sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()),
+    )
+    .await
+    .expect("run finished within 180 s")
+    .expect("run succeeded");
+    assert!(summary.caught_up, "{summary:?}");
+    assert_eq!(summary.consumed, N, "{summary:?}");
+    let (committed, ends) = env.offsets().expect("offsets");
+    assert_eq!(committed, ends, "committed offsets = end offsets");
+    assert_eq!(ends.values().sum::<i64>(), N as i64);
+    (env, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_stores_all_500() {
+    let (env, summary) = run_chain("passthrough", &["passthrough"]).await;
+    let docs = env.documents().await.unwrap();
+    assert_eq!(docs.len(), 500);
+    let report = num_report(&docs, 0..500);
+    assert!(report.is_exact(), "{report:?}");
+    assert_eq!(summary.written, 500);
+    // Default _id: topic:partition:offset:index.
+    let id = docs[0].get_str("_id").unwrap();
+    assert!(id.starts_with(&format!("{}:", env.topic)) && id.ends_with(":0"), "{id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn even_keeps_250() {
+    let (env, summary) = run_chain("even", &["even"]).await;
+    let docs = env.documents().await.unwrap();
+    assert_eq!(docs.len(), 250);
+    let report = num_report(&docs, (0..500).step_by(2));
+    assert!(report.is_exact(), "{report:?}");
+    assert_eq!(summary.dropped, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn even_then_enrich_adds_square_and_source() {
+    let (env, _) = run_chain("even-enrich", &["even", "enrich"]).await;
+    let docs = env.documents().await.unwrap();
+    assert_eq!(docs.len(), 250);
+    let report = num_report(&docs, (0..500).step_by(2));
+    assert!(report.is_exact(), "{report:?}");
+    for d in &docs {
+        let n = d.get_i64("num").unwrap();
+        assert_eq!(d.get_i64("square").unwrap(), n * n, "{d}");
+        let src = d.get_document("source").unwrap();
+        assert_eq!(src.get_str("topic").unwrap(), env.topic);
+        assert!((0..3).contains(&src.get_i64("partition").unwrap()), "{d}");
+        assert!(src.get_i64("offset").unwrap() >= 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plugins_writes_the_values_as_they_are() {
+    let (env, _) = run_chain("noplugin", &[]).await;
+    let docs = env.documents().await.unwrap();
+    assert!(num_report(&docs, 0..500).is_exact());
+}
+
+/// A second run with the same group finds nothing to do and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_replays_nothing() {
+    let (env, _) = run_chain("rerun", &["passthrough"]).await;
+    let config = env.config(&["passthrough"], "").unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(120),
+        sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(summary.consumed, 0, "{summary:?}");
+    assert_eq!(env.documents().await.unwrap().len(), 500);
+}
