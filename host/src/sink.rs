@@ -229,7 +229,9 @@ mod tests {
     #[test]
     fn json_objects_become_documents() {
         let d = json_to_document(br#"{"num": 3, "s": "x", "n": {"a": [1, 2.5]}}"#).unwrap();
-        assert_eq!(d.get_i64("num").unwrap(), 3);
+        // Like pymongo and the mongo shell: integers that fit are int32, others int64.
+        assert_eq!(d.get_i32("num").unwrap(), 3);
+        assert_eq!(json_to_document(br#"{"big": 5000000000}"#).unwrap().get_i64("big").unwrap(), 5_000_000_000);
         assert_eq!(d.get_str("s").unwrap(), "x");
         assert!(json_to_document(b"[1,2]").unwrap_err().contains("not an object"));
         assert!(json_to_document(b"{").unwrap_err().contains("not JSON"));

@@ -164,7 +164,7 @@ impl SourceContext {
         let deadline = Instant::now() + self.drain_timeout;
         let mut tpl = TopicPartitionList::new();
         for (p, e) in entries {
-            let Entry { topic, tx, state, mut task, stored, .. } = e;
+            let Entry { topic, tx, state, mut task, .. } = e;
             drop(tx);
             let left = deadline.saturating_duration_since(Instant::now());
             let finished = self.runtime.block_on(async { tokio::time::timeout(left, &mut task).await.is_ok() });
@@ -173,7 +173,7 @@ impl SourceContext {
                 task.abort();
             }
             let acked = state.acked.load(Ordering::Acquire);
-            if acked >= 0 && acked != stored {
+            if acked >= 0 {
                 let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(acked));
             }
         }

@@ -150,16 +150,21 @@ impl TestEnv {
     }
 }
 
+/// An integer field, whether stored as int32, int64 or an integral double.
+pub fn int(d: &Document, key: &str) -> i64 {
+    match d.get(key) {
+        Some(mongodb::bson::Bson::Int64(n)) => *n,
+        Some(mongodb::bson::Bson::Int32(n)) => *n as i64,
+        Some(mongodb::bson::Bson::Double(f)) if f.fract() == 0.0 => *f as i64,
+        other => panic!("field `{key}` is not an integer in {d}: {other:?}"),
+    }
+}
+
 /// Distinct values, duplicates and missing numbers of `num` in `docs`, against 0..n.
 pub fn num_report(docs: &[Document], expected: impl IntoIterator<Item = i64>) -> NumReport {
     let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
     for d in docs {
-        let n = match d.get("num") {
-            Some(mongodb::bson::Bson::Int64(n)) => *n,
-            Some(mongodb::bson::Bson::Int32(n)) => *n as i64,
-            Some(mongodb::bson::Bson::Double(f)) => *f as i64,
-            other => panic!("document without integer num: {d} ({other:?})"),
-        };
+        let n = int(d, "num");
         *seen.entry(n).or_default() += 1;
     }
     let expected: Vec<i64> = expected.into_iter().collect();

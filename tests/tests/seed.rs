@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sluice::RunOptions;
-use sluice_tests::{TestEnv, num_report};
+use sluice_tests::{TestEnv, int, num_report};
 
 const N: u64 = 500;
 
@@ -60,12 +60,12 @@ async fn even_then_enrich_adds_square_and_source() {
     let report = num_report(&docs, (0..500).step_by(2));
     assert!(report.is_exact(), "{report:?}");
     for d in &docs {
-        let n = d.get_i64("num").unwrap();
-        assert_eq!(d.get_i64("square").unwrap(), n * n, "{d}");
+        let n = int(d, "num");
+        assert_eq!(int(d, "square"), n * n, "{d}");
         let src = d.get_document("source").unwrap();
         assert_eq!(src.get_str("topic").unwrap(), env.topic);
-        assert!((0..3).contains(&src.get_i64("partition").unwrap()), "{d}");
-        assert!(src.get_i64("offset").unwrap() >= 0);
+        assert!((0..3).contains(&int(src, "partition")), "{d}");
+        assert!(int(src, "offset") >= 0);
     }
 }
 
