@@ -112,6 +112,10 @@ pub struct MongoConfig {
     /// Write concern of every write. Default: `w = 1`, journaled.
     #[serde(default)]
     pub write_concern: WriteConcernConfig,
+    /// Where the next offset per (group, topic, partition) is kept, in `database`.
+    /// Default `sluice_offsets`.
+    #[serde(default = "default_offsets_collection")]
+    pub offsets_collection: String,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -189,9 +193,13 @@ pub struct PipelineConfig {
     /// What a record that fails (plugin error, not JSON, rejected) does. Default `stop`.
     #[serde(default)]
     pub on_error: OnError,
-    /// On revoke and shutdown, how long in-flight batches may take to finish. Default 20s.
+    /// On revoke and shutdown, how long in-flight batches may take to finish.
+    /// Must be below Kafka's `session.timeout.ms` and `max.poll.interval.ms`. Default 20s.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// After SIGTERM/SIGINT, exit (non-zero) if draining and committing take longer. Default 30s.
+    #[serde(default = "default_shutdown", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// First wait before retrying a failed MongoDB write; doubles up to `retry_max_backoff`.
     #[serde(default = "default_backoff", with = "humantime_serde")]
     pub retry_backoff: Duration,
@@ -207,6 +215,7 @@ impl Default for PipelineConfig {
             max_queued_per_partition: None,
             on_error: OnError::default(),
             drain_timeout: default_drain(),
+            shutdown_timeout: default_shutdown(),
             retry_backoff: default_backoff(),
             retry_max_backoff: default_max_backoff(),
         }
@@ -230,6 +239,9 @@ pub enum OnError {
     Skip,
 }
 
+fn default_offsets_collection() -> String {
+    crate::progress::DEFAULT_COLLECTION.into()
+}
 fn default_true() -> bool {
     true
 }
@@ -256,6 +268,9 @@ fn default_linger() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_secs(20)
+}
+fn default_shutdown() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_backoff() -> Duration {
     Duration::from_millis(100)
@@ -327,6 +342,21 @@ impl Config {
         }
         if pl.max_queued() < pl.batch_max_records {
             return Err("pipeline.max_queued_per_partition must be at least batch_max_records".into());
+        }
+        for (key, default_ms) in [("session.timeout.ms", 45_000u64), ("max.poll.interval.ms", 300_000)] {
+            let ms = match k.options.get(key) {
+                Some(v) => v.parse::<u64>().map_err(|_| format!("kafka.options.\"{key}\" = {v:?} is not a number of milliseconds"))?,
+                None => default_ms,
+            };
+            if pl.drain_timeout >= Duration::from_millis(ms) {
+                return Err(format!(
+                    "pipeline.drain_timeout ({:?}) must be shorter than Kafka's {key} ({ms} ms), or the group evicts this host while it drains",
+                    pl.drain_timeout
+                ));
+            }
+        }
+        if pl.shutdown_timeout <= pl.drain_timeout {
+            return Err("pipeline.shutdown_timeout must be longer than pipeline.drain_timeout".into());
         }
         if pl.retry_backoff.is_zero() || pl.retry_max_backoff < pl.retry_backoff {
             return Err("pipeline.retry_backoff must be > 0 and <= retry_max_backoff".into());
@@ -402,6 +432,7 @@ impl fmt::Debug for MongoConfig {
             .field("collection", &self.collection)
             .field("connect_timeout", &self.connect_timeout)
             .field("write_concern", &self.write_concern)
+            .field("offsets_collection", &self.offsets_collection)
             .finish()
     }
 }
@@ -483,6 +514,12 @@ mod tests {
             (format!("{MINIMAL}\n[pipeline]\nbatch_max_records = 0\n"), "batch_max_records"),
             (format!("{MINIMAL}\n[kafka.options]\n\"enable.auto.offset.store\" = \"true\"\n").replace("[kafka]\n", "[kafka]\n"), "enable.auto.offset.store"),
             (format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugins]]\nname = \"a\"\npath = \"b.wasm\"\n"), "used twice"),
+            (format!("{MINIMAL}\n[pipeline]\ndrain_timeout = \"50s\"\nshutdown_timeout = \"60s\"\n"), "session.timeout.ms"),
+            (
+                MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"]\n[kafka.options]\n\"session.timeout.ms\" = \"10000\""),
+                "shorter than Kafka's session.timeout.ms (10000 ms)",
+            ),
+            (format!("{MINIMAL}\n[pipeline]\nshutdown_timeout = \"5s\"\n"), "shutdown_timeout"),
         ] {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");

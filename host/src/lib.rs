@@ -8,6 +8,7 @@
 //! - [`runtime`]: wasmtime engine, plugin loading, sandboxed instances.
 //! - [`chain`]: a batch through the plugin chain, per-record results.
 //! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes).
+//! - [`progress`]: next offsets kept in MongoDB, the later of it and Kafka's wins.
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
 //! - [`produce`]: the tutorial's producer (`sluice produce`).
 //! - [`ops`]: `sluice count` and `sluice reset`.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod ops;
 pub mod pipeline;
 pub mod produce;
+pub mod progress;
 pub mod runtime;
 pub mod sink;
 pub mod source;

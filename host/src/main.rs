@@ -50,6 +50,10 @@ enum Command {
     Count {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
+        /// Also check the tutorial's numbers: exactly one document per `num` in 0..N.
+        /// Prints `produced=N stored=S missing=M duplicates=D`; exits 1 unless exact.
+        #[arg(long, value_name = "N")]
+        expect_nums: Option<u64>,
     },
     /// Delete the configured topics and consumer group and drop the collection (destructive).
     Reset {
@@ -83,7 +87,8 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             let cfg = sluice::config::Config::load(&config)?;
             tracing::debug!(config = ?cfg, "configuration");
             let summary = sluice::run(cfg, sluice::RunOptions { until_caught_up }, shutdown_signal()).await?;
-            tracing::info!("{summary}");
+            // One machine-readable line on stdout (`duplicates` = inserts found already stored).
+            println!("summary: {summary}");
             Ok(())
         }
         Command::Produce { topic, count, start, interval, brokers, partitions } => {
@@ -94,10 +99,15 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             println!("sent {sent} messages to {} in {secs:.2}s ({:.0}/s)", opts.topic, sent as f64 / secs.max(1e-9));
             Ok(())
         }
-        Command::Count { config } => {
+        Command::Count { config, expect_nums } => {
             let cfg = sluice::config::Config::load(&config)?;
             let n = sluice::ops::count(&cfg).await?;
             println!("{n} documents in {}.{}", cfg.mongo.database, cfg.mongo.collection);
+            if let Some(expected) = expect_nums {
+                let c = sluice::ops::check_nums(&cfg, expected).await?;
+                println!("produced={expected} stored={} missing={} duplicates={}", c.stored, c.missing, c.duplicates);
+                anyhow::ensure!(c.missing == 0 && c.duplicates == 0 && c.unexpected == 0, "not exact ({} documents without a num in 0..{expected})", c.unexpected);
+            }
             Ok(())
         }
         Command::Reset { config } => {

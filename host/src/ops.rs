@@ -1,6 +1,6 @@
 //! Small operator commands on a configuration's Kafka and MongoDB objects:
 //! `sluice count` (documents in the configured collection) and `sluice reset`
-//! (delete the topics, the consumer group and the collection — destructive, for
+//! (delete the topics, the consumer group, its stored progress and the collection — destructive, for
 //! demos and local experiments).
 
 use std::time::Duration;
@@ -27,6 +27,53 @@ pub async fn count(config: &Config) -> anyhow::Result<u64> {
     Ok(n)
 }
 
+/// How the tutorial's numbers landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumCheck {
+    /// Documents stored.
+    pub stored: u64,
+    /// Numbers in 0..expected with no document.
+    pub missing: u64,
+    /// Extra documents for numbers that have more than one.
+    pub duplicates: u64,
+    /// Documents whose `num` is absent or outside 0..expected.
+    pub unexpected: u64,
+}
+
+/// Count, from MongoDB, one document per `num` in 0..expected.
+pub async fn check_nums(config: &Config, expected: u64) -> anyhow::Result<NumCheck> {
+    use futures::TryStreamExt;
+    use mongodb::bson::Bson;
+    let sink = Sink::connect(&config.mongo).await?;
+    let mut cursor = sink
+        .database()
+        .collection::<mongodb::bson::Document>(&config.mongo.collection)
+        .find(doc! {})
+        .projection(doc! { "num": 1 })
+        .await?;
+    let mut seen = vec![0u32; expected as usize];
+    let (mut stored, mut unexpected) = (0u64, 0u64);
+    while let Some(d) = cursor.try_next().await? {
+        stored += 1;
+        let n = match d.get("num") {
+            Some(Bson::Int32(n)) => *n as i64,
+            Some(Bson::Int64(n)) => *n,
+            Some(Bson::Double(f)) if f.fract() == 0.0 => *f as i64,
+            _ => -1,
+        };
+        match usize::try_from(n).ok().filter(|&n| n < seen.len()) {
+            Some(i) => seen[i] += 1,
+            None => unexpected += 1,
+        }
+    }
+    Ok(NumCheck {
+        stored,
+        missing: seen.iter().filter(|&&c| c == 0).count() as u64,
+        duplicates: seen.iter().map(|&c| c.saturating_sub(1) as u64).sum(),
+        unexpected,
+    })
+}
+
 /// Delete the configured topics and consumer group, and drop the collection.
 pub async fn reset(config: &Config) -> anyhow::Result<()> {
     let k = &config.kafka;
@@ -51,6 +98,7 @@ pub async fn reset(config: &Config) -> anyhow::Result<()> {
         }
     }
     let sink = Sink::connect(&config.mongo).await?;
+    sink.progress(&config.mongo.offsets_collection, &k.group_id).forget_group().await.context("deleting the group's stored progress")?;
     sink.database()
         .collection::<mongodb::bson::Document>(&config.mongo.collection)
         .drop()

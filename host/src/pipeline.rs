@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::chain::{Chain, Failure, FailureKind, RecordResult};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::runtime::{LoadedPlugin, Runtime};
+use crate::progress::Progress;
 use crate::sink::{Sink, SinkError, WriteOp, json_to_document};
 use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SpawnWorker};
 
@@ -58,8 +59,8 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "consumed {} records in {} batches: {} documents written, {} already present, {} dropped by plugins, {} skipped, {} write retries",
-            self.consumed, self.batches, self.written, self.duplicates, self.dropped, self.skipped, self.retries
+            "consumed={} batches={} written={} duplicates={} dropped={} skipped={} retries={} caught_up={}",
+            self.consumed, self.batches, self.written, self.duplicates, self.dropped, self.skipped, self.retries, self.caught_up
         )
     }
 }
@@ -76,6 +77,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         tracing::info!(plugin = %p.name, version = %p.version, path = %p.path.display(), "plugin loaded");
     }
     let sink = Sink::connect(&config.mongo).await?;
+    let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
     tracing::info!(database = %config.mongo.database, collection = %config.mongo.collection, "connected to MongoDB");
 
     let stats = Arc::new(Stats::default());
@@ -83,6 +85,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let worker_ctx = Arc::new(WorkerCtx {
         plugins: Arc::new(plugins),
         sink,
+        progress: progress.clone(),
         pipeline: config.pipeline.clone(),
         stats: stats.clone(),
         fatal: fatal_tx,
@@ -99,7 +102,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let handle = tokio::runtime::Handle::current();
     let until = options.until_caught_up;
     let source = tokio::task::spawn_blocking(move || {
-        Source::new(&kafka, spawn, handle, pipeline.drain_timeout, pipeline.max_queued(), until, connect_timeout)
+        Source::new(&kafka, spawn, handle, pipeline.drain_timeout, pipeline.max_queued(), until, connect_timeout, progress)
     })
     .await
     .context("creating the consumer")??;
@@ -126,7 +129,13 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     stop.store(true, Ordering::Relaxed);
     let end = match end {
         Some(end) => Some(end),
-        None => done_rx.await.ok(),
+        None => match tokio::time::timeout(config.pipeline.shutdown_timeout, done_rx).await {
+            Ok(end) => end.ok(),
+            Err(_) => anyhow::bail!(
+                "draining and committing took longer than pipeline.shutdown_timeout ({:?}); uncommitted records will be replayed",
+                config.pipeline.shutdown_timeout
+            ),
+        },
     };
     let _ = tokio::task::spawn_blocking(move || source_thread.join()).await;
     drop(worker_ctx);
@@ -152,6 +161,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 struct WorkerCtx {
     plugins: Arc<Vec<Arc<LoadedPlugin>>>,
     sink: Sink,
+    progress: Progress,
     pipeline: PipelineConfig,
     stats: Arc<Stats>,
     fatal: mpsc::UnboundedSender<anyhow::Error>,
@@ -223,7 +233,7 @@ async fn worker(
                 return;
             }
         };
-        if let Err(e) = write_batch(&ctx, &records, results).await {
+        if let Err(e) = write_batch(&ctx, &records, results, next_offset).await {
             let _ = ctx.fatal.send(e);
             return;
         }
@@ -236,7 +246,7 @@ async fn worker(
 
 /// Turn chain results into writes, write them until acknowledged, and decide
 /// every failed record. `Err` means the run must stop.
-async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<RecordResult>) -> anyhow::Result<()> {
+async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<RecordResult>, next_offset: i64) -> anyhow::Result<()> {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
     let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
     let mut failures: Vec<(usize, Failure)> = Vec::new();
@@ -276,37 +286,53 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
     for (i, f) in &failures {
         decide(&ctx.pipeline, &ctx.stats, &records[*i], f)?;
     }
-    if ops.is_empty() {
-        return Ok(());
-    }
+    let (topic, partition) = (&records[0].topic, records[0].partition);
     let mut backoff = ctx.pipeline.retry_backoff;
     let mut attempt = 0u32;
+    let mut written = ops.is_empty();
     loop {
-        match ctx.sink.write(&ops).await {
-            Ok(report) => {
-                ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
-                ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
-                if attempt > 0 {
-                    tracing::info!(attempts = attempt + 1, "MongoDB write succeeded after retrying");
+        let result = if written {
+            Ok(())
+        } else {
+            match ctx.sink.write(&ops).await {
+                Ok(report) => {
+                    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
+                    ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
+                    Ok(())
                 }
-                return Ok(());
-            }
-            Err(SinkError::Rejected(rejections)) => {
-                let mut seen = std::collections::HashSet::new();
-                for r in rejections {
-                    let i = op_source[r.index];
-                    if seen.insert(i) {
-                        let f = Failure { plugin: None, kind: FailureKind::SinkRejected, message: format!("code {}: {}", r.code, r.message) };
-                        decide(&ctx.pipeline, &ctx.stats, &records[i], &f)?;
+                Err(SinkError::Rejected(rejections)) => {
+                    let mut seen = std::collections::HashSet::new();
+                    for r in rejections {
+                        let i = op_source[r.index];
+                        if seen.insert(i) {
+                            let f = Failure { plugin: None, kind: FailureKind::SinkRejected, message: format!("code {}: {}", r.code, r.message) };
+                            decide(&ctx.pipeline, &ctx.stats, &records[i], &f)?;
+                        }
                     }
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let result = match result {
+            Ok(()) => {
+                written = true;
+                ctx.progress.save(topic, partition, next_offset).await.map_err(|e| format!("saving progress to MongoDB failed (will retry): {e}"))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                if attempt > 0 {
+                    tracing::info!(topic = %topic, partition, attempts = attempt + 1, "MongoDB write succeeded after retrying");
                 }
                 return Ok(());
             }
-            Err(e) => {
+            Err(message) => {
                 attempt += 1;
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
                 let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                tracing::warn!(attempt, retry_in = ?jittered, "{e}");
+                tracing::warn!(topic = %topic, partition, attempt, retry_in = ?jittered, "{message}");
                 tokio::time::sleep(jittered).await;
                 backoff = (backoff * 2).min(ctx.pipeline.retry_max_backoff);
             }

@@ -105,6 +105,11 @@ impl Sink {
         &self.db
     }
 
+    /// The progress store of `group` in `collection`, with this sink's write concern.
+    pub fn progress(&self, collection: &str, group: &str) -> crate::progress::Progress {
+        crate::progress::Progress::new(&self.db, collection, group, self.write_concern.clone())
+    }
+
     fn collection(&self, name: Option<&str>) -> Collection<Document> {
         self.db.collection(name.unwrap_or(&self.default_collection))
     }

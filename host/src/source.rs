@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, error::KafkaError};
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{KafkaConfig, OffsetReset};
+use crate::progress::Progress;
 
 /// A record as consumed, owned.
 #[derive(Debug, Clone)]
@@ -91,6 +93,7 @@ pub struct SourceContext {
     spawn: SpawnWorker,
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
+    progress: Progress,
 }
 
 impl ClientContext for SourceContext {
@@ -106,43 +109,37 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-            tracing::info!(partitions = %fmt_parts(&parts), "partitions revoked: draining");
-            let entries = {
-                let mut a = self.assigned.lock().unwrap();
-                parts
-                    .iter()
-                    .filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e)))
-                    .collect::<Vec<_>>()
-            };
-            self.drain_and_commit(consumer, entries);
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let mut a = self.assigned.lock().unwrap();
-                a.assigned_once = true;
-                let mut parts = Vec::new();
-                for e in tpl.elements() {
-                    let topic: Arc<str> = Arc::from(e.topic());
-                    let map = a.by_topic.entry(e.topic().to_owned()).or_default();
-                    if map.contains_key(&e.partition()) {
-                        continue;
-                    }
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let state = Arc::new(PartitionState::new());
-                    let task = (self.spawn)(topic.clone(), e.partition(), rx, state.clone());
-                    map.insert(e.partition(), Entry { topic, tx, state, task, stored: -1, paused: false, start: None, target: None });
-                    parts.push((e.topic().to_owned(), e.partition()));
+    /// Assign at the later of Kafka's committed offset and the progress stored in
+    /// MongoDB; on revoke, drain and commit before the partitions are released.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let starts = self.start_positions(consumer, tpl);
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = result {
+                    tracing::error!("assigning partitions failed: {e}");
+                    return;
                 }
-                tracing::info!(partitions = %fmt_parts(&parts), "partitions assigned");
+                self.on_assigned(tpl, &starts);
             }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoked(consumer, tpl);
+                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = result {
+                    tracing::error!("releasing partitions failed: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance failed: {other:?}; releasing all partitions");
+                let all = { self.assigned.lock().unwrap().by_topic.iter().flat_map(|(t, m)| m.keys().map(move |p| (t.clone(), *p))).collect::<Vec<_>>() };
+                let mut revoked = TopicPartitionList::new();
+                for (t, p) in all {
+                    revoked.add_partition(&t, p);
+                }
+                self.on_revoked(consumer, &revoked);
+                let _ = consumer.unassign();
+            }
         }
     }
 
@@ -155,6 +152,89 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Where each assigned partition starts: the later of Kafka's committed offset
+    /// and MongoDB's stored progress. Sets the MongoDB one in `tpl` when it is later.
+    fn start_positions(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) -> HashMap<(String, i32), i64> {
+        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let mut starts = HashMap::new();
+        if parts.is_empty() {
+            return starts;
+        }
+        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => c.to_topic_map(),
+            Err(e) => {
+                tracing::warn!("cannot read Kafka's committed offsets at assignment: {e}");
+                HashMap::new()
+            }
+        };
+        let stored = match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load(&parts)).await }) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read the progress stored in MongoDB at assignment (using Kafka's offsets): {e}");
+                HashMap::new()
+            }
+            Err(_) => {
+                tracing::warn!("reading the progress stored in MongoDB timed out (using Kafka's offsets)");
+                HashMap::new()
+            }
+        };
+        for key in parts {
+            let kafka = match committed.get(&key) {
+                Some(Offset::Offset(o)) => Some(*o),
+                _ => None,
+            };
+            let mongo = stored.get(&key).copied();
+            if let Some(m) = mongo {
+                if kafka.is_none_or(|k| m > k) {
+                    tracing::info!(topic = %key.0, partition = key.1, kafka = ?kafka, mongo = m, "starting at the progress stored in MongoDB");
+                    if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
+                        tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);
+                    }
+                }
+            }
+            if let Some(start) = kafka.max(mongo) {
+                starts.insert(key, start);
+            }
+        }
+        starts
+    }
+
+    fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>) {
+        let mut a = self.assigned.lock().unwrap();
+        a.assigned_once = true;
+        let mut parts = Vec::new();
+        for e in tpl.elements() {
+            let key = (e.topic().to_owned(), e.partition());
+            let topic: Arc<str> = Arc::from(e.topic());
+            let map = a.by_topic.entry(key.0.clone()).or_default();
+            if map.contains_key(&key.1) {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let state = Arc::new(PartitionState::new());
+            let task = (self.spawn)(topic.clone(), key.1, rx, state.clone());
+            let start = starts.get(&key).copied();
+            map.insert(key.1, Entry { topic, tx, state, task, stored: -1, paused: false, start, target: None });
+            parts.push(key);
+        }
+        tracing::info!(partitions = %fmt_parts(&parts), "partitions assigned");
+    }
+
+    fn on_revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let entries = {
+            let mut a = self.assigned.lock().unwrap();
+            parts
+                .iter()
+                .filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e)))
+                .collect::<Vec<_>>()
+        };
+        if !entries.is_empty() {
+            tracing::info!(partitions = %fmt_parts(&parts), "partitions revoked: draining");
+        }
+        self.drain_and_commit(consumer, entries);
+    }
+
     /// Close the workers' inputs, wait for their in-flight batches, then store
     /// and synchronously commit their offsets.
     fn drain_and_commit(&self, consumer: &BaseConsumer<Self>, entries: Vec<(i32, Entry)>) {
@@ -230,6 +310,7 @@ impl Source {
         max_queued: usize,
         until_caught_up: bool,
         connect_timeout: Duration,
+        progress: Progress,
     ) -> Result<Source, SourceError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
@@ -243,7 +324,7 @@ impl Source {
             cc.set(k, v);
         }
         cc.set("enable.auto.offset.store", "false");
-        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), spawn, runtime, drain_timeout };
+        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), spawn, runtime, drain_timeout, progress };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
         consumer.fetch_metadata(None, connect_timeout).map_err(|source| SourceError::Unreachable {
             brokers: cfg.brokers.clone(),
@@ -380,43 +461,22 @@ impl Source {
         self.until_caught_up && all_caught_up
     }
 
-    /// Where each new partition starts and the end offset it must reach.
+    /// The end offset each new partition must reach (and where it starts when
+    /// neither Kafka nor MongoDB had an offset for it).
     fn resolve_targets(&self, parts: Vec<(String, i32)>) {
         let timeout = Duration::from_secs(10);
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &parts {
-            tpl.add_partition(t, *p);
-        }
-        let committed = match self.consumer.committed_offsets(tpl, timeout) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("cannot read committed offsets (will retry): {e}");
-                return;
-            }
-        };
         let mut resolved = Vec::new();
         for (t, p) in parts {
-            let (low, high) = match self.consumer.fetch_watermarks(&t, p, timeout) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!("cannot read watermarks of {t}:{p} (will retry): {e}");
-                    continue;
-                }
-            };
-            let start = match committed.find_partition(&t, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => match self.reset {
-                    OffsetReset::Latest => high,
-                    _ => low,
-                },
-            };
-            resolved.push((t, p, start, high));
+            match self.consumer.fetch_watermarks(&t, p, timeout) {
+                Ok((low, high)) => resolved.push((t, p, low, high)),
+                Err(e) => tracing::warn!("cannot read watermarks of {t}:{p} (will retry): {e}"),
+            }
         }
         let mut a = self.consumer.context().assigned.lock().unwrap();
-        for (t, p, start, high) in resolved {
+        for (t, p, low, high) in resolved {
             if let Some(e) = a.by_topic.get_mut(&t).and_then(|m| m.get_mut(&p)) {
+                let start = *e.start.get_or_insert(if self.reset == OffsetReset::Latest { high } else { low });
                 tracing::debug!(topic = %t, partition = p, start, end = high, "catch-up target");
-                e.start = Some(start);
                 e.target = Some(high);
             }
         }

@@ -187,3 +187,176 @@ impl NumReport {
         self.missing.is_empty() && self.duplicates.is_empty() && self.unexpected.is_empty()
     }
 }
+
+/// The `sluice` binary next to this test binary (built by `make build`/`make test`).
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("sluice");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p sluice` (make test does)", bin.display());
+    bin
+}
+
+/// Run `scripts/services <args>` (stop/start a service for fault tests).
+pub fn services(args: &[&str]) {
+    let status = std::process::Command::new(repo().join("scripts/services")).args(args).status().expect("scripts/services");
+    assert!(status.success(), "scripts/services {args:?} failed: {status}");
+}
+
+/// A `sluice run` process.
+pub struct Host {
+    pub name: String,
+    child: std::process::Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Host {
+    /// Start `sluice run --config <config>` (with `--until-caught-up` if asked).
+    pub fn spawn(env: &TestEnv, name: &str, config: &std::path::Path, until_caught_up: bool) -> Host {
+        let stdout = env.dir.path().join(format!("{name}.out"));
+        let stderr = env.dir.path().join(format!("{name}.err"));
+        let mut cmd = std::process::Command::new(sluice_bin());
+        cmd.arg("run").arg("--config").arg(config);
+        if until_caught_up {
+            cmd.arg("--until-caught-up");
+        }
+        cmd.env("SLUICE_LOG", "info,librdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let child = cmd.spawn().expect("spawn sluice");
+        Host { name: name.into(), child, stdout, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let ok = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -TERM {}", self.pid());
+    }
+
+    /// Wait for exit; panics with the log tail on timeout.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("host {} did not exit within {timeout:?}; log tail:\n{}", self.name, self.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let v: Vec<&str> = text.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// How many non-empty partition assignments this host has logged.
+    pub fn assignments(&self) -> usize {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        text.lines().filter(|l| l.contains("partitions assigned partitions=") && !l.trim_end().ends_with("partitions=")).count()
+    }
+
+    /// A field of the `summary:` line the host prints on a clean exit.
+    pub fn summary(&self, key: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(&self.stdout).ok()?;
+        let line = text.lines().find(|l| l.starts_with("summary: "))?;
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestEnv {
+    /// Write a config file for hosts of this env and return its path.
+    pub fn config_file(&self, plugins: &[&str], extra: &str) -> PathBuf {
+        let path = self.dir.path().join("host.toml");
+        std::fs::write(&path, self.config_text(plugins, extra)).unwrap();
+        path
+    }
+
+    /// Documents stored so far.
+    pub async fn count(&self) -> u64 {
+        match self.collection().await {
+            Ok(c) => c.count_documents(doc! {}).await.unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Wait until at least `n` documents are stored.
+    pub async fn wait_for_count(&self, n: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let c = self.count().await;
+            if c >= n {
+                return Ok(c);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("only {c} of {n} documents after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Send `{"num": n}` for n in 0..total in chunks with pauses, in the
+    /// background, so a stream is flowing while faults are injected.
+    pub fn produce_stream(&self, total: u64, chunk: u64, pause: Duration) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let topic = self.topic.clone();
+        tokio::spawn(async move {
+            use rdkafka::producer::{FutureProducer, FutureRecord};
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .set("linger.ms", "5")
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("message.timeout.ms", "120000")
+                .create()?;
+            let mut n = 0;
+            while n < total {
+                let end = (n + chunk).min(total);
+                let payloads: Vec<String> = (n..end).map(|i| format!("{{\"num\":{i}}}")).collect();
+                let mut pending = Vec::new();
+                for payload in &payloads {
+                    let rec: FutureRecord<'_, (), String> = FutureRecord::to(&topic).payload(payload);
+                    pending.push(producer.send(rec, Duration::from_secs(60)));
+                }
+                for p in futures::future::join_all(pending).await {
+                    if let Err((e, _)) = p {
+                        bail!("delivery failed: {e}");
+                    }
+                }
+                n = end;
+                tokio::time::sleep(pause).await;
+            }
+            Ok(())
+        })
+    }
+
+    /// Assert: one document per num in 0..n, and committed offsets = end offsets.
+    pub async fn assert_exact(&self, n: u64) {
+        let docs = self.documents().await.unwrap();
+        let report = num_report(&docs, 0..n as i64);
+        assert!(report.is_exact(), "missing {} duplicates {} unexpected {}: {:?}", report.missing.len(), report.duplicates.len(), report.unexpected.len(), report);
+        assert_eq!(docs.len() as u64, n);
+        let (committed, ends) = self.offsets().unwrap();
+        assert_eq!(committed, ends, "committed offsets = end offsets");
+    }
+}

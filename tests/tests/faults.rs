@@ -1,0 +1,139 @@
+//! Faults on the real services: the host killed, a second host taking over,
+//! MongoDB down, the Kafka broker restarted, a graceful stop. Each test ends with:
+//! one document per number (none missing, none duplicated) and the group's
+//! committed offsets equal to the end offsets.
+//!
+//! These tests stop and start the shared services, so they run one at a time
+//! (a lock) and in their own test binary (cargo runs test binaries one by one).
+
+use std::time::Duration;
+
+use sluice_tests::{Host, TestEnv, services};
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const N: u64 = 30_000;
+const PARTITIONS: i32 = 6;
+/// Small batches and a short session timeout so faults land mid-batch and a
+/// dead host's partitions move quickly.
+const EXTRA: &str = r#"
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+
+[pipeline]
+batch_max_records = 200
+batch_linger = "10ms"
+drain_timeout = "4s"
+shutdown_timeout = "15s"
+retry_backoff = "100ms"
+retry_max_backoff = "2s"
+"#;
+
+async fn setup(name: &str) -> (TestEnv, std::path::PathBuf, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let env = TestEnv::new(name);
+    env.create_topic(PARTITIONS).await.unwrap();
+    let config = env.config_file(&["passthrough"], EXTRA);
+    // ~6 s of production: the stream flows while the fault happens.
+    let producer = env.produce_stream(N, 1000, Duration::from_millis(200));
+    (env, config, producer)
+}
+
+async fn finish(env: &TestEnv, config: &std::path::Path, producer: tokio::task::JoinHandle<anyhow::Result<()>>) -> Host {
+    producer.await.unwrap().expect("producer");
+    let mut last = Host::spawn(env, "final", config, true);
+    let status = last.wait(Duration::from_secs(180)).await;
+    assert!(status.success(), "final run failed: {status}\n{}", last.log_tail(30));
+    env.assert_exact(N).await;
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart() {
+    let _serial = SERIAL.lock().await;
+    let (env, config, producer) = setup("kill9").await;
+    let mut host = Host::spawn(&env, "victim", &config, false);
+    env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
+    host.kill9();
+    let stored_at_kill = env.count().await;
+    assert!(stored_at_kill < N, "the kill must land mid-stream");
+    finish(&env, &config, producer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_one_killed_the_survivor_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let (env, config, producer) = setup("takeover").await;
+    let mut a = Host::spawn(&env, "a", &config, false);
+    let mut b = Host::spawn(&env, "b", &config, false);
+    // Both hosts own partitions before one dies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(a.assignments() >= 1 && b.assignments() >= 1) {
+        assert!(std::time::Instant::now() < deadline, "both hosts never owned partitions:\n{}\n{}", a.log_tail(10), b.log_tail(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_for_count(1, Duration::from_secs(60)).await.unwrap();
+    let before = b.assignments();
+    a.kill9();
+    assert!(env.count().await < N, "the kill must land mid-stream");
+    producer.await.unwrap().expect("producer");
+    // The survivor alone must store everything.
+    env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\nsurvivor log:\n{}", b.log_tail(30)));
+    b.sigterm();
+    let status = b.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "survivor exit: {status}\n{}", b.log_tail(30));
+    env.assert_exact(N).await;
+    assert!(b.assignments() > before, "the survivor took the dead host's partitions over:\n{}", b.log_tail(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_down_for_10_s_mid_stream() {
+    let _serial = SERIAL.lock().await;
+    let (env, config, producer) = setup("mongo-outage").await;
+    let mut host = Host::spawn(&env, "host", &config, false);
+    env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
+    services(&["stop-mongo"]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    services(&["start-mongo"]);
+    producer.await.unwrap().expect("producer");
+    env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
+    host.sigterm();
+    let status = host.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit: {status}\n{}", host.log_tail(30));
+    assert!(host.summary("retries").unwrap() > 0, "the outage was seen and retried");
+    env.assert_exact(N).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_restarted_mid_stream() {
+    let _serial = SERIAL.lock().await;
+    let (env, config, producer) = setup("kafka-restart").await;
+    let mut host = Host::spawn(&env, "host", &config, false);
+    env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
+    services(&["restart-kafka"]);
+    producer.await.unwrap().expect("producer");
+    env.wait_for_count(N, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
+    host.sigterm();
+    let status = host.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit: {status}\n{}", host.log_tail(30));
+    env.assert_exact(N).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
+    let _serial = SERIAL.lock().await;
+    let (env, config, producer) = setup("sigterm").await;
+    let mut host = Host::spawn(&env, "first", &config, false);
+    env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
+    host.sigterm();
+    let status = host.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit after SIGTERM: {status}\n{}", host.log_tail(30));
+    let consumed_first = host.summary("consumed").expect("summary line");
+    let stored_first = env.count().await;
+    assert!(stored_first < N, "SIGTERM must land mid-stream");
+    let last = finish(&env, &config, producer).await;
+    // Nothing the first host wrote is consumed again.
+    assert_eq!(last.summary("duplicates"), Some(0), "{}", last.log_tail(20));
+    assert_eq!(last.summary("consumed"), Some(N - consumed_first));
+}
