@@ -6,7 +6,7 @@ WASM_TARGET := wasm32-unknown-unknown
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 SLUICE := target/debug/sluice
 
-.PHONY: demo test services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: demo test chaos-small services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built, 500 numbers produced, host run until caught up, count printed.
 demo: services plugins build
@@ -19,6 +19,11 @@ demo: services plugins build
 test: services plugins build plugins-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	$(MAKE) chaos-small
+
+## chaos-small: the chaos run with CI-sized defaults (the full run: scripts/chaos).
+chaos-small: build
+	scripts/chaos -m 20000 -k 4
 
 services:
 	scripts/services up

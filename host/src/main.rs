@@ -40,6 +40,9 @@ enum Command {
         /// Pause between messages, e.g. "5s" (default: none).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         interval: Duration,
+        /// At most this many messages per second (default: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_BROKERS")]
         brokers: String,
         /// Partitions of the topic if it has to be created.
@@ -91,8 +94,8 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             println!("summary: {summary}");
             Ok(())
         }
-        Command::Produce { topic, count, start, interval, brokers, partitions } => {
-            let opts = sluice::produce::ProduceOptions { brokers, topic, count, start, interval, partitions };
+        Command::Produce { topic, count, start, interval, rate, brokers, partitions } => {
+            let opts = sluice::produce::ProduceOptions { brokers, topic, count, start, interval, rate, partitions };
             let t = std::time::Instant::now();
             let sent = sluice::produce::produce(&opts).await.context("producing")?;
             let secs = t.elapsed().as_secs_f64();

@@ -20,6 +20,8 @@ pub struct ProduceOptions {
     pub start: u64,
     /// Pause between messages (zero: as fast as possible).
     pub interval: Duration,
+    /// At most this many messages per second (zero: no limit).
+    pub rate: u64,
     /// Partitions for the topic if it has to be created.
     pub partitions: i32,
 }
@@ -52,6 +54,7 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
         .create()
         .context("creating the Kafka producer")?;
     let mut pending = futures::stream::FuturesUnordered::new();
+    let started = tokio::time::Instant::now();
     let mut sent = 0u64;
     use futures::StreamExt;
     for n in o.start..o.start + o.count {
@@ -62,6 +65,14 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
         while pending.len() >= 10_000 {
             check(pending.next().await)?;
             sent += 1;
+        }
+        if o.rate > 0 {
+            // Pace in 10 ms steps: after k messages, wait until k / rate seconds have passed.
+            let sent_so_far = n - o.start + 1;
+            if sent_so_far % (o.rate / 100).max(1) == 0 {
+                let due = started + Duration::from_secs_f64(sent_so_far as f64 / o.rate as f64);
+                tokio::time::sleep_until(due).await;
+            }
         }
         if !o.interval.is_zero() {
             while let Some(r) = futures::FutureExt::now_or_never(pending.next()).flatten() {

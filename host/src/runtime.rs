@@ -38,8 +38,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub enum RuntimeError {
     #[error("cannot set up the wasm engine: {0:#}")]
     Engine(wasmtime::Error),
-    #[error("plugin `{name}`: cannot read {path}: {source}")]
-    Read { name: String, path: PathBuf, source: std::io::Error },
+    #[error("plugin `{name}`: cannot read {path}: {cause}")]
+    Read { name: String, path: PathBuf, cause: std::io::Error },
     #[error("plugin `{name}`: {path} is not a WebAssembly module or component")]
     NotWasm { name: String, path: PathBuf },
     #[error("plugin `{name}`: cannot turn the core module {path} into a component: {message}")]
@@ -117,7 +117,7 @@ impl Runtime {
     /// that its init accepts the configured parameters.
     pub fn load(&self, cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, RuntimeError> {
         let name = cfg.name.clone();
-        let bytes = std::fs::read(&cfg.path).map_err(|source| RuntimeError::Read { name: name.clone(), path: cfg.path.clone(), source })?;
+        let bytes = std::fs::read(&cfg.path).map_err(|cause| RuntimeError::Read { name: name.clone(), path: cfg.path.clone(), cause })?;
         let plugin = self.load_bytes(&name, &cfg.path, &bytes, cfg)?;
         // Fail at load, not on the first record.
         plugin.instantiate()?;

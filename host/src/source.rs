@@ -62,10 +62,10 @@ pub type SpawnWorker = Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceR
 pub enum SourceError {
     #[error("cannot create the Kafka consumer: {0}")]
     Create(KafkaError),
-    #[error("Kafka brokers {brokers} did not answer within {timeout:?}: {source}")]
-    Unreachable { brokers: String, timeout: Duration, source: KafkaError },
-    #[error("cannot subscribe to {topics:?}: {source}")]
-    Subscribe { topics: Vec<String>, source: KafkaError },
+    #[error("Kafka brokers {brokers} did not answer within {timeout:?}: {cause}")]
+    Unreachable { brokers: String, timeout: Duration, cause: KafkaError },
+    #[error("cannot subscribe to {topics:?}: {cause}")]
+    Subscribe { topics: Vec<String>, cause: KafkaError },
 }
 
 struct Entry {
@@ -326,13 +326,13 @@ impl Source {
         cc.set("enable.auto.offset.store", "false");
         let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), spawn, runtime, drain_timeout, progress };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
-        consumer.fetch_metadata(None, connect_timeout).map_err(|source| SourceError::Unreachable {
+        consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
             brokers: cfg.brokers.clone(),
             timeout: connect_timeout,
-            source,
+            cause,
         })?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|source| SourceError::Subscribe { topics: cfg.topics.clone(), source })?;
+        consumer.subscribe(&topics).map_err(|cause| SourceError::Subscribe { topics: cfg.topics.clone(), cause })?;
         Ok(Source { consumer, max_queued, until_caught_up, reset: cfg.auto_offset_reset })
     }
 

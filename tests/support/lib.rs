@@ -81,6 +81,7 @@ impl TestEnv {
             count,
             start: 0,
             interval: Duration::ZERO,
+            rate: 0,
             partitions: 1,
         };
         let sent = sluice::produce::produce(&opts).await?;
