@@ -13,7 +13,7 @@ demo: services plugins build
 	$(SLUICE) reset --config examples/seed.toml
 	$(SLUICE) produce --topic testnum --count 500
 	$(SLUICE) run --config examples/seed.toml --until-caught-up
-	$(SLUICE) count --config examples/seed.toml
+	$(SLUICE) count --config examples/seed.toml --expect-nums 500
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
 test: services plugins build plugins-test

@@ -121,6 +121,11 @@ impl ConsumerContext for SourceContext {
                     tracing::error!("assigning partitions failed: {e}");
                     return;
                 }
+                // librdkafka keeps a partition's pause flag across assignments: a
+                // partition paused (queue full) before a revoke would stay paused.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!("cannot resume newly assigned partitions: {e}");
+                }
                 self.on_assigned(tpl, &starts);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
