@@ -26,6 +26,8 @@ pub struct ChainOutput {
 pub struct Failure {
     /// The plugin that failed it, if a plugin did.
     pub plugin: Option<String>,
+    /// That plugin's version (content hash).
+    pub plugin_version: Option<String>,
     pub kind: FailureKind,
     pub message: String,
 }
@@ -42,6 +44,8 @@ pub enum FailureKind {
     InvalidInput,
     /// A plugin output is not a storable document.
     InvalidOutput,
+    /// A plugin's outputs for one record exceed `limits.max_output_bytes`.
+    OutputTooLarge,
     /// MongoDB refused the document.
     SinkRejected,
 }
@@ -55,6 +59,7 @@ impl FailureKind {
             FailureKind::Memory => "memory",
             FailureKind::InvalidInput => "invalid-input",
             FailureKind::InvalidOutput => "invalid-output",
+            FailureKind::OutputTooLarge => "output-too-large",
             FailureKind::SinkRejected => "sink-rejected",
         }
     }
@@ -73,6 +78,8 @@ pub struct Chain {
     instances: Vec<PluginInstance>,
     /// Kind and message of the last trap, for the failure it becomes.
     last_trap: Option<(TrapKind, String)>,
+    /// Larger values fail as invalid input before any plugin sees them.
+    max_value_bytes: usize,
 }
 
 /// An item flowing between stages: which source record it came from and its document.
@@ -84,9 +91,9 @@ struct Item {
 }
 
 impl Chain {
-    pub fn new(plugins: &[Arc<LoadedPlugin>]) -> Result<Chain, RuntimeError> {
+    pub fn new(plugins: &[Arc<LoadedPlugin>], max_value_bytes: usize) -> Result<Chain, RuntimeError> {
         let instances = plugins.iter().map(|p| p.instantiate()).collect::<Result<_, _>>()?;
-        Ok(Chain { plugins: plugins.to_vec(), instances, last_trap: None })
+        Ok(Chain { plugins: plugins.to_vec(), instances, last_trap: None, max_value_bytes })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -102,7 +109,7 @@ impl Chain {
             Err(StageError::Trap(first)) => {
                 self.reinstantiate(first)?;
                 if batch.len() == 1 {
-                    return Ok(vec![RecordResult::Failed(trap_failure(&self.plugins[first].name, self.last_trap.take()))]);
+                    return Ok(vec![RecordResult::Failed(trap_failure(&self.plugins[first], self.last_trap.take()))]);
                 }
                 // Isolate: one record at a time; only the ones that trap fail.
                 let mut results = Vec::with_capacity(batch.len());
@@ -111,7 +118,7 @@ impl Chain {
                         Ok(mut r) => results.push(r.pop().expect("one result per record")),
                         Err(StageError::Runtime(e)) => return Err(e),
                         Err(StageError::Trap(k)) => {
-                            results.push(RecordResult::Failed(trap_failure(&self.plugins[k].name, self.last_trap.take())));
+                            results.push(RecordResult::Failed(trap_failure(&self.plugins[k], self.last_trap.take())));
                             self.reinstantiate(k)?;
                         }
                     }
@@ -121,6 +128,11 @@ impl Chain {
         }
     }
 
+    fn failure(&self, k: usize, kind: FailureKind, message: String) -> Failure {
+        let p = &self.plugins[k];
+        Failure { plugin: Some(p.name.clone()), plugin_version: Some(p.version.clone()), kind, message }
+    }
+
     fn reinstantiate(&mut self, k: usize) -> Result<(), RuntimeError> {
         self.instances[k] = self.plugins[k].instantiate()?;
         Ok(())
@@ -128,11 +140,30 @@ impl Chain {
 
     fn run(&mut self, batch: &[SourceRecord]) -> Result<Vec<RecordResult>, StageError> {
         let mut failed: Vec<Option<Failure>> = vec![None; batch.len()];
-        let mut items: Vec<Item> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Item { source: i, op: Op::Insert, collection: None, value: r.value.clone() })
-            .collect();
+        let mut items: Vec<Item> = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            match &r.value {
+                Some(v) if v.len() > self.max_value_bytes => {
+                    failed[i] = Some(Failure {
+                        plugin: None,
+                        plugin_version: None,
+                        kind: FailureKind::InvalidInput,
+                        message: format!("value of {} bytes exceeds pipeline.max_value_bytes ({})", v.len(), self.max_value_bytes),
+                    });
+                }
+                // Tombstones go to the plugins (one may turn it into a delete by key);
+                // without plugins there is nothing to store.
+                None if self.plugins.is_empty() => {
+                    failed[i] = Some(Failure {
+                        plugin: None,
+                        plugin_version: None,
+                        kind: FailureKind::InvalidInput,
+                        message: "record has no value (tombstone)".into(),
+                    });
+                }
+                _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: r.value.clone() }),
+            }
+        }
         for k in 0..self.instances.len() {
             if items.is_empty() {
                 break;
@@ -151,6 +182,16 @@ impl Chain {
                 match outcome {
                     Outcome::Drop => {}
                     Outcome::Emit(outputs) => {
+                        let size: usize = outputs.iter().map(|o| o.document.len()).sum();
+                        let max = self.plugins[k].max_output_bytes();
+                        if size > max {
+                            let slot = &mut failed[item.source];
+                            if slot.is_none() {
+                                let message = format!("outputs of {size} bytes exceed limits.max_output_bytes ({max})");
+                                *slot = Some(self.failure(k, FailureKind::OutputTooLarge, message));
+                            }
+                            continue;
+                        }
                         for o in outputs {
                             next.push(Item {
                                 source: item.source,
@@ -168,7 +209,7 @@ impl Chain {
                         let slot = &mut failed[item.source];
                         if slot.is_none() {
                             let kind = if is_input_error(&e.message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
-                            *slot = Some(Failure { plugin: Some(self.plugins[k].name.clone()), kind, message: e.message });
+                            *slot = Some(self.failure(k, kind, e.message));
                         }
                     }
                 }
@@ -185,6 +226,7 @@ impl Chain {
                 None => {
                     failed[item.source] = Some(Failure {
                         plugin: None,
+                        plugin_version: None,
                         kind: FailureKind::InvalidInput,
                         message: "record has no value (tombstone)".into(),
                     })
@@ -212,10 +254,11 @@ fn is_input_error(message: &str) -> bool {
     message.starts_with("value is not JSON") || message.starts_with("record has no value")
 }
 
-fn trap_failure(plugin: &str, trap: Option<(TrapKind, String)>) -> Failure {
+fn trap_failure(plugin: &LoadedPlugin, trap: Option<(TrapKind, String)>) -> Failure {
     let (kind, message) = trap.unwrap_or((TrapKind::Trap, "trapped".into()));
     Failure {
-        plugin: Some(plugin.to_owned()),
+        plugin: Some(plugin.name.clone()),
+        plugin_version: Some(plugin.version.clone()),
         kind: match kind {
             TrapKind::Timeout => FailureKind::Timeout,
             TrapKind::Memory => FailureKind::Memory,

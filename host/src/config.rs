@@ -28,7 +28,10 @@
 //! [pipeline]
 //! batch_max_records = 500
 //! batch_linger = "20ms"
-//! on_error = "stop"                # stop | skip
+//! on_error = "dead-letter"         # dead-letter | skip | stop
+//!
+//! [dlq]
+//! topic = "{topic}.dlq"
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +62,8 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub dlq: DlqConfig,
 }
 
 #[derive(Deserialize, Clone)]
@@ -169,11 +174,15 @@ pub struct PluginLimits {
     /// Wall-clock cap of one call (one batch). Default 5s.
     #[serde(default = "default_call_timeout", with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// Cap on the total size of the documents one record becomes. Default 16 MiB
+    /// (MongoDB's document limit).
+    #[serde(default = "default_max_output")]
+    pub max_output_bytes: usize,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { memory_bytes: default_memory(), call_timeout: default_call_timeout() }
+        PluginLimits { memory_bytes: default_memory(), call_timeout: default_call_timeout(), max_output_bytes: default_max_output() }
     }
 }
 
@@ -190,9 +199,13 @@ pub struct PipelineConfig {
     /// partition is paused. Default 4 × batch_max_records.
     #[serde(default)]
     pub max_queued_per_partition: Option<usize>,
-    /// What a record that fails (plugin error, not JSON, rejected) does. Default `stop`.
+    /// What a record that fails (plugin error or trap, bad input, refused by
+    /// MongoDB) does: `dead-letter` (default), `skip` or `stop`.
     #[serde(default)]
     pub on_error: OnError,
+    /// Record values larger than this fail as invalid input. Default 1 MiB.
+    #[serde(default = "default_max_value")]
+    pub max_value_bytes: usize,
     /// On revoke and shutdown, how long in-flight batches may take to finish.
     /// Must be below Kafka's `session.timeout.ms` and `max.poll.interval.ms`. Default 20s.
     #[serde(default = "default_drain", with = "humantime_serde")]
@@ -214,6 +227,7 @@ impl Default for PipelineConfig {
             batch_linger: default_linger(),
             max_queued_per_partition: None,
             on_error: OnError::default(),
+            max_value_bytes: default_max_value(),
             drain_timeout: default_drain(),
             shutdown_timeout: default_shutdown(),
             retry_backoff: default_backoff(),
@@ -232,11 +246,38 @@ impl PipelineConfig {
 #[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {
-    /// Exit non-zero; the offset is not committed past the record.
+    /// Send it to the dead-letter topic (before its offset is committed), go on.
     #[default]
+    DeadLetter,
+    /// Exit non-zero; the offset is not committed past the record.
     Stop,
     /// Log and count it, then go on.
     Skip,
+}
+
+/// The dead-letter queue: a Kafka topic on the same cluster.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {
+    /// Topic name; `{topic}` is replaced by the source topic. Default `{topic}.dlq`.
+    #[serde(default = "default_dlq_topic")]
+    pub topic: String,
+    /// Create missing dead-letter topics at start (1 partition per source
+    /// partition is not needed: order is kept per source partition by key). Default true.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        DlqConfig { topic: default_dlq_topic(), create_topics: true }
+    }
+}
+
+impl DlqConfig {
+    pub fn topic_for(&self, source_topic: &str) -> String {
+        self.topic.replace("{topic}", source_topic)
+    }
 }
 
 fn default_offsets_collection() -> String {
@@ -256,6 +297,15 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_memory() -> usize {
     64 << 20
+}
+fn default_max_output() -> usize {
+    16 << 20
+}
+fn default_max_value() -> usize {
+    1 << 20
+}
+fn default_dlq_topic() -> String {
+    "{topic}.dlq".into()
 }
 fn default_call_timeout() -> Duration {
     Duration::from_secs(5)
@@ -337,6 +387,13 @@ impl Config {
             }
         }
         let pl = &self.pipeline;
+        if pl.on_error == OnError::DeadLetter {
+            for t in &k.topics {
+                if self.dlq.topic_for(t) == *t {
+                    return Err(format!("dlq.topic {:?} would dead-letter topic {t} into itself", self.dlq.topic));
+                }
+            }
+        }
         if pl.batch_max_records == 0 {
             return Err("pipeline.batch_max_records must be at least 1".into());
         }
@@ -403,6 +460,7 @@ impl fmt::Debug for Config {
             .field("mongo", &self.mongo)
             .field("plugins", &self.plugins)
             .field("pipeline", &self.pipeline)
+            .field("dlq", &self.dlq)
             .finish()
     }
 }
@@ -463,7 +521,9 @@ mod tests {
         assert_eq!(c.pipeline.batch_max_records, 500);
         assert_eq!(c.pipeline.batch_linger, Duration::from_millis(20));
         assert_eq!(c.pipeline.max_queued(), 2000);
-        assert_eq!(c.pipeline.on_error, OnError::Stop);
+        assert_eq!(c.pipeline.on_error, OnError::DeadLetter);
+        assert_eq!(c.dlq.topic_for("t"), "t.dlq");
+        assert_eq!(c.pipeline.max_value_bytes, 1 << 20);
         assert_eq!(c.mongo.write_concern.w, WriteAck::Nodes(1));
         assert!(c.mongo.write_concern.journal);
         assert!(c.plugins.is_empty());

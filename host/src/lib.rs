@@ -9,6 +9,7 @@
 //! - [`chain`]: a batch through the plugin chain, per-record results.
 //! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes).
 //! - [`progress`]: next offsets kept in MongoDB, the later of it and Kafka's wins.
+//! - [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
 //! - [`produce`]: the tutorial's producer (`sluice produce`).
 //! - [`ops`]: `sluice count` and `sluice reset`.
@@ -24,6 +25,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod dlq;
 pub mod ops;
 pub mod pipeline;
 pub mod produce;

@@ -5,7 +5,8 @@
 //! them through its own instance of the plugin chain, writes the results to
 //! MongoDB (retrying transient failures with capped exponential backoff and
 //! jitter), and only then reports the batch's next offset as committable. Failed
-//! records are decided in one place, [`decide`], by the `on_error` policy.
+//! records are decided in one place, `decide`, by the `on_error` policy
+//! (dead-letter, skip or stop).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::chain::{Chain, Failure, FailureKind, RecordResult};
 use crate::config::{Config, OnError, PipelineConfig};
+use crate::dlq::DeadLetters;
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::progress::Progress;
 use crate::sink::{Sink, SinkError, WriteOp, json_to_document};
@@ -38,6 +40,7 @@ pub struct Stats {
     pub duplicates: AtomicU64,
     pub dropped: AtomicU64,
     pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
     pub retries: AtomicU64,
 }
@@ -50,6 +53,7 @@ pub struct Summary {
     pub duplicates: u64,
     pub dropped: u64,
     pub skipped: u64,
+    pub dead_lettered: u64,
     pub batches: u64,
     pub retries: u64,
     pub caught_up: bool,
@@ -59,8 +63,16 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "consumed={} batches={} written={} duplicates={} dropped={} skipped={} retries={} caught_up={}",
-            self.consumed, self.batches, self.written, self.duplicates, self.dropped, self.skipped, self.retries, self.caught_up
+            "consumed={} batches={} written={} duplicates={} dropped={} skipped={} dead_lettered={} retries={} caught_up={}",
+            self.consumed,
+            self.batches,
+            self.written,
+            self.duplicates,
+            self.dropped,
+            self.skipped,
+            self.dead_lettered,
+            self.retries,
+            self.caught_up
         )
     }
 }
@@ -80,10 +92,19 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
     tracing::info!(database = %config.mongo.database, collection = %config.mongo.collection, "connected to MongoDB");
 
+    let dlq = match config.pipeline.on_error {
+        OnError::DeadLetter => {
+            let d = DeadLetters::new(&config.kafka, &config.dlq).context("creating the dead-letter producer")?;
+            d.ensure_topics(&config.kafka).await.context("creating the dead-letter topics")?;
+            Some(d)
+        }
+        _ => None,
+    };
     let stats = Arc::new(Stats::default());
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<anyhow::Error>();
     let worker_ctx = Arc::new(WorkerCtx {
         plugins: Arc::new(plugins),
+        dlq,
         sink,
         progress: progress.clone(),
         pipeline: config.pipeline.clone(),
@@ -152,6 +173,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         duplicates: s.duplicates.load(Ordering::Relaxed),
         dropped: s.dropped.load(Ordering::Relaxed),
         skipped: s.skipped.load(Ordering::Relaxed),
+        dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
         batches: s.batches.load(Ordering::Relaxed),
         retries: s.retries.load(Ordering::Relaxed),
         caught_up: end == Some(SourceEnd::CaughtUp),
@@ -160,6 +182,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 
 struct WorkerCtx {
     plugins: Arc<Vec<Arc<LoadedPlugin>>>,
+    dlq: Option<DeadLetters>,
     sink: Sink,
     progress: Progress,
     pipeline: PipelineConfig,
@@ -175,7 +198,8 @@ async fn worker(
     state: Arc<PartitionState>,
 ) {
     let plugins = ctx.plugins.clone();
-    let chain = match tokio::task::spawn_blocking(move || Chain::new(&plugins)).await {
+    let max_value = ctx.pipeline.max_value_bytes;
+    let chain = match tokio::task::spawn_blocking(move || Chain::new(&plugins, max_value)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             let _ = ctx.fatal.send(anyhow::Error::new(e).context(format!("starting the plugin chain for {topic}:{partition}")));
@@ -270,7 +294,9 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                             op_source.push(i);
                         }
                         Err(message) => {
-                            bad = Some(Failure { plugin: None, kind: FailureKind::InvalidOutput, message });
+                            // Without plugins the output is the input: a value that is no JSON object is bad input.
+                            let kind = if ctx.plugins.is_empty() { FailureKind::InvalidInput } else { FailureKind::InvalidOutput };
+                            bad = Some(Failure { plugin: None, plugin_version: None, kind, message });
                             break;
                         }
                     }
@@ -283,9 +309,7 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
             }
         }
     }
-    for (i, f) in &failures {
-        decide(&ctx.pipeline, &ctx.stats, &records[*i], f)?;
-    }
+    decide(ctx, records, &failures).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
     let mut backoff = ctx.pipeline.retry_backoff;
     let mut attempt = 0u32;
@@ -302,13 +326,15 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                 }
                 Err(SinkError::Rejected(rejections)) => {
                     let mut seen = std::collections::HashSet::new();
+                    let mut rejected = Vec::new();
                     for r in rejections {
                         let i = op_source[r.index];
                         if seen.insert(i) {
-                            let f = Failure { plugin: None, kind: FailureKind::SinkRejected, message: format!("code {}: {}", r.code, r.message) };
-                            decide(&ctx.pipeline, &ctx.stats, &records[i], &f)?;
+                            let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
+                            rejected.push((i, Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message }));
                         }
                     }
+                    decide(ctx, records, &rejected).await?;
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),
@@ -345,22 +371,44 @@ pub fn derived_id(rec: &SourceRecord, index: usize) -> String {
     format!("{}:{}:{}:{}", rec.topic, rec.partition, rec.offset, index)
 }
 
-/// The one place that decides what a failed record does.
-fn decide(cfg: &PipelineConfig, stats: &Stats, rec: &SourceRecord, f: &Failure) -> anyhow::Result<()> {
-    let plugin = f.plugin.as_deref().unwrap_or("-");
-    match cfg.on_error {
-        OnError::Skip => {
-            stats.skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin, "record skipped: {}", f.message);
-            Ok(())
+/// The one place that decides what failed records do: dead-letter them (before
+/// their offset can be committed), skip them, or stop the run.
+async fn decide(ctx: &WorkerCtx, records: &[SourceRecord], failures: &[(usize, Failure)]) -> anyhow::Result<()> {
+    for (i, f) in failures {
+        let rec = &records[*i];
+        let plugin = f.plugin.as_deref().unwrap_or("-");
+        match ctx.pipeline.on_error {
+            OnError::Skip => {
+                ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin, "record skipped: {}", f.message);
+            }
+            OnError::Stop => anyhow::bail!(
+                "record {}:{}@{} failed ({}, plugin {plugin}): {} — stopping (on_error = \"stop\"); its offset is not committed",
+                rec.topic,
+                rec.partition,
+                rec.offset,
+                f.kind.as_str(),
+                f.message
+            ),
+            OnError::DeadLetter => {
+                let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
+                let mut backoff = ctx.pipeline.retry_backoff;
+                let mut attempt = 0u32;
+                while let Err(e) = dlq.send(rec, f).await {
+                    attempt += 1;
+                    ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+                    tracing::warn!(attempt, retry_in = ?wait, "sending {}:{}@{} to the dead-letter topic failed (will retry): {e}", rec.topic, rec.partition, rec.offset);
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(ctx.pipeline.retry_max_backoff);
+                }
+                ctx.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin,
+                    dlq = %dlq.topic_for(&rec.topic), "record dead-lettered: {}", f.message
+                );
+            }
         }
-        OnError::Stop => Err(anyhow::anyhow!(
-            "record {}:{}@{} failed ({}, plugin {plugin}): {} — stopping (on_error = \"stop\"); its offset is not committed",
-            rec.topic,
-            rec.partition,
-            rec.offset,
-            f.kind.as_str(),
-            f.message
-        )),
     }
+    Ok(())
 }

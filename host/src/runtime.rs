@@ -213,6 +213,10 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
+    pub fn max_output_bytes(&self) -> usize {
+        self.limits.max_output_bytes
+    }
+
     /// A fresh instance with its own store and limits, initialised with the params.
     pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, RuntimeError> {
         let limits = Limits { memory_bytes: self.limits.memory_bytes, memory_refused: false };
