@@ -6,7 +6,7 @@ WASM_TARGET := wasm32-unknown-unknown
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 SLUICE := target/debug/sluice
 
-.PHONY: demo test chaos-small services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: demo test chaos-small hostile services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built, 500 numbers produced, host run until caught up, count printed.
 demo: services plugins build
@@ -16,7 +16,7 @@ demo: services plugins build
 	$(SLUICE) count --config examples/seed.toml --expect-nums 500
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
-test: services plugins build plugins-test
+test: services plugins hostile build plugins-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) chaos-small
@@ -36,6 +36,10 @@ wasm-target:
 
 plugins: wasm-target
 	cd plugins && $(CARGO) build --release
+
+## hostile: the test-only misbehaving plugins (tests/hostile/).
+hostile: wasm-target
+	cd tests/hostile && $(CARGO) build --release
 
 plugins-test:
 	cd plugins && $(CARGO) test --target $(HOST_TRIPLE)

@@ -276,6 +276,9 @@ pub mod __private {
     }
 
     pub fn run_init(pairs: Vec<(String, String)>, init: Option<fn(&Params) -> Result<()>>) -> Result<(), String> {
+        // A panic aborts the instance (a trap); say why through the host first.
+        #[cfg(target_arch = "wasm32")]
+        std::panic::set_hook(Box::new(|info| host_log(crate::log::Level::Error, &format!("panic: {info}"))));
         match init {
             None => Ok(()),
             Some(f) => f(&Params::from_pairs(pairs)).map_err(|e| format!("{e:#}")),

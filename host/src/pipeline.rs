@@ -295,8 +295,16 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                         }
                         Err(message) => {
                             // Without plugins the output is the input: a value that is no JSON object is bad input.
-                            let kind = if ctx.plugins.is_empty() { FailureKind::InvalidInput } else { FailureKind::InvalidOutput };
-                            bad = Some(Failure { plugin: None, plugin_version: None, kind, message });
+                            // The last plugin made this output.
+                            bad = Some(match ctx.plugins.last() {
+                                None => Failure { plugin: None, plugin_version: None, kind: FailureKind::InvalidInput, message },
+                                Some(p) => Failure {
+                                    plugin: Some(p.name.clone()),
+                                    plugin_version: Some(p.version.clone()),
+                                    kind: FailureKind::InvalidOutput,
+                                    message,
+                                },
+                            });
                             break;
                         }
                     }

@@ -220,7 +220,7 @@ impl LoadedPlugin {
     /// A fresh instance with its own store and limits, initialised with the params.
     pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, RuntimeError> {
         let limits = Limits { memory_bytes: self.limits.memory_bytes, memory_refused: false };
-        let mut store = Store::new(&self.engine, HostState { plugin: self.name.clone(), limits });
+        let mut store = Store::new(&self.engine, HostState { plugin: self.name.clone(), limits, last_panic: None });
         store.limiter(|s| &mut s.limits);
         let call_ticks = ticks(self.limits.call_timeout);
         store.set_epoch_deadline(call_ticks);
@@ -266,12 +266,22 @@ impl PluginInstance {
             Ok(outcomes) if outcomes.len() == batch.len() => Ok(outcomes),
             Ok(outcomes) => Err(RuntimeError::OutcomeCount { name: self.plugin.name.clone(), expected: batch.len(), got: outcomes.len() }),
             Err(e) => {
-                let kind = match e.downcast_ref::<wasmtime::Trap>() {
-                    Some(wasmtime::Trap::Interrupt) => TrapKind::Timeout,
-                    _ if self.store.data().limits.memory_refused => TrapKind::Memory,
-                    _ => TrapKind::Trap,
+                let data = self.store.data_mut();
+                let panic = data.last_panic.take();
+                let (kind, message) = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => {
+                        (TrapKind::Timeout, format!("call exceeded limits.call_timeout ({:?}): wasm trap: interrupt", self.plugin.limits.call_timeout))
+                    }
+                    _ if data.limits.memory_refused => (
+                        TrapKind::Memory,
+                        format!("memory limit of {} bytes reached (limits.memory_bytes): {}", self.plugin.limits.memory_bytes, e.root_cause()),
+                    ),
+                    _ => (TrapKind::Trap, match panic {
+                        Some(p) => format!("{p} ({})", e.root_cause()),
+                        None => e.root_cause().to_string(),
+                    }),
                 };
-                Err(RuntimeError::Trap { name: self.plugin.name.clone(), kind, message: format!("{e:#}") })
+                Err(RuntimeError::Trap { name: self.plugin.name.clone(), kind, message })
             }
         }
     }
@@ -281,6 +291,8 @@ impl PluginInstance {
 pub struct HostState {
     plugin: String,
     limits: Limits,
+    /// The SDK's panic hook logs `panic: …` just before the abort trap.
+    last_panic: Option<String>,
 }
 
 /// The memory cap, remembering whether it refused a growth (a guest usually
@@ -325,6 +337,9 @@ impl bindings::sluice::plugin::host::Host for HostState {
             }
             message.truncate(cut);
             message.push_str("…");
+        }
+        if message.starts_with("panic: ") {
+            self.last_panic = Some(message.clone());
         }
         let plugin = self.plugin.as_str();
         match level {

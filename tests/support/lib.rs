@@ -370,3 +370,86 @@ impl TestEnv {
         }
     }
 }
+
+/// The built `.wasm` of a hostile test plugin (`tests/hostile/`).
+pub fn hostile(name: &str) -> PathBuf {
+    let p = repo().join("tests/hostile/target/wasm32-unknown-unknown/release").join(format!("hostile_{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `make hostile` (make test does)", p.display());
+    p
+}
+
+/// One dead-lettered record as read back from the DLQ topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl DeadLetter {
+    pub fn header(&self, k: &str) -> &str {
+        self.headers.get(k).map(String::as_str).unwrap_or_else(|| panic!("no header {k} in {:?}", self.headers))
+    }
+}
+
+impl TestEnv {
+    /// A config with a raw `[[plugins]]` TOML section.
+    pub fn config_with(&self, plugins_toml: &str, extra: &str) -> anyhow::Result<Config> {
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, format!("{}{plugins_toml}\n{extra}", self.config_text(&[], "")))?;
+        Ok(Config::load(&path)?)
+    }
+
+    /// Send raw records (key, value; `None` value = tombstone) to partition 0 in order.
+    pub async fn produce_raw(&self, records: &[(Option<&[u8]>, Option<&[u8]>)]) -> anyhow::Result<()> {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("message.max.bytes", "10000000")
+            .create()?;
+        for (k, v) in records {
+            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).partition(0);
+            if let Some(k) = k {
+                r = r.key(*k);
+            }
+            if let Some(v) = v {
+                r = r.payload(*v);
+            }
+            producer.send(r, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("send: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Read `expected` records from this env's dead-letter topic (`<topic>.dlq`).
+    pub fn dead_letters(&self, expected: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        use rdkafka::message::{Headers, Message};
+        let dlq = format!("{}.dlq", self.topic);
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("dlq-reader"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&dlq, 0, Offset::Beginning)?;
+        c.assign(&tpl)?;
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                let m = m?;
+                let headers = m
+                    .headers()
+                    .map(|hs| hs.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .unwrap_or_default();
+                out.push(DeadLetter { key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
+            }
+            if out.len() >= expected {
+                // Make sure there is nothing more.
+                if c.poll(Duration::from_millis(500)).is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
