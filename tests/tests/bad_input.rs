@@ -1,0 +1,101 @@
+//! Bad input by rule, on the real services: not UTF-8, not JSON, a tombstone, a
+//! value over `max_value_bytes`, a document MongoDB refuses. Each fails only its
+//! own record; the policy decides what that means.
+
+use std::time::Duration;
+
+use sluice::RunOptions;
+use sluice_tests::{TestEnv, num_report, plugin};
+
+fn big() -> Vec<u8> {
+    format!("{{\"num\": 99, \"pad\": \"{}\"}}", "x".repeat(2000)).into_bytes()
+}
+
+/// Offsets 0..7 on partition 0: good, not UTF-8, not JSON, tombstone, too big, good, refused `_id`.
+async fn produce_mixed(env: &TestEnv) {
+    env.create_topic(1).await.unwrap();
+    let big = big();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+        (None, Some(br#"{"num":0}"#)),
+        (Some(b"k1"), Some(b"\xff\xfe\xfd")),
+        (None, Some(b"not json")),
+        (Some(b"gone"), None),
+        (None, Some(&big)),
+        (None, Some(br#"{"num":1}"#)),
+        (None, Some(br#"{"_id":[1,2],"num":2}"#)),
+    ];
+    env.produce_raw(&records).await.unwrap();
+}
+
+const EXPECTED_KINDS: [(i64, &str); 5] =
+    [(1, "invalid-input"), (2, "invalid-input"), (3, "invalid-input"), (4, "invalid-input"), (6, "sink-rejected")];
+
+async fn run(env: &TestEnv, chain: &str, pipeline: &str) -> anyhow::Result<sluice::Summary> {
+    let config = env.config_with(chain, &format!("[pipeline]\nmax_value_bytes = 1000\n{pipeline}"))?;
+    tokio::time::timeout(Duration::from_secs(120), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
+        .await
+        .expect("finished in time")
+}
+
+fn passthrough() -> String {
+    format!("[[plugins]]\nname = \"passthrough\"\npath = \"{}\"\n", plugin("passthrough").display())
+}
+
+async fn check_dead_letters(env: &TestEnv) {
+    let summary = run(env, &passthrough(), "").await.unwrap();
+    assert_eq!(summary.dead_lettered, 5, "{summary}");
+    let docs = env.documents().await.unwrap();
+    assert!(num_report(&docs, [0, 1]).is_exact(), "{docs:?}");
+    env.assert_committed_at_end();
+    let dl = env.dead_letters(5).unwrap();
+    let got: Vec<(i64, String)> =
+        dl.iter().map(|d| (d.header("sluice.source.offset").parse().unwrap(), d.header("sluice.error.kind").to_owned())).collect();
+    let want: Vec<(i64, String)> = EXPECTED_KINDS.iter().map(|(o, k)| (*o, k.to_string())).collect();
+    assert_eq!(got, want, "{dl:#?}");
+    // The original key, value and absence of value are kept.
+    assert_eq!(dl[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(dl[0].value.as_deref(), Some(&b"\xff\xfe\xfd"[..]));
+    assert_eq!(dl[2].value, None, "a tombstone stays a tombstone");
+    assert!(dl[3].header("sluice.error.reason").contains("max_value_bytes"), "{:?}", dl[3]);
+    assert!(dl[4].header("sluice.error.reason").contains("MongoDB refused"), "{:?}", dl[4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_dead_lettered_with_their_kind() {
+    let env = TestEnv::new("bad-dlq");
+    produce_mixed(&env).await;
+    check_dead_letters(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_plugins_the_same_rules_apply() {
+    let env = TestEnv::new("bad-noplugin");
+    produce_mixed(&env).await;
+    let summary = run(&env, "", "").await.unwrap();
+    assert_eq!(summary.dead_lettered, 5, "{summary}");
+    let kinds: Vec<String> = env.dead_letters(5).unwrap().iter().map(|d| d.header("sluice.error.kind").to_owned()).collect();
+    assert_eq!(kinds, EXPECTED_KINDS.iter().map(|(_, k)| k.to_string()).collect::<Vec<_>>());
+    assert!(num_report(&env.documents().await.unwrap(), [0, 1]).is_exact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_counts_and_goes_on() {
+    let env = TestEnv::new("bad-skip");
+    produce_mixed(&env).await;
+    let summary = run(&env, &passthrough(), "on_error = \"skip\"\n").await.unwrap();
+    assert_eq!(summary.skipped, 5, "{summary}");
+    assert_eq!(summary.dead_lettered, 0);
+    assert!(num_report(&env.documents().await.unwrap(), [0, 1]).is_exact());
+    env.assert_committed_at_end();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_fails_the_run_without_committing_past_the_record() {
+    let env = TestEnv::new("bad-stop");
+    produce_mixed(&env).await;
+    let err = run(&env, &passthrough(), "on_error = \"stop\"\nbatch_max_records = 1\n").await.unwrap_err().to_string();
+    assert!(err.contains(&format!("{}:0@1", env.topic)) && err.contains("invalid-input"), "{err}");
+    let (committed, _) = env.offsets().unwrap();
+    let c = committed.get(&0).copied().unwrap_or(-1);
+    assert!(c <= 1, "committed {c} must not pass the failed record at offset 1");
+}
