@@ -77,6 +77,9 @@ pub struct KafkaConfig {
     /// Where a partition without a committed offset starts. Default `earliest`.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
+    /// How long the brokers may take to answer at start. Default 10s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Raw librdkafka settings (TLS, SASL, tuning…), applied after Sluice's own;
     /// `enable.auto.offset.store` cannot be overridden (offsets are stored only
     /// after MongoDB acknowledged the write).
@@ -477,6 +480,7 @@ impl fmt::Debug for KafkaConfig {
             .field("group_id", &self.group_id)
             .field("topics", &self.topics)
             .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("connect_timeout", &self.connect_timeout)
             .field("options", &options)
             .finish()
     }

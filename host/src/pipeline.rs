@@ -92,6 +92,10 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
     tracing::info!(database = %config.mongo.database, collection = %config.mongo.collection, "connected to MongoDB");
 
+    {
+        let (kafka, timeout) = (config.kafka.clone(), config.kafka.connect_timeout);
+        tokio::task::spawn_blocking(move || crate::source::check_reachable(&kafka, timeout)).await??;
+    }
     let dlq = match config.pipeline.on_error {
         OnError::DeadLetter => {
             let d = DeadLetters::new(&config.kafka, &config.dlq).context("creating the dead-letter producer")?;
@@ -119,7 +123,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 
     let kafka = config.kafka.clone();
     let pipeline = config.pipeline.clone();
-    let connect_timeout = config.mongo.connect_timeout;
+    let connect_timeout = config.kafka.connect_timeout;
     let handle = tokio::runtime::Handle::current();
     let until = options.until_caught_up;
     let source = tokio::task::spawn_blocking(move || {

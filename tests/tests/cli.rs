@@ -1,0 +1,95 @@
+//! Clear errors at start: the binary exits non-zero with one line that says what
+//! and where, and never prints a secret.
+
+use std::process::Command;
+
+use sluice_tests::{TestEnv, plugin, sluice_bin};
+
+/// Run `sluice run --config <text>`; returns (exit code, stderr).
+fn run_with(env: &TestEnv, text: &str) -> (i32, String) {
+    let path = env.dir.path().join("cli.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(sluice_bin()).args(["run", "--config"]).arg(&path).env("NO_COLOR", "1").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn error_line(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+}
+
+fn with_plugin(env: &TestEnv, path: &std::path::Path, params: &str) -> String {
+    format!("{}[[plugins]]\nname = \"p\"\npath = \"{}\"\nparams = {{ {params} }}\n", env.config_text(&[], ""), path.display())
+}
+
+#[test]
+fn unknown_key_names_the_key_and_the_file() {
+    let env = TestEnv::new("cli-unknown");
+    let (code, err) = run_with(&env, &env.config_text(&[], "[pipeline]\nbatch_sise = 3\n"));
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("batch_sise") && line.contains("cli.toml"), "{line}");
+}
+
+#[test]
+fn a_missing_plugin_file_is_named() {
+    let env = TestEnv::new("cli-missing");
+    let (code, err) = run_with(&env, &with_plugin(&env, std::path::Path::new("/nowhere/p.wasm"), ""));
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("plugin `p`") && line.contains("/nowhere/p.wasm") && line.contains("cannot read"), "{line}");
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_rejected() {
+    let env = TestEnv::new("cli-notwasm");
+    let path = env.dir.path().join("p.wasm");
+    std::fs::write(&path, "#!/bin/sh\n").unwrap();
+    let (code, err) = run_with(&env, &with_plugin(&env, &path, ""));
+    assert_eq!(code, 1);
+    assert!(error_line(&err).contains("is not a WebAssembly module or component"), "{err}");
+}
+
+#[test]
+fn a_module_built_against_another_contract_is_rejected() {
+    let env = TestEnv::new("cli-contract");
+    // A valid core module with no contract in it (what a plain cdylib without the SDK gives).
+    let path = env.dir.path().join("p.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let (code, err) = run_with(&env, &with_plugin(&env, &path, ""));
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("plugin `p`") && (line.contains("component") || line.contains("contract")), "{line}");
+}
+
+#[test]
+fn a_failing_init_is_reported_with_its_message() {
+    let env = TestEnv::new("cli-init");
+    let (code, err) = run_with(&env, &with_plugin(&env, &plugin("enrich"), "square_field = \"a.b\""));
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("init failed") && line.contains("square_field"), "{line}");
+}
+
+#[test]
+fn unreachable_mongodb_says_what_was_tried_and_hides_the_password() {
+    let env = TestEnv::new("cli-mongo");
+    let text = env
+        .config_text(&[], "")
+        .replace(&sluice_tests::mongo_uri(), "mongodb://app:hunter2@127.0.0.1:1/?connectTimeoutMS=500")
+        .replace("collection = ", "connect_timeout = \"2s\"\ncollection = ");
+    let (code, err) = run_with(&env, &text);
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("cannot connect to MongoDB at mongodb://app:***@127.0.0.1:1"), "{line}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn unreachable_kafka_says_what_was_tried() {
+    let env = TestEnv::new("cli-kafka");
+    let text = env.config_text(&[], "").replace(&sluice_tests::brokers(), "127.0.0.1:1").replace("group_id = ", "connect_timeout = \"2s\"\ngroup_id = ");
+    let (code, err) = run_with(&env, &text);
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("Kafka brokers 127.0.0.1:1 did not answer within 2s"), "{line}");
+}
