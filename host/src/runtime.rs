@@ -76,17 +76,38 @@ impl std::fmt::Display for TrapKind {
     }
 }
 
+/// How a call's time is limited. Sluice always runs with [`CallLimit::Epoch`];
+/// the others exist for the limits benchmark (`cargo bench -p sluice --bench limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallLimit {
+    /// Epoch interruption: a ticker thread advances the epoch every 10 ms; a call
+    /// traps once its deadline (in ticks) passes. Default.
+    Epoch,
+    /// Fuel: each call gets a budget of wasm instructions (roughly).
+    Fuel(u64),
+    /// No time limit and no memory cap (benchmark baseline only).
+    Unlimited,
+}
+
 /// Process-wide wasm state: the engine (with its epoch ticker) and the linker.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     stop_ticker: Arc<AtomicBool>,
+    limit: CallLimit,
 }
 
 impl Runtime {
+    /// The runtime Sluice uses: epoch deadlines and memory caps always on.
     pub fn new() -> Result<Runtime, RuntimeError> {
+        Runtime::with_call_limit(CallLimit::Epoch)
+    }
+
+    #[doc(hidden)]
+    pub fn with_call_limit(limit: CallLimit) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(limit == CallLimit::Epoch);
+        config.consume_fuel(matches!(limit, CallLimit::Fuel(_)));
         // Sync calls without the async-task bookkeeping: ~4x cheaper per call.
         config.concurrency_support(false);
         config.max_wasm_stack(1 << 20);
@@ -110,7 +131,7 @@ impl Runtime {
                 })
                 .map_err(|e| RuntimeError::Engine(e.into()))?;
         }
-        Ok(Runtime { engine, linker, stop_ticker })
+        Ok(Runtime { engine, linker, stop_ticker, limit })
     }
 
     /// Read, compile and pre-link a plugin, then check that it instantiates and
@@ -156,6 +177,7 @@ impl Runtime {
             path: path.into(),
             params: cfg.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             limits: cfg.limits.clone(),
+            limit: self.limit,
             engine: self.engine.clone(),
             pre,
         }))
@@ -202,6 +224,7 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     params: Vec<(String, String)>,
     limits: PluginLimits,
+    limit: CallLimit,
     engine: Engine,
     pre: PluginPre<HostState>,
 }
@@ -221,21 +244,35 @@ impl LoadedPlugin {
     pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, RuntimeError> {
         let limits = Limits { memory_bytes: self.limits.memory_bytes, memory_refused: false };
         let mut store = Store::new(&self.engine, HostState { plugin: self.name.clone(), limits, last_panic: None });
-        store.limiter(|s| &mut s.limits);
+        if self.limit != CallLimit::Unlimited {
+            store.limiter(|s| &mut s.limits);
+        }
         let call_ticks = ticks(self.limits.call_timeout);
-        store.set_epoch_deadline(call_ticks);
+        let limit = self.limit;
+        arm(&mut store, limit, call_ticks);
         let bindings = self.pre.instantiate(&mut store).map_err(|e| RuntimeError::Instantiate {
             name: self.name.clone(),
             message: format!("{e:#}"),
         })?;
         let mut instance = PluginInstance { plugin: self.clone(), store, bindings, call_ticks };
-        instance.store.set_epoch_deadline(call_ticks);
+        arm(&mut instance.store, limit, call_ticks);
         let init = instance.bindings.sluice_plugin_transform().call_init(&mut instance.store, &self.params);
         match init {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(message)) => Err(RuntimeError::Init { name: self.name.clone(), message }),
             Err(e) => Err(RuntimeError::Init { name: self.name.clone(), message: format!("trapped: {e:#}") }),
         }
+    }
+}
+
+/// Give the next call its time budget.
+fn arm(store: &mut Store<HostState>, limit: CallLimit, call_ticks: u64) {
+    match limit {
+        CallLimit::Epoch => store.set_epoch_deadline(call_ticks),
+        CallLimit::Fuel(f) => {
+            let _ = store.set_fuel(f);
+        }
+        CallLimit::Unlimited => {}
     }
 }
 
@@ -259,7 +296,7 @@ impl PluginInstance {
     /// Run one batch; one outcome per record. A trap poisons the instance: the
     /// caller must make a new one before the next call.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, RuntimeError> {
-        self.store.set_epoch_deadline(self.call_ticks);
+        arm(&mut self.store, self.plugin.limit, self.call_ticks);
         self.store.data_mut().limits.memory_refused = false;
         let result = self.bindings.sluice_plugin_transform().call_process(&mut self.store, batch);
         match result {
@@ -269,7 +306,7 @@ impl PluginInstance {
                 let data = self.store.data_mut();
                 let panic = data.last_panic.take();
                 let (kind, message) = match e.downcast_ref::<wasmtime::Trap>() {
-                    Some(wasmtime::Trap::Interrupt) => {
+                    Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => {
                         (TrapKind::Timeout, format!("call exceeded limits.call_timeout ({:?}): wasm trap: interrupt", self.plugin.limits.call_timeout))
                     }
                     _ if data.limits.memory_refused => (
