@@ -66,9 +66,9 @@ use std::fmt;
 
 pub use ::anyhow::{Error, Result, anyhow, bail, ensure};
 pub use ::serde_json::{Value, json};
+pub use sluice_plugin_macros::{filter, flat_map, map};
 #[doc(hidden)]
 pub use {::anyhow as __anyhow, ::serde_json};
-pub use sluice_plugin_macros::{filter, flat_map, map};
 
 pub mod log;
 
@@ -93,15 +93,7 @@ pub struct Record {
 impl Record {
     /// A record with a value and no key, timestamp or headers (handy in tests).
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64, value: impl Into<Vec<u8>>) -> Self {
-        Record {
-            topic: topic.into(),
-            partition,
-            offset,
-            timestamp: None,
-            key: None,
-            value: Some(value.into()),
-            headers: Vec::new(),
-        }
+        Record { topic: topic.into(), partition, offset, timestamp: None, key: None, value: Some(value.into()), headers: Vec::new() }
     }
 
     /// The first header named `key`, if any (a header without a value gives `Some(None)`).
@@ -303,8 +295,8 @@ pub mod __private {
                 runtime_path: "::sluice_plugin::__private::wit_bindgen::rt",
             });
         }
-        pub use bindings::exports::sluice::plugin::transform::Guest;
         pub use bindings::export;
+        pub use bindings::exports::sluice::plugin::transform::Guest;
         use bindings::sluice::plugin::types as t;
 
         pub type WitRecord = t::Record;

@@ -26,7 +26,10 @@ fn wasm(name: &str) -> PathBuf {
 fn load(rt: &Runtime, names: &[&str]) -> Vec<Arc<LoadedPlugin>> {
     names
         .iter()
-        .map(|n| rt.load(&PluginConfig { name: n.to_string(), path: wasm(n), params: Default::default(), limits: PluginLimits::default() }).unwrap())
+        .map(|n| {
+            rt.load(&PluginConfig { name: n.to_string(), path: wasm(n), params: Default::default(), limits: PluginLimits::default() })
+                .unwrap()
+        })
         .collect()
 }
 

@@ -208,7 +208,8 @@ impl Chain {
                     Outcome::Error(e) => {
                         let slot = &mut failed[item.source];
                         if slot.is_none() {
-                            let kind = if is_input_error(&e.message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
+                            let kind =
+                                if is_input_error(&e.message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
                             *slot = Some(self.failure(k, kind, e.message));
                         }
                     }

@@ -342,10 +342,7 @@ impl Config {
 
     /// Parse `text` (named `path` in errors); relative plugin paths are joined to `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: one_line(&e),
-        })?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) })?;
         for p in &mut config.plugins {
             if p.path.is_relative() {
                 p.path = base.join(&p.path);
@@ -470,11 +467,8 @@ impl fmt::Debug for Config {
 
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() }))
-            .collect();
+        let options: BTreeMap<&str, &str> =
+            self.options.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect();
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
@@ -576,8 +570,14 @@ mod tests {
         for (text, needle) in [
             (MINIMAL.replace("topics = [\"t\"]", "topics = []"), "kafka.topics"),
             (format!("{MINIMAL}\n[pipeline]\nbatch_max_records = 0\n"), "batch_max_records"),
-            (format!("{MINIMAL}\n[kafka.options]\n\"enable.auto.offset.store\" = \"true\"\n").replace("[kafka]\n", "[kafka]\n"), "enable.auto.offset.store"),
-            (format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugins]]\nname = \"a\"\npath = \"b.wasm\"\n"), "used twice"),
+            (
+                format!("{MINIMAL}\n[kafka.options]\n\"enable.auto.offset.store\" = \"true\"\n").replace("[kafka]\n", "[kafka]\n"),
+                "enable.auto.offset.store",
+            ),
+            (
+                format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n[[plugins]]\nname = \"a\"\npath = \"b.wasm\"\n"),
+                "used twice",
+            ),
             (format!("{MINIMAL}\n[pipeline]\ndrain_timeout = \"50s\"\nshutdown_timeout = \"60s\"\n"), "session.timeout.ms"),
             (
                 MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"]\n[kafka.options]\n\"session.timeout.ms\" = \"10000\""),

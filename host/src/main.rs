@@ -109,14 +109,21 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             if let Some(expected) = expect_nums {
                 let c = sluice::ops::check_nums(&cfg, expected).await?;
                 println!("produced={expected} stored={} missing={} duplicates={}", c.stored, c.missing, c.duplicates);
-                anyhow::ensure!(c.missing == 0 && c.duplicates == 0 && c.unexpected == 0, "not exact ({} documents without a num in 0..{expected})", c.unexpected);
+                anyhow::ensure!(
+                    c.missing == 0 && c.duplicates == 0 && c.unexpected == 0,
+                    "not exact ({} documents without a num in 0..{expected})",
+                    c.unexpected
+                );
             }
             Ok(())
         }
         Command::Reset { config } => {
             let cfg = sluice::config::Config::load(&config)?;
             sluice::ops::reset(&cfg).await?;
-            println!("deleted topics {:?} and group {}, dropped {}.{}", cfg.kafka.topics, cfg.kafka.group_id, cfg.mongo.database, cfg.mongo.collection);
+            println!(
+                "deleted topics {:?} and group {}, dropped {}.{}",
+                cfg.kafka.topics, cfg.kafka.group_id, cfg.mongo.database, cfg.mongo.collection
+            );
             Ok(())
         }
     }

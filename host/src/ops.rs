@@ -45,12 +45,8 @@ pub async fn check_nums(config: &Config, expected: u64) -> anyhow::Result<NumChe
     use futures::TryStreamExt;
     use mongodb::bson::Bson;
     let sink = Sink::connect(&config.mongo).await?;
-    let mut cursor = sink
-        .database()
-        .collection::<mongodb::bson::Document>(&config.mongo.collection)
-        .find(doc! {})
-        .projection(doc! { "num": 1 })
-        .await?;
+    let mut cursor =
+        sink.database().collection::<mongodb::bson::Document>(&config.mongo.collection).find(doc! {}).projection(doc! { "num": 1 }).await?;
     let mut seen = vec![0u32; expected as usize];
     let (mut stored, mut unexpected) = (0u64, 0u64);
     while let Some(d) = cursor.try_next().await? {

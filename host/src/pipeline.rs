@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use crate::chain::{Chain, Failure, FailureKind, RecordResult};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::dlq::DeadLetters;
-use crate::runtime::{LoadedPlugin, Runtime};
 use crate::progress::Progress;
+use crate::runtime::{LoadedPlugin, Runtime};
 use crate::sink::{Sink, SinkError, WriteOp, json_to_document};
 use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SpawnWorker};
 
@@ -355,7 +355,10 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
         let result = match result {
             Ok(()) => {
                 written = true;
-                ctx.progress.save(topic, partition, next_offset).await.map_err(|e| format!("saving progress to MongoDB failed (will retry): {e}"))
+                ctx.progress
+                    .save(topic, partition, next_offset)
+                    .await
+                    .map_err(|e| format!("saving progress to MongoDB failed (will retry): {e}"))
             }
             Err(e) => Err(e),
         };

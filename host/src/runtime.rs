@@ -23,8 +23,8 @@ mod bindings {
     });
 }
 
-pub use bindings::sluice::plugin::types::{Header, Operation, Outcome, Output, Record};
 use bindings::sluice::plugin::types::Level;
+pub use bindings::sluice::plugin::types::{Header, Operation, Outcome, Output, Record};
 use bindings::{Plugin, PluginPre};
 
 /// The contract version this host implements (the WIT package).
@@ -149,11 +149,9 @@ impl Runtime {
         let version = Sha256::digest(bytes)[..6].iter().map(|b| format!("{b:02x}")).collect();
         let component_bytes = match wasm_kind(bytes) {
             Some(WasmKind::Component) => bytes.to_vec(),
-            Some(WasmKind::Module) => componentize(bytes).map_err(|message| RuntimeError::Componentize {
-                name: name.into(),
-                path: path.into(),
-                message,
-            })?,
+            Some(WasmKind::Module) => {
+                componentize(bytes).map_err(|message| RuntimeError::Componentize { name: name.into(), path: path.into(), message })?
+            }
             None => return Err(RuntimeError::NotWasm { name: name.into(), path: path.into() }),
         };
         let component = Component::new(&self.engine, &component_bytes).map_err(|e| RuntimeError::Compile {
@@ -210,10 +208,7 @@ fn wasm_kind(bytes: &[u8]) -> Option<WasmKind> {
 /// Wrap a core module built with the guest SDK (it carries its component type in
 /// a custom section) into a component, in-process.
 fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
-    wit_component::ComponentEncoder::default()
-        .module(module)
-        .and_then(|e| e.validate(true).encode())
-        .map_err(|e| format!("{e:#}"))
+    wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode()).map_err(|e| format!("{e:#}"))
 }
 
 /// A compiled, pre-linked plugin. Cheap to instantiate.
@@ -250,10 +245,10 @@ impl LoadedPlugin {
         let call_ticks = ticks(self.limits.call_timeout);
         let limit = self.limit;
         arm(&mut store, limit, call_ticks);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| RuntimeError::Instantiate {
-            name: self.name.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| RuntimeError::Instantiate { name: self.name.clone(), message: format!("{e:#}") })?;
         let mut instance = PluginInstance { plugin: self.clone(), store, bindings, call_ticks };
         arm(&mut instance.store, limit, call_ticks);
         let init = instance.bindings.sluice_plugin_transform().call_init(&mut instance.store, &self.params);
@@ -306,17 +301,25 @@ impl PluginInstance {
                 let data = self.store.data_mut();
                 let panic = data.last_panic.take();
                 let (kind, message) = match e.downcast_ref::<wasmtime::Trap>() {
-                    Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => {
-                        (TrapKind::Timeout, format!("call exceeded limits.call_timeout ({:?}): wasm trap: interrupt", self.plugin.limits.call_timeout))
-                    }
+                    Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => (
+                        TrapKind::Timeout,
+                        format!("call exceeded limits.call_timeout ({:?}): wasm trap: interrupt", self.plugin.limits.call_timeout),
+                    ),
                     _ if data.limits.memory_refused => (
                         TrapKind::Memory,
-                        format!("memory limit of {} bytes reached (limits.memory_bytes): {}", self.plugin.limits.memory_bytes, e.root_cause()),
+                        format!(
+                            "memory limit of {} bytes reached (limits.memory_bytes): {}",
+                            self.plugin.limits.memory_bytes,
+                            e.root_cause()
+                        ),
                     ),
-                    _ => (TrapKind::Trap, match panic {
-                        Some(p) => format!("{p} ({})", e.root_cause()),
-                        None => e.root_cause().to_string(),
-                    }),
+                    _ => (
+                        TrapKind::Trap,
+                        match panic {
+                            Some(p) => format!("{p} ({})", e.root_cause()),
+                            None => e.root_cause().to_string(),
+                        },
+                    ),
                 };
                 Err(RuntimeError::Trap { name: self.plugin.name.clone(), kind, message })
             }

@@ -149,12 +149,8 @@ impl Sink {
         report: &mut WriteReport,
         rejected: &mut Vec<Rejection>,
     ) -> Result<(), SinkError> {
-        let result = self
-            .collection(coll)
-            .insert_many(run.iter().map(|o| &o.doc))
-            .ordered(false)
-            .write_concern(self.write_concern.clone())
-            .await;
+        let result =
+            self.collection(coll).insert_many(run.iter().map(|o| &o.doc)).ordered(false).write_concern(self.write_concern.clone()).await;
         match result {
             Ok(r) => {
                 report.inserted += r.inserted_ids.len() as u64;
@@ -195,12 +191,9 @@ impl Sink {
         let filter = doc! { "_id": id };
         let c = self.collection(coll);
         let result = match op.op {
-            Op::Upsert => c
-                .replace_one(filter, &op.doc)
-                .upsert(true)
-                .write_concern(self.write_concern.clone())
-                .await
-                .map(|_| report.upserted += 1),
+            Op::Upsert => {
+                c.replace_one(filter, &op.doc).upsert(true).write_concern(self.write_concern.clone()).await.map(|_| report.upserted += 1)
+            }
             Op::Delete => c.delete_one(filter).write_concern(self.write_concern.clone()).await.map(|r| report.deleted += r.deleted_count),
             Op::Insert => unreachable!("inserts are written in runs"),
         };

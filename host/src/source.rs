@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, error::KafkaError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,7 +56,8 @@ impl PartitionState {
 }
 
 /// Starts a worker for a newly assigned partition.
-pub type SpawnWorker = Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> JoinHandle<()> + Send + Sync>;
+pub type SpawnWorker =
+    Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> JoinHandle<()> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -137,7 +138,15 @@ impl ConsumerContext for SourceContext {
             }
             other => {
                 tracing::error!("rebalance failed: {other:?}; releasing all partitions");
-                let all = { self.assigned.lock().unwrap().by_topic.iter().flat_map(|(t, m)| m.keys().map(move |p| (t.clone(), *p))).collect::<Vec<_>>() };
+                let all = {
+                    self.assigned
+                        .lock()
+                        .unwrap()
+                        .by_topic
+                        .iter()
+                        .flat_map(|(t, m)| m.keys().map(move |p| (t.clone(), *p)))
+                        .collect::<Vec<_>>()
+                };
                 let mut revoked = TopicPartitionList::new();
                 for (t, p) in all {
                     revoked.add_partition(&t, p);
@@ -172,7 +181,8 @@ impl SourceContext {
                 HashMap::new()
             }
         };
-        let stored = match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load(&parts)).await }) {
+        let stored = match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load(&parts)).await })
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!("cannot read the progress stored in MongoDB at assignment (using Kafka's offsets): {e}");
@@ -229,10 +239,7 @@ impl SourceContext {
         let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let entries = {
             let mut a = self.assigned.lock().unwrap();
-            parts
-                .iter()
-                .filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e)))
-                .collect::<Vec<_>>()
+            parts.iter().filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e))).collect::<Vec<_>>()
         };
         if !entries.is_empty() {
             tracing::info!(partitions = %fmt_parts(&parts), "partitions revoked: draining");
@@ -282,11 +289,8 @@ fn fmt_parts(parts: &[(String, i32)]) -> String {
 }
 
 fn fmt_tpl(tpl: &TopicPartitionList) -> String {
-    let mut v: Vec<String> = tpl
-        .elements()
-        .iter()
-        .map(|e| format!("{}:{}@{}", e.topic(), e.partition(), e.offset().to_raw().unwrap_or(-1)))
-        .collect();
+    let mut v: Vec<String> =
+        tpl.elements().iter().map(|e| format!("{}:{}@{}", e.topic(), e.partition(), e.offset().to_raw().unwrap_or(-1))).collect();
     v.sort();
     v.join(",")
 }
@@ -302,10 +306,11 @@ pub fn check_reachable(cfg: &KafkaConfig, timeout: Duration) -> Result<(), Sourc
         }
     }
     let probe: BaseConsumer = cc.create().map_err(SourceError::Create)?;
-    probe
-        .fetch_metadata(None, timeout)
-        .map(|_| ())
-        .map_err(|cause| SourceError::Unreachable { brokers: cfg.brokers.clone(), timeout, cause })
+    probe.fetch_metadata(None, timeout).map(|_| ()).map_err(|cause| SourceError::Unreachable {
+        brokers: cfg.brokers.clone(),
+        timeout,
+        cause,
+    })
 }
 
 /// The consumer and its settings, ready to run on its own thread.
@@ -398,13 +403,15 @@ impl Source {
     fn dispatch(&self, msg: &rdkafka::message::BorrowedMessage<'_>) {
         let mut a = self.consumer.context().assigned.lock().unwrap();
         let Some(entry) = a.by_topic.get_mut(msg.topic()).and_then(|m| m.get_mut(&msg.partition())) else {
-            tracing::error!(topic = msg.topic(), partition = msg.partition(), "record from a partition that is not assigned: ignored (not committed)");
+            tracing::error!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                "record from a partition that is not assigned: ignored (not committed)"
+            );
             return;
         };
-        let headers = msg
-            .headers()
-            .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
-            .unwrap_or_default();
+        let headers =
+            msg.headers().map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default();
         let record = SourceRecord {
             topic: entry.topic.clone(),
             partition: msg.partition(),

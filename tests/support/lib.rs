@@ -142,11 +142,8 @@ impl TestEnv {
             ends.insert(p.id(), high);
         }
         let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-        let committed = committed
-            .elements()
-            .iter()
-            .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
-            .collect();
+        let committed =
+            committed.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect();
         Ok((committed, ends))
     }
 }
@@ -355,7 +352,14 @@ impl TestEnv {
     pub async fn assert_exact(&self, n: u64) {
         let docs = self.documents().await.unwrap();
         let report = num_report(&docs, 0..n as i64);
-        assert!(report.is_exact(), "missing {} duplicates {} unexpected {}: {:?}", report.missing.len(), report.duplicates.len(), report.unexpected.len(), report);
+        assert!(
+            report.is_exact(),
+            "missing {} duplicates {} unexpected {}: {:?}",
+            report.missing.len(),
+            report.duplicates.len(),
+            report.unexpected.len(),
+            report
+        );
         assert_eq!(docs.len() as u64, n);
         self.assert_committed_at_end();
     }
@@ -403,10 +407,8 @@ impl TestEnv {
     /// Send raw records (key, value; `None` value = tombstone) to partition 0 in order.
     pub async fn produce_raw(&self, records: &[(Option<&[u8]>, Option<&[u8]>)]) -> anyhow::Result<()> {
         use rdkafka::producer::{FutureProducer, FutureRecord};
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("message.max.bytes", "10000000")
-            .create()?;
+        let producer: FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", brokers()).set("message.max.bytes", "10000000").create()?;
         for (k, v) in records {
             let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).partition(0);
             if let Some(k) = k {
@@ -439,7 +441,9 @@ impl TestEnv {
                 let m = m?;
                 let headers = m
                     .headers()
-                    .map(|hs| hs.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .map(|hs| {
+                        hs.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect()
+                    })
                     .unwrap_or_default();
                 out.push(DeadLetter { key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
             }

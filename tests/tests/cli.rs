@@ -87,7 +87,10 @@ fn unreachable_mongodb_says_what_was_tried_and_hides_the_password() {
 #[test]
 fn unreachable_kafka_says_what_was_tried() {
     let env = TestEnv::new("cli-kafka");
-    let text = env.config_text(&[], "").replace(&sluice_tests::brokers(), "127.0.0.1:1").replace("group_id = ", "connect_timeout = \"2s\"\ngroup_id = ");
+    let text = env
+        .config_text(&[], "")
+        .replace(&sluice_tests::brokers(), "127.0.0.1:1")
+        .replace("group_id = ", "connect_timeout = \"2s\"\ngroup_id = ");
     let (code, err) = run_with(&env, &text);
     assert_eq!(code, 1);
     let line = error_line(&err);

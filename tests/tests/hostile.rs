@@ -15,10 +15,11 @@ async fn run_hostile(name: &str, trigger: i64, limits: &str, kind: &str, reason:
     env.produce_nums(N).await.unwrap();
     let plugin = format!("[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n[plugins.limits]\n{limits}\n", hostile(name).display());
     let config = env.config_with(&plugin, "[pipeline]\nbatch_max_records = 16\n").unwrap();
-    let summary = tokio::time::timeout(Duration::from_secs(240), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
-        .await
-        .expect("finished in time")
-        .expect("the host stays up and finishes");
+    let summary =
+        tokio::time::timeout(Duration::from_secs(240), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
+            .await
+            .expect("finished in time")
+            .expect("the host stays up and finishes");
     assert_eq!(summary.consumed, N, "{summary}");
     assert_eq!(summary.dead_lettered, 1, "{summary}");
 

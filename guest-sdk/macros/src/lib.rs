@@ -108,10 +108,7 @@ fn generate(kind: Kind, args: Args, func: &ItemFn) -> syn::Result<TokenStream2> 
                 Kind::Filter => "`fn(&Value) -> Result<bool>` or `fn(&Value, &Record) -> Result<bool>`",
                 _ => "`fn(Value) -> Result<_>` or `fn(Value, &Record) -> Result<_>`",
             };
-            return Err(Error::new_spanned(
-                &sig.inputs,
-                format!("#[{}] expects {what}", kind.name()),
-            ));
+            return Err(Error::new_spanned(&sig.inputs, format!("#[{}] expects {what}", kind.name())));
         }
     };
     let p = quote!(::sluice_plugin::__private);
@@ -120,14 +117,8 @@ fn generate(kind: Kind, args: Args, func: &ItemFn) -> syn::Result<TokenStream2> 
             quote!(#p::filter_one),
             quote!(|value: &::sluice_plugin::Value, record: &::sluice_plugin::Record| -> ::sluice_plugin::Result<bool> { #call }),
         ),
-        Kind::Map => (
-            quote!(#p::map_one),
-            quote!(|value: ::sluice_plugin::Value, record: &::sluice_plugin::Record| #call),
-        ),
-        Kind::FlatMap => (
-            quote!(#p::flat_map_one),
-            quote!(|value: ::sluice_plugin::Value, record: &::sluice_plugin::Record| #call),
-        ),
+        Kind::Map => (quote!(#p::map_one), quote!(|value: ::sluice_plugin::Value, record: &::sluice_plugin::Record| #call)),
+        Kind::FlatMap => (quote!(#p::flat_map_one), quote!(|value: ::sluice_plugin::Value, record: &::sluice_plugin::Record| #call)),
     };
     let init = match &args.init {
         Some(path) => quote!(::core::option::Option::Some(#path as fn(&::sluice_plugin::Params) -> ::sluice_plugin::Result<()>)),

@@ -23,10 +23,7 @@ pub fn enrich(mut doc: Value, record: &Record) -> Result<Value> {
     let obj = doc.as_object_mut().ok_or_else(|| anyhow!("value is not a JSON object"))?;
     let field = SQUARE_FIELD.get().map(String::as_str).unwrap_or("square");
     obj.insert(field.to_owned(), square.into());
-    obj.insert(
-        "source".into(),
-        json!({ "topic": record.topic, "partition": record.partition, "offset": record.offset }),
-    );
+    obj.insert("source".into(), json!({ "topic": record.topic, "partition": record.partition, "offset": record.offset }));
     Ok(doc)
 }
 
