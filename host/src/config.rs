@@ -87,6 +87,21 @@ pub struct KafkaConfig {
     pub options: BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// A librdkafka config with the brokers and the connection and security
+    /// options (TLS, SASL, sockets) — for Sluice's helper clients (probe, DLQ, admin).
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.options {
+            if ["security.", "ssl.", "sasl.", "socket.", "broker.", "client.dns"].iter().any(|p| k.starts_with(p)) {
+                cc.set(k, v);
+            }
+        }
+        cc
+    }
+}
+
 #[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OffsetReset {

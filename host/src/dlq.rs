@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -31,18 +30,8 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(kafka: &KafkaConfig, cfg: &DlqConfig) -> Result<DeadLetters, KafkaError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", "sluice-dlq")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
-        // Connection and security settings apply to the DLQ producer too.
-        for (k, v) in &kafka.options {
-            if ["security.", "ssl.", "sasl.", "socket.", "broker.", "client.dns"].iter().any(|p| k.starts_with(p)) {
-                cc.set(k, v);
-            }
-        }
+        let mut cc = kafka.client_config();
+        cc.set("client.id", "sluice-dlq").set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "5");
         Ok(DeadLetters { producer: cc.create()?, cfg: cfg.clone() })
     }
 

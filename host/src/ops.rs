@@ -9,7 +9,6 @@ use anyhow::{Context as _, bail};
 use mongodb::bson::doc;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::Config;
@@ -73,12 +72,7 @@ pub async fn check_nums(config: &Config, expected: u64) -> anyhow::Result<NumChe
 /// Delete the configured topics and consumer group, and drop the collection.
 pub async fn reset(config: &Config) -> anyhow::Result<()> {
     let k = &config.kafka;
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &k.brokers);
-    for (key, v) in &k.options {
-        cc.set(key, v);
-    }
-    let admin: AdminClient<DefaultClientContext> = cc.create().context("creating the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> = k.client_config().create().context("creating the Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     for r in admin.delete_topics(&topics, &opts).await.context("deleting topics")? {
@@ -101,7 +95,7 @@ pub async fn reset(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("dropping {}.{}", config.mongo.database, config.mongo.collection))?;
     // Topic deletion is asynchronous in Kafka: wait until the topics are gone.
-    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", &k.brokers).create()?;
+    let probe: rdkafka::consumer::BaseConsumer = k.client_config().create()?;
     for _ in 0..100 {
         let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(10))?;
         if !md.topics().iter().any(|t| topics.contains(&t.name())) {

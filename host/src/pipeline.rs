@@ -323,8 +323,7 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
     }
     decide(ctx, records, &failures).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
-    let mut backoff = ctx.pipeline.retry_backoff;
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(&ctx.pipeline);
     let mut written = ops.is_empty();
     loop {
         let result = if written {
@@ -364,20 +363,40 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
         };
         match result {
             Ok(()) => {
-                if attempt > 0 {
-                    tracing::info!(topic = %topic, partition, attempts = attempt + 1, "MongoDB write succeeded after retrying");
+                if backoff.attempt > 0 {
+                    tracing::info!(topic = %topic, partition, attempts = backoff.attempt + 1, "MongoDB write succeeded after retrying");
                 }
                 return Ok(());
             }
             Err(message) => {
-                attempt += 1;
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                tracing::warn!(topic = %topic, partition, attempt, retry_in = ?jittered, "{message}");
-                tokio::time::sleep(jittered).await;
-                backoff = (backoff * 2).min(ctx.pipeline.retry_max_backoff);
+                let wait = backoff.next();
+                tracing::warn!(topic = %topic, partition, attempt = backoff.attempt, retry_in = ?wait, "{message}");
+                tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Capped exponential backoff with jitter: each wait is 50–100% of a delay that
+/// doubles from `retry_backoff` up to `retry_max_backoff`.
+struct Backoff {
+    delay: std::time::Duration,
+    max: std::time::Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(cfg: &PipelineConfig) -> Backoff {
+        Backoff { delay: cfg.retry_backoff, max: cfg.retry_max_backoff, attempt: 0 }
+    }
+
+    /// The wait before the next attempt.
+    fn next(&mut self) -> std::time::Duration {
+        self.attempt += 1;
+        let wait = self.delay.mul_f64(0.5 + fastrand::f64() * 0.5);
+        self.delay = (self.delay * 2).min(self.max);
+        wait
     }
 }
 
@@ -407,15 +426,12 @@ async fn decide(ctx: &WorkerCtx, records: &[SourceRecord], failures: &[(usize, F
             ),
             OnError::DeadLetter => {
                 let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
-                let mut backoff = ctx.pipeline.retry_backoff;
-                let mut attempt = 0u32;
+                let mut backoff = Backoff::new(&ctx.pipeline);
                 while let Err(e) = dlq.send(rec, f).await {
-                    attempt += 1;
                     ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                    tracing::warn!(attempt, retry_in = ?wait, "sending {}:{}@{} to the dead-letter topic failed (will retry): {e}", rec.topic, rec.partition, rec.offset);
+                    let wait = backoff.next();
+                    tracing::warn!(attempt = backoff.attempt, retry_in = ?wait, "sending {}:{}@{} to the dead-letter topic failed (will retry): {e}", rec.topic, rec.partition, rec.offset);
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(ctx.pipeline.retry_max_backoff);
                 }
                 ctx.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -426,4 +442,41 @@ async fn decide(ctx: &WorkerCtx, records: &[SourceRecord], failures: &[(usize, F
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let cfg = PipelineConfig {
+            retry_backoff: Duration::from_millis(100),
+            retry_max_backoff: Duration::from_millis(450),
+            ..Default::default()
+        };
+        let mut b = Backoff::new(&cfg);
+        let bounds = [(50, 100), (100, 200), (200, 400), (225, 450), (225, 450)];
+        for (lo, hi) in bounds {
+            let w = b.next();
+            assert!(w >= Duration::from_millis(lo) && w <= Duration::from_millis(hi), "{w:?} not in {lo}..{hi} ms");
+        }
+        assert_eq!(b.attempt, 5);
+    }
+
+    #[test]
+    fn derived_ids_name_the_source_coordinates() {
+        let rec = SourceRecord {
+            topic: Arc::from("testnum"),
+            partition: 2,
+            offset: 41,
+            timestamp: None,
+            key: None,
+            value: None,
+            headers: vec![],
+        };
+        assert_eq!(derived_id(&rec, 0), "testnum:2:41:0");
+        assert_eq!(derived_id(&rec, 3), "testnum:2:41:3");
+    }
 }

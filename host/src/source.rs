@@ -298,14 +298,7 @@ fn fmt_tpl(tpl: &TopicPartitionList) -> String {
 /// Check that the brokers answer within `timeout` (a metadata request), with the
 /// configured connection and security options.
 pub fn check_reachable(cfg: &KafkaConfig, timeout: Duration) -> Result<(), SourceError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.options {
-        if ["security.", "ssl.", "sasl.", "socket.", "broker.", "client.dns"].iter().any(|p| k.starts_with(p)) {
-            cc.set(k, v);
-        }
-    }
-    let probe: BaseConsumer = cc.create().map_err(SourceError::Create)?;
+    let probe: BaseConsumer = cfg.client_config().create().map_err(SourceError::Create)?;
     probe.fetch_metadata(None, timeout).map(|_| ()).map_err(|cause| SourceError::Unreachable {
         brokers: cfg.brokers.clone(),
         timeout,
