@@ -159,16 +159,19 @@ impl Runtime {
             path: path.into(),
             message: format!("{e:#}"),
         })?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| RuntimeError::Contract {
-            name: name.into(),
-            path: path.into(),
-            message: format!("{e:#}"),
-        })?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| RuntimeError::Contract {
-            name: name.into(),
-            path: path.into(),
-            message: format!("{e:#}"),
-        })?;
+        // On a mismatch, say what the component does offer and need.
+        let contract_err = |e: wasmtime::Error| {
+            let ty = component.component_type();
+            let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
+            let imports: Vec<&str> = ty.imports(&self.engine).map(|(n, _)| n).collect();
+            RuntimeError::Contract {
+                name: name.into(),
+                path: path.into(),
+                message: format!("{e:#} (the component exports {exports:?} and imports {imports:?})"),
+            }
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(contract_err)?;
+        let pre = PluginPre::new(instance_pre).map_err(contract_err)?;
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
             version,

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use sluice_tests::{TestEnv, plugin, sluice_bin};
+use sluice_tests::{TestEnv, hostile, plugin, sluice_bin};
 
 /// Run `sluice run --config <text>`; returns (exit code, stderr).
 fn run_with(env: &TestEnv, text: &str) -> (i32, String) {
@@ -59,6 +59,15 @@ fn a_module_built_against_another_contract_is_rejected() {
     assert_eq!(code, 1);
     let line = error_line(&err);
     assert!(line.contains("plugin `p`") && (line.contains("component") || line.contains("contract")), "{line}");
+}
+
+#[test]
+fn a_component_of_another_contract_version_is_rejected() {
+    let env = TestEnv::new("cli-oldcontract");
+    let (code, err) = run_with(&env, &with_plugin(&env, &hostile("oldcontract"), ""));
+    assert_eq!(code, 1);
+    let line = error_line(&err);
+    assert!(line.contains("does not match the contract sluice:plugin@0.1.0") && line.contains("0.0.9"), "{line}");
 }
 
 #[test]
