@@ -221,6 +221,10 @@ pub struct PipelineConfig {
     /// MongoDB) does: `dead-letter` (default), `skip` or `stop`.
     #[serde(default)]
     pub on_error: OnError,
+    /// When set, every written document gets this field holding which plugin
+    /// versions made it: `{ "plugins": ["name@version", …] }`. Default: not set.
+    #[serde(default)]
+    pub versions_field: Option<String>,
     /// Record values larger than this fail as invalid input. Default 1 MiB.
     #[serde(default = "default_max_value")]
     pub max_value_bytes: usize,
@@ -246,6 +250,7 @@ impl Default for PipelineConfig {
             max_queued_per_partition: None,
             on_error: OnError::default(),
             max_value_bytes: default_max_value(),
+            versions_field: None,
             drain_timeout: default_drain(),
             shutdown_timeout: default_shutdown(),
             retry_backoff: default_backoff(),
@@ -407,6 +412,11 @@ impl Config {
                 if self.dlq.topic_for(t) == *t {
                     return Err(format!("dlq.topic {:?} would dead-letter topic {t} into itself", self.dlq.topic));
                 }
+            }
+        }
+        if let Some(f) = &pl.versions_field {
+            if f.is_empty() || f.starts_with('$') || f.contains('.') || f == "_id" {
+                return Err(format!("pipeline.versions_field {f:?} is not a usable top-level field name"));
             }
         }
         if pl.batch_max_records == 0 {

@@ -107,6 +107,10 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let stats = Arc::new(Stats::default());
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<anyhow::Error>();
     let worker_ctx = Arc::new(WorkerCtx {
+        versions: config.pipeline.versions_field.as_ref().map(|_| {
+            let list: Vec<Bson> = plugins.iter().map(|p| Bson::String(format!("{}@{}", p.name, p.version))).collect();
+            Bson::Document(mongodb::bson::doc! { "plugins": list })
+        }),
         plugins: Arc::new(plugins),
         dlq,
         sink,
@@ -186,6 +190,8 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 
 struct WorkerCtx {
     plugins: Arc<Vec<Arc<LoadedPlugin>>>,
+    /// `{ "plugins": ["name@version", …] }`, stored under `pipeline.versions_field`.
+    versions: Option<Bson>,
     dlq: Option<DeadLetters>,
     sink: Sink,
     progress: Progress,
@@ -293,6 +299,11 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                             if !doc.contains_key("_id") && out.op == crate::sink::Op::Insert {
                                 // Derived from the source coordinates: a replay finds it already there.
                                 doc.insert("_id", Bson::String(derived_id(rec, j)));
+                            }
+                            if let (Some(field), Some(versions)) = (&ctx.pipeline.versions_field, &ctx.versions) {
+                                if out.op != crate::sink::Op::Delete {
+                                    doc.insert(field.as_str(), versions.clone());
+                                }
                             }
                             ops.push(WriteOp { op: out.op, collection: out.collection, doc });
                             op_source.push(i);

@@ -13,7 +13,7 @@ async fn run_chain(name: &str, chain: &[&str]) -> (TestEnv, sluice::Summary) {
     let env = TestEnv::new(name);
     env.create_topic(3).await.expect("create topic");
     env.produce_nums(N).await.expect("produce");
-    let config = env.config(chain, "[pipeline]\nbatch_max_records = 64\n").expect("config");
+    let config = env.config(chain, "[pipeline]\nbatch_max_records = 64\nversions_field = \"_sluice\"\n").expect("config");
     let summary =
         tokio::time::timeout(Duration::from_secs(180), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
             .await
@@ -54,6 +54,10 @@ async fn even_keeps_250() {
 async fn even_then_enrich_adds_square_and_source() {
     let (env, _) = run_chain("even-enrich", &["even", "enrich"]).await;
     let docs = env.documents().await.unwrap();
+    // versions_field is on in run_chain: the chain's plugins and their hashes.
+    let plugins = docs[0].get_document("_sluice").unwrap().get_array("plugins").unwrap();
+    let names: Vec<&str> = plugins.iter().map(|b| b.as_str().unwrap().split('@').next().unwrap()).collect();
+    assert_eq!(names, ["even", "enrich"]);
     assert_eq!(docs.len(), 250);
     let report = num_report(&docs, (0..500).step_by(2));
     assert!(report.is_exact(), "{report:?}");
