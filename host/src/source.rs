@@ -50,8 +50,11 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    fn new() -> Self {
-        PartitionState { acked: AtomicI64::new(-1), queued: AtomicUsize::new(0) }
+    /// `start`: where consumption starts, already written (the later of Kafka's
+    /// committed offset and MongoDB's progress). Committing it again is harmless,
+    /// and it brings Kafka's offset up to MongoDB's when a commit was lost.
+    fn new(start: Option<i64>) -> Self {
+        PartitionState { acked: AtomicI64::new(start.unwrap_or(-1)), queued: AtomicUsize::new(0) }
     }
 }
 
@@ -226,9 +229,9 @@ impl SourceContext {
                 continue;
             }
             let (tx, rx) = mpsc::unbounded_channel();
-            let state = Arc::new(PartitionState::new());
-            let task = (self.spawn)(topic.clone(), key.1, rx, state.clone());
             let start = starts.get(&key).copied();
+            let state = Arc::new(PartitionState::new(start));
+            let task = (self.spawn)(topic.clone(), key.1, rx, state.clone());
             map.insert(key.1, Entry { topic, tx, state, task, stored: -1, paused: false, start, target: None });
             parts.push(key);
         }
@@ -273,10 +276,26 @@ impl SourceContext {
             if let Err(e) = consumer.store_offsets(&tpl) {
                 tracing::debug!("store_offsets on drain: {e}");
             }
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!("synchronous commit on drain failed: {e}");
-            } else {
-                tracing::info!(offsets = %fmt_tpl(&tpl), "committed");
+            // A commit can fail while the group coordinator moves (a broker
+            // restart): retry within the drain deadline. If it still fails, the
+            // offsets stay stored and MongoDB's progress covers them.
+            let mut attempt = 0;
+            loop {
+                match consumer.commit(&tpl, CommitMode::Sync) {
+                    Ok(()) => {
+                        tracing::info!(offsets = %fmt_tpl(&tpl), "committed");
+                        break;
+                    }
+                    Err(e) if attempt < 5 && Instant::now() + Duration::from_millis(500) < deadline => {
+                        attempt += 1;
+                        tracing::warn!(attempt, "synchronous commit on drain failed (retrying): {e}");
+                        std::thread::sleep(Duration::from_millis(200 * attempt));
+                    }
+                    Err(e) => {
+                        tracing::warn!("synchronous commit on drain failed: {e}; MongoDB's stored progress still covers these offsets");
+                        break;
+                    }
+                }
             }
         }
     }
