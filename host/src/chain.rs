@@ -96,10 +96,6 @@ impl Chain {
         Ok(Chain { plugins: plugins.to_vec(), instances, last_trap: None, max_value_bytes })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
-    }
-
     /// One result per record, in order. `Err` only when a plugin cannot even be
     /// re-instantiated after a trap (the pipeline cannot go on).
     pub fn process(&mut self, batch: &[SourceRecord]) -> Result<Vec<RecordResult>, RuntimeError> {

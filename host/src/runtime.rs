@@ -287,10 +287,6 @@ pub struct PluginInstance {
 }
 
 impl PluginInstance {
-    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
-        &self.plugin
-    }
-
     /// Run one batch; one outcome per record. A trap poisons the instance: the
     /// caller must make a new one before the next call.
     pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, RuntimeError> {

@@ -241,6 +241,13 @@ impl Host {
         assert!(ok, "kill -TERM {}", self.pid());
     }
 
+    /// SIGTERM, then assert a clean exit (status 0) within `timeout`.
+    pub async fn terminate(&mut self, timeout: Duration) {
+        self.sigterm();
+        let status = self.wait(timeout).await;
+        assert!(status.success(), "host {} exit after SIGTERM: {status}\n{}", self.name, self.log_tail(30));
+    }
+
     /// Wait for exit; panics with the log tail on timeout.
     pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + timeout;

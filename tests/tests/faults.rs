@@ -80,9 +80,7 @@ async fn two_hosts_one_killed_the_survivor_takes_over() {
     producer.await.unwrap().expect("producer");
     // The survivor alone must store everything.
     env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\nsurvivor log:\n{}", b.log_tail(30)));
-    b.sigterm();
-    let status = b.wait(Duration::from_secs(30)).await;
-    assert!(status.success(), "survivor exit: {status}\n{}", b.log_tail(30));
+    b.terminate(Duration::from_secs(30)).await;
     env.assert_exact(N).await;
     assert!(b.assignments() > before, "the survivor took the dead host's partitions over:\n{}", b.log_tail(20));
 }
@@ -98,9 +96,7 @@ async fn mongodb_down_for_10_s_mid_stream() {
     services(&["start-mongo"]);
     producer.await.unwrap().expect("producer");
     env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
-    host.sigterm();
-    let status = host.wait(Duration::from_secs(30)).await;
-    assert!(status.success(), "exit: {status}\n{}", host.log_tail(30));
+    host.terminate(Duration::from_secs(30)).await;
     assert!(host.summary("retries").unwrap() > 0, "the outage was seen and retried");
     env.assert_exact(N).await;
 }
@@ -114,9 +110,7 @@ async fn kafka_broker_restarted_mid_stream() {
     services(&["restart-kafka"]);
     producer.await.unwrap().expect("producer");
     env.wait_for_count(N, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
-    host.sigterm();
-    let status = host.wait(Duration::from_secs(30)).await;
-    assert!(status.success(), "exit: {status}\n{}", host.log_tail(30));
+    host.terminate(Duration::from_secs(30)).await;
     env.assert_exact(N).await;
 }
 
@@ -126,9 +120,7 @@ async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
     let (env, config, producer) = setup("sigterm").await;
     let mut host = Host::spawn(&env, "first", &config, false);
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
-    host.sigterm();
-    let status = host.wait(Duration::from_secs(20)).await;
-    assert!(status.success(), "exit after SIGTERM: {status}\n{}", host.log_tail(30));
+    host.terminate(Duration::from_secs(20)).await;
     let consumed_first = host.summary("consumed").expect("summary line");
     let stored_first = env.count().await;
     assert!(stored_first < N, "SIGTERM must land mid-stream");
