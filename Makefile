@@ -8,12 +8,9 @@ SLUICE := target/debug/sluice
 
 .PHONY: demo test chaos-small hostile services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
-## demo: services up, plugins built, 500 numbers produced, host run until caught up, count printed.
+## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
 demo: services plugins build
-	$(SLUICE) reset --config examples/seed.toml
-	$(SLUICE) produce --topic testnum --count 500
-	$(SLUICE) run --config examples/seed.toml --until-caught-up
-	$(SLUICE) count --config examples/seed.toml --expect-nums 500
+	scripts/demo
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
 test: services plugins hostile build plugins-test

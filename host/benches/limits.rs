@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice::chain::Chain;
-use sluice::config::{PluginConfig, PluginLimits};
+use sluice::chain::{Chain, ChainSpec};
+use sluice::config::PluginConfig;
 use sluice::runtime::{CallLimit, LoadedPlugin, Runtime};
 use sluice::source::SourceRecord;
 
@@ -24,13 +24,7 @@ fn wasm(name: &str) -> PathBuf {
 }
 
 fn load(rt: &Runtime, names: &[&str]) -> Vec<Arc<LoadedPlugin>> {
-    names
-        .iter()
-        .map(|n| {
-            rt.load(&PluginConfig { name: n.to_string(), path: wasm(n), params: Default::default(), limits: PluginLimits::default() })
-                .unwrap()
-        })
-        .collect()
+    names.iter().map(|n| rt.load(&PluginConfig::new(*n, wasm(n))).unwrap()).collect()
 }
 
 fn records(n: usize) -> Vec<SourceRecord> {
@@ -81,7 +75,7 @@ fn main() {
             for mode in modes {
                 let rt = Runtime::with_call_limit(mode).unwrap();
                 let plugins = load(&rt, names);
-                let mut chain = Chain::new(&plugins, 1 << 20).unwrap();
+                let mut chain = Chain::new(Arc::new(ChainSpec::new(1, plugins)), 1 << 20).unwrap();
                 ns.push(measure(&mut chain, batch, total));
             }
             println!(

@@ -5,8 +5,15 @@
 //! A trap (panic, time or memory limit) poisons the instance: the chain makes a
 //! fresh one and runs that batch again one record at a time, so only the
 //! record(s) that trap fail.
+//!
+//! A [`ChainSpec`] is one generation of the chain (which plugin versions, in
+//! which order); a hot swap publishes a new one, and each worker builds a new
+//! [`Chain`] from it at a batch boundary, so a batch is always processed by one
+//! generation from start to end.
 
 use std::sync::Arc;
+
+use mongodb::bson::{Bson, doc};
 
 use crate::runtime::{self, LoadedPlugin, Operation, Outcome, PluginInstance, Record, RuntimeError, TrapKind};
 use crate::sink::Op;
@@ -73,7 +80,32 @@ pub enum RecordResult {
     Failed(Failure),
 }
 
+/// One generation of the plugin chain: validated plugin versions, in order.
+#[derive(Debug)]
+pub struct ChainSpec {
+    /// Starts at 1 and grows with every swap.
+    pub generation: u64,
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// `{ "plugins": ["name@version", …] }`: what `pipeline.versions_field` stores.
+    pub versions: Bson,
+    /// `name@version,name@version` (the dead-letter header `sluice.chain`; empty without plugins).
+    pub label: String,
+}
+
+impl ChainSpec {
+    pub fn new(generation: u64, plugins: Vec<Arc<LoadedPlugin>>) -> ChainSpec {
+        let labels: Vec<String> = plugins.iter().map(|p| p.label()).collect();
+        let versions = Bson::Document(doc! { "plugins": labels.iter().map(|l| Bson::String(l.clone())).collect::<Vec<_>>() });
+        ChainSpec { generation, plugins, versions, label: labels.join(",") }
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.iter().find(|p| p.name == name)
+    }
+}
+
 pub struct Chain {
+    spec: Arc<ChainSpec>,
     plugins: Vec<Arc<LoadedPlugin>>,
     instances: Vec<PluginInstance>,
     /// Kind and message of the last trap, for the failure it becomes.
@@ -91,9 +123,15 @@ struct Item {
 }
 
 impl Chain {
-    pub fn new(plugins: &[Arc<LoadedPlugin>], max_value_bytes: usize) -> Result<Chain, RuntimeError> {
-        let instances = plugins.iter().map(|p| p.instantiate()).collect::<Result<_, _>>()?;
-        Ok(Chain { plugins: plugins.to_vec(), instances, last_trap: None, max_value_bytes })
+    /// Instances of every plugin of `spec` (each with its own store and limits).
+    pub fn new(spec: Arc<ChainSpec>, max_value_bytes: usize) -> Result<Chain, RuntimeError> {
+        let instances = spec.plugins.iter().map(|p| p.instantiate()).collect::<Result<_, _>>()?;
+        Ok(Chain { plugins: spec.plugins.clone(), spec, instances, last_trap: None, max_value_bytes })
+    }
+
+    /// The generation this chain runs.
+    pub fn spec(&self) -> &Arc<ChainSpec> {
+        &self.spec
     }
 
     /// One result per record, in order. `Err` only when a plugin cannot even be

@@ -32,6 +32,12 @@
 //!
 //! [dlq]
 //! topic = "{topic}.dlq"
+//!
+//! [admin]                          # the admin HTTP API (plugins, reload, health, metrics)
+//! address = "127.0.0.1:9464"
+//!
+//! [hot_swap]
+//! watch = true                     # a changed plugin file is validated and swapped in
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,6 +70,16 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     #[serde(default)]
     pub dlq: DlqConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub hot_swap: HotSwapConfig,
+    /// The file this configuration was loaded from (what a reload reads again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// The file's tables as written, to tell which sections a reload changed.
+    #[serde(skip)]
+    raw: toml::Table,
 }
 
 #[derive(Deserialize, Clone)]
@@ -168,7 +184,7 @@ pub enum WriteAck {
     Tag(String),
 }
 
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Shown in logs; unique within the chain.
@@ -181,9 +197,54 @@ pub struct PluginConfig {
     /// Sandbox limits of this plugin (defaults are always on).
     #[serde(default)]
     pub limits: PluginLimits,
+    /// Records every version of this plugin must handle as stated before it
+    /// runs: at start, and before a hot swap (`[[plugins.self_test]]`).
+    #[serde(default)]
+    pub self_test: Vec<SelfTest>,
 }
 
-#[derive(Deserialize, Clone, Debug)]
+impl PluginConfig {
+    /// A plugin with no parameters, default limits and no self-tests.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> PluginConfig {
+        PluginConfig {
+            name: name.into(),
+            path: path.into(),
+            params: BTreeMap::new(),
+            limits: PluginLimits::default(),
+            self_test: Vec::new(),
+        }
+    }
+}
+
+/// One self-test record: the plugin gets a record with this value (and key),
+/// and must emit exactly `expect`, or fail it when `expect_error` is set, or, with
+/// neither, at least not fail or trap.
+///
+/// ```toml
+/// [[plugins.self_test]]
+/// input = '{"num": 3}'
+/// expect = '[{"num": 3, "square": 9}]'   # the documents, in order; "[]" = dropped
+/// ```
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTest {
+    /// The record's value (JSON text for most plugins).
+    pub input: String,
+    /// The record's key. Default: none.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The record's topic. Default `self-test` (partition 0, offset 0).
+    #[serde(default = "default_self_test_topic")]
+    pub topic: String,
+    /// A JSON array of the documents the plugin must emit for this record.
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// The plugin must return an error for this record.
+    #[serde(default)]
+    pub expect_error: bool,
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
     /// Linear memory cap per instance. Default 64 MiB.
@@ -303,6 +364,78 @@ impl DlqConfig {
     }
 }
 
+/// The admin HTTP API: `/plugins` (list, upload, rollback), `/reload`,
+/// `/healthz`, `/readyz`, `/metrics`.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin API. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Listen address. Default `127.0.0.1:9464` (this machine only); port 0
+    /// picks a free port (the address is logged). An address other than loopback
+    /// needs `token`.
+    #[serde(default = "default_admin_address")]
+    pub address: std::net::SocketAddr,
+    /// When set, every request but `/healthz` and `/readyz` needs
+    /// `Authorization: Bearer <token>`. Hidden in logs.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Largest plugin upload. Default 64 MiB.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { enabled: true, address: default_admin_address(), token: None, max_upload_bytes: default_max_upload() }
+    }
+}
+
+/// How plugins are replaced while running. Every new version is compiled off
+/// the hot path and validated (a component of the contract, instantiates, init
+/// succeeds, self-tests pass) before partition workers switch to it at their
+/// next batch; a failure keeps the running version.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HotSwapConfig {
+    /// Watch the plugin files: a changed file is validated and swapped in. Default true.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet time after the last change in a plugin's directory before the file
+    /// is read (a copy in progress is not read half-written). Default 100ms.
+    #[serde(default = "default_debounce", with = "humantime_serde")]
+    pub debounce: Duration,
+    /// Earlier versions kept per plugin for rollback. Default 5.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: usize,
+    /// Write a version uploaded or rolled back through the admin API to the
+    /// plugin's `path` (atomically), so a restart runs it too. Default true.
+    #[serde(default = "default_true")]
+    pub persist_uploads: bool,
+}
+
+impl Default for HotSwapConfig {
+    fn default() -> Self {
+        HotSwapConfig { watch: true, debounce: default_debounce(), keep_versions: default_keep_versions(), persist_uploads: true }
+    }
+}
+
+fn default_admin_address() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_max_upload() -> usize {
+    64 << 20
+}
+fn default_debounce() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_keep_versions() -> usize {
+    5
+}
+fn default_self_test_topic() -> String {
+    "self-test".into()
+}
 fn default_offsets_collection() -> String {
     crate::progress::DEFAULT_COLLECTION.into()
 }
@@ -357,12 +490,17 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Config::parse(&text, path, base)
+        // Absolute, so plugin paths stay right whatever the working directory (and the watcher sees them).
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
+        let mut config = Config::parse(&text, path, &base)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parse `text` (named `path` in errors); relative plugin paths are joined to `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) })?;
+        config.raw = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) })?;
         for p in &mut config.plugins {
             if p.path.is_relative() {
                 p.path = base.join(&p.path);
@@ -405,6 +543,18 @@ impl Config {
             if p.limits.call_timeout.is_zero() {
                 return Err(format!("plugins `{}`: limits.call_timeout must be more than zero", p.name));
             }
+            for (i, t) in p.self_test.iter().enumerate() {
+                let at = format!("plugins `{}`: self_test {}", p.name, i + 1);
+                match &t.expect {
+                    Some(_) if t.expect_error => return Err(format!("{at}: set `expect` or `expect_error`, not both")),
+                    Some(e) => match serde_json::from_str::<serde_json::Value>(e) {
+                        Ok(serde_json::Value::Array(_)) => {}
+                        Ok(_) => return Err(format!("{at}: `expect` must be a JSON array of documents (\"[]\" = dropped)")),
+                        Err(err) => return Err(format!("{at}: `expect` is not JSON: {err}")),
+                    },
+                    None => {}
+                }
+            }
         }
         let pl = &self.pipeline;
         if pl.on_error == OnError::DeadLetter {
@@ -414,10 +564,10 @@ impl Config {
                 }
             }
         }
-        if let Some(f) = &pl.versions_field {
-            if f.is_empty() || f.starts_with('$') || f.contains('.') || f == "_id" {
-                return Err(format!("pipeline.versions_field {f:?} is not a usable top-level field name"));
-            }
+        if let Some(f) = &pl.versions_field
+            && (f.is_empty() || f.starts_with('$') || f.contains('.') || f == "_id")
+        {
+            return Err(format!("pipeline.versions_field {f:?} is not a usable top-level field name"));
         }
         if pl.batch_max_records == 0 {
             return Err("pipeline.batch_max_records must be at least 1".into());
@@ -443,7 +593,21 @@ impl Config {
         if pl.retry_backoff.is_zero() || pl.retry_max_backoff < pl.retry_backoff {
             return Err("pipeline.retry_backoff must be > 0 and <= retry_max_backoff".into());
         }
+        let a = &self.admin;
+        if a.enabled && !a.address.ip().is_loopback() && a.token.as_deref().is_none_or(str::is_empty) {
+            return Err(format!(
+                "admin.address {} is reachable from other machines: set admin.token (anyone reaching it could replace the plugins)",
+                a.address
+            ));
+        }
         Ok(())
+    }
+
+    /// The top-level sections (other than `[[plugins]]`, which a reload applies)
+    /// that differ between this configuration and `newer`: they need a restart.
+    pub fn restart_needed(&self, newer: &Config) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&String> = self.raw.keys().chain(newer.raw.keys()).collect();
+        keys.into_iter().filter(|k| *k != "plugins" && self.raw.get(*k) != newer.raw.get(*k)).cloned().collect()
     }
 }
 
@@ -486,6 +650,8 @@ impl fmt::Debug for Config {
             .field("plugins", &self.plugins)
             .field("pipeline", &self.pipeline)
             .field("dlq", &self.dlq)
+            .field("admin", &self.admin)
+            .field("hot_swap", &self.hot_swap)
             .finish()
     }
 }
@@ -501,6 +667,17 @@ impl fmt::Debug for KafkaConfig {
             .field("auto_offset_reset", &self.auto_offset_reset)
             .field("connect_timeout", &self.connect_timeout)
             .field("options", &options)
+            .finish()
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("enabled", &self.enabled)
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("max_upload_bytes", &self.max_upload_bytes)
             .finish()
     }
 }
@@ -550,6 +727,49 @@ mod tests {
         assert_eq!(c.mongo.write_concern.w, WriteAck::Nodes(1));
         assert!(c.mongo.write_concern.journal);
         assert!(c.plugins.is_empty());
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.address.to_string(), "127.0.0.1:9464");
+        assert!(c.hot_swap.watch && c.hot_swap.persist_uploads);
+        assert_eq!(c.hot_swap.debounce, Duration::from_millis(100));
+        assert_eq!(c.hot_swap.keep_versions, 5);
+    }
+
+    #[test]
+    fn self_tests_parse_and_are_checked() {
+        let plugin = "[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n";
+        let c = parse(&format!("{MINIMAL}\n{plugin}[[plugins.self_test]]\ninput = '{{\"num\": 3}}'\nexpect = '[{{\"num\": 3}}]'\n[[plugins.self_test]]\ninput = 'x'\nexpect_error = true\n")).unwrap();
+        let t = &c.plugins[0].self_test;
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].topic, "self-test");
+        assert!(t[1].expect_error && t[1].expect.is_none());
+        for (bad, needle) in [
+            ("input = '1'\nexpect = '{}'\n", "must be a JSON array"),
+            ("input = '1'\nexpect = '[1'\n", "`expect` is not JSON"),
+            ("input = '1'\nexpect = '[]'\nexpect_error = true\n", "not both"),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n{plugin}[[plugins.self_test]]\n{bad}")).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("self_test 1"), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_admin_address_beyond_loopback_needs_a_token() {
+        let err = parse(&format!("{MINIMAL}\n[admin]\naddress = \"0.0.0.0:9464\"\n")).unwrap_err().to_string();
+        assert!(err.contains("admin.token"), "{err}");
+        let c = parse(&format!("{MINIMAL}\n[admin]\naddress = \"0.0.0.0:9464\"\ntoken = \"t0ps3cret\"\n")).unwrap();
+        assert!(!format!("{c:?}").contains("t0ps3cret"));
+        assert!(parse(&format!("{MINIMAL}\n[admin]\naddress = \"[::1]:0\"\n")).is_ok());
+        assert!(parse(&format!("{MINIMAL}\n[admin]\naddress = \"0.0.0.0:9464\"\nenabled = false\n")).is_ok());
+    }
+
+    #[test]
+    fn a_reload_tells_which_sections_need_a_restart() {
+        let a = parse(&format!("{MINIMAL}\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\n")).unwrap();
+        let b = parse(&format!("{MINIMAL}\n[[plugins]]\nname = \"b\"\npath = \"b.wasm\"\n")).unwrap();
+        assert!(a.restart_needed(&b).is_empty());
+        let c = parse(&format!("{}\n[pipeline]\nbatch_max_records = 7\n", MINIMAL.replace("collection = \"c\"", "collection = \"c2\"")))
+            .unwrap();
+        assert_eq!(a.restart_needed(&c), ["mongo", "pipeline"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `sluice.error.kind` | `plugin-error`, `trap`, `timeout`, `memory`, `invalid-input`, `invalid-output`, `output-too-large`, `sink-rejected` |
 //! | `sluice.error.reason` | the message (at most 4 KiB) |
 //! | `sluice.plugin`, `sluice.plugin.version` | the failing plugin and its content hash (absent when no plugin failed it) |
+//! | `sluice.chain` | every plugin of the chain generation that processed the record, `name@version,…` (empty without plugins) |
 //! | `sluice.source.topic`, `sluice.source.partition`, `sluice.source.offset` | where the record came from |
 //! | `sluice.source.timestamp` | its timestamp (ms), when it had one |
 
@@ -50,8 +51,9 @@ impl DeadLetters {
         Ok(())
     }
 
-    /// Send one failed record; returns once the broker acknowledged it.
-    pub async fn send(&self, rec: &SourceRecord, f: &Failure) -> Result<(), KafkaError> {
+    /// Send one failed record (`chain`: the generation's `name@version,…`);
+    /// returns once the broker acknowledged it.
+    pub async fn send(&self, rec: &SourceRecord, f: &Failure, chain: &str) -> Result<(), KafkaError> {
         let topic = self.topic_for(&rec.topic);
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 8);
         for (k, v) in &rec.headers {
@@ -71,7 +73,8 @@ impl DeadLetters {
             .insert(Header { key: "sluice.error.reason", value: Some(&reason) })
             .insert(Header { key: "sluice.source.topic", value: Some(&*rec.topic) })
             .insert(Header { key: "sluice.source.partition", value: Some(&partition) })
-            .insert(Header { key: "sluice.source.offset", value: Some(&offset) });
+            .insert(Header { key: "sluice.source.offset", value: Some(&offset) })
+            .insert(Header { key: "sluice.chain", value: Some(chain) });
         if let Some(ts) = rec.timestamp {
             headers = headers.insert(Header { key: "sluice.source.timestamp", value: Some(&ts.to_string()) });
         }

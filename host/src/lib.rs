@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration (strict, documented defaults).
+//! - [`swap`]: hot swap: chain generations, validation, rollback, reload, the file watcher.
+//! - [`admin`]: the admin HTTP API (plugins, reload, health, metrics); [`metrics`]: its `/metrics`.
 //! - [`source`]: the Kafka consumer thread (dispatch, offset store, pause, rebalance).
 //! - [`runtime`]: wasmtime engine, plugin loading, sandboxed instances.
 //! - [`chain`]: a batch through the plugin chain, per-record results.
@@ -17,15 +19,17 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let config = sluice::config::Config::load("examples/seed.toml".as_ref())?;
-//! let options = sluice::RunOptions { until_caught_up: true };
+//! let options = sluice::RunOptions { until_caught_up: true, ..Default::default() };
 //! let summary = sluice::run(config, options, std::future::pending()).await?;
 //! println!("{summary}");
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod dlq;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod produce;
@@ -33,5 +37,6 @@ pub mod progress;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod swap;
 
 pub use pipeline::{RunOptions, Summary, run};

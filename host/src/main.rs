@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume, transform and write until stopped (SIGINT/SIGTERM).
+    /// Consume, transform and write until stopped (SIGINT/SIGTERM). SIGHUP reloads
+    /// the config's [[plugins]]; changed plugin files are swapped in while running.
     Run {
         /// The TOML configuration file.
         #[arg(long, short, env = "SLUICE_CONFIG")]
@@ -57,6 +58,10 @@ enum Command {
         /// Prints `produced=N stored=S missing=M duplicates=D`; exits 1 unless exact.
         #[arg(long, value_name = "N")]
         expect_nums: Option<u64>,
+        /// Also count by the plugin versions that made the documents
+        /// (`pipeline.versions_field`), with each version's offsets per partition.
+        #[arg(long)]
+        by_version: bool,
     },
     /// Delete the configured topics and consumer group and drop the collection (destructive).
     Reset {
@@ -89,7 +94,7 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         Command::Run { config, until_caught_up } => {
             let cfg = sluice::config::Config::load(&config)?;
             tracing::debug!(config = ?cfg, "configuration");
-            let summary = sluice::run(cfg, sluice::RunOptions { until_caught_up }, shutdown_signal()).await?;
+            let summary = sluice::run(cfg, sluice::RunOptions { until_caught_up, reload_on_sighup: true }, shutdown_signal()).await?;
             // One machine-readable line on stdout (`duplicates` = inserts found already stored).
             println!("summary: {summary}");
             Ok(())
@@ -102,10 +107,17 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             println!("sent {sent} messages to {} in {secs:.2}s ({:.0}/s)", opts.topic, sent as f64 / secs.max(1e-9));
             Ok(())
         }
-        Command::Count { config, expect_nums } => {
+        Command::Count { config, expect_nums, by_version } => {
             let cfg = sluice::config::Config::load(&config)?;
             let n = sluice::ops::count(&cfg).await?;
             println!("{n} documents in {}.{}", cfg.mongo.database, cfg.mongo.collection);
+            if by_version {
+                for v in sluice::ops::count_by_version(&cfg).await? {
+                    let chain = if v.chain.is_empty() { "(no versions field)" } else { &v.chain };
+                    let ranges: Vec<String> = v.offsets.iter().map(|(p, (lo, hi))| format!("{p} offsets {lo}..={hi}")).collect();
+                    println!("  {chain}: {} documents; {}", v.documents, ranges.join(", "));
+                }
+            }
             if let Some(expected) = expect_nums {
                 let c = sluice::ops::check_nums(&cfg, expected).await?;
                 println!("produced={expected} stored={} missing={} duplicates={}", c.stored, c.missing, c.duplicates);

@@ -1,8 +1,10 @@
 //! Small operator commands on a configuration's Kafka and MongoDB objects:
-//! `sluice count` (documents in the configured collection) and `sluice reset`
+//! `sluice count` (documents in the configured collection, optionally by the
+//! chain version that made them) and `sluice reset`
 //! (delete the topics, the consumer group, its stored progress and the collection — destructive, for
 //! demos and local experiments).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -67,6 +69,54 @@ pub async fn check_nums(config: &Config, expected: u64) -> anyhow::Result<NumChe
         duplicates: seen.iter().map(|&c| c.saturating_sub(1) as u64).sum(),
         unexpected,
     })
+}
+
+/// Documents made by one chain version (`pipeline.versions_field`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionCount {
+    /// `name@version,…`; empty for documents without the field.
+    pub chain: String,
+    pub documents: u64,
+    /// Per source `topic:partition`, the lowest and highest offset among these
+    /// documents (from the derived `_id`; documents with their own `_id` are not placed).
+    pub offsets: BTreeMap<String, (i64, i64)>,
+}
+
+/// Count the documents by the chain version that made them, in order of the
+/// first offset each version wrote: after a swap, one line per version, and per
+/// partition where each version starts and ends.
+pub async fn count_by_version(config: &Config) -> anyhow::Result<Vec<VersionCount>> {
+    use futures::TryStreamExt;
+    let Some(field) = &config.pipeline.versions_field else {
+        bail!("pipeline.versions_field is not set in the config: documents do not record which plugin versions made them")
+    };
+    let sink = Sink::connect(&config.mongo).await?;
+    let coll = sink.database().collection::<mongodb::bson::Document>(&config.mongo.collection);
+    let mut cursor = coll.find(doc! {}).projection(doc! { "_id": 1, field.as_str(): 1 }).await?;
+    let mut by: BTreeMap<String, VersionCount> = BTreeMap::new();
+    while let Some(d) = cursor.try_next().await? {
+        let chain = d
+            .get_document(field)
+            .and_then(|v| v.get_array("plugins"))
+            .map(|a| a.iter().filter_map(|b| b.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let entry = by.entry(chain.clone()).or_insert_with(|| VersionCount { chain, documents: 0, offsets: BTreeMap::new() });
+        entry.documents += 1;
+        // topic:partition:offset:index (the topic may itself contain ':').
+        if let Ok(id) = d.get_str("_id") {
+            let mut parts = id.rsplitn(4, ':');
+            if let (Some(_), Some(Ok(offset)), Some(Ok(partition)), Some(topic)) =
+                (parts.next(), parts.next().map(str::parse::<i64>), parts.next().map(str::parse::<i32>), parts.next())
+            {
+                let range = entry.offsets.entry(format!("{topic}:{partition}")).or_insert((offset, offset));
+                range.0 = range.0.min(offset);
+                range.1 = range.1.max(offset);
+            }
+        }
+    }
+    let mut out: Vec<VersionCount> = by.into_values().collect();
+    out.sort_by_key(|v| (v.offsets.values().map(|r| r.0).min().unwrap_or(i64::MAX), v.chain.clone()));
+    Ok(out)
 }
 
 /// Delete the configured topics and consumer group, and drop the collection.

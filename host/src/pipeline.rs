@@ -7,22 +7,27 @@
 //! jitter), and only then reports the batch's next offset as committable. Failed
 //! records are decided in one place, `decide`, by the `on_error` policy
 //! (dead-letter, skip or stop).
+//!
+//! Each worker follows the running chain generation ([`HotSwap`]): when a new one
+//! is published it builds its instances of it, and the next batch (never a batch
+//! in progress) runs through it.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use mongodb::bson::Bson;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::chain::{Chain, Failure, FailureKind, RecordResult};
+use crate::chain::{Chain, ChainSpec, Failure, FailureKind, RecordResult};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::dlq::DeadLetters;
 use crate::progress::Progress;
-use crate::runtime::{LoadedPlugin, Runtime};
+use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError, WriteOp, json_to_document};
-use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SpawnWorker};
+use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SourceSettings, SpawnWorker};
+use crate::swap::HotSwap;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +35,35 @@ pub struct RunOptions {
     /// Exit once every assigned partition is written up to the end offset seen
     /// when it was assigned.
     pub until_caught_up: bool,
+    /// Reload the configuration's `[[plugins]]` on SIGHUP (the binary sets it;
+    /// signals are process-wide, so tests leave it off).
+    pub reload_on_sighup: bool,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The group has assigned this host its partitions (possibly none) at least once.
+    pub joined: Arc<AtomicBool>,
+    /// Shutdown has begun.
+    pub stopping: AtomicBool,
+    /// Partition workers currently retrying a failed MongoDB write.
+    pub sink_failing: AtomicUsize,
+}
+
+impl Health {
+    /// `Err` says why this host is not ready.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Relaxed) {
+            Err("shutting down")
+        } else if !self.joined.load(Ordering::Relaxed) {
+            Err("not yet assigned partitions by the consumer group")
+        } else if self.sink_failing.load(Ordering::Relaxed) > 0 {
+            Err("MongoDB writes are failing (retrying)")
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Counters of a run.
@@ -43,6 +77,21 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     pub batches: AtomicU64,
     pub retries: AtomicU64,
+    /// Per assigned partition, the chain generation that made its last written
+    /// batch (how far a swap has rolled out).
+    pub partition_generation: std::sync::Mutex<std::collections::BTreeMap<(Arc<str>, i32), u64>>,
+}
+
+/// Removes a partition's entries from [`Stats`] when its worker ends.
+struct Registered<'a> {
+    stats: &'a Stats,
+    key: (Arc<str>, i32),
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.stats.partition_generation.lock().unwrap().remove(&self.key);
+    }
 }
 
 /// What a finished run did.
@@ -83,10 +132,44 @@ impl std::fmt::Display for Summary {
 /// failed record under `on_error = "stop"`, a plugin that cannot be
 /// re-instantiated) stops the run and is returned.
 pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
-    let runtime = Runtime::new().context("starting the wasm runtime")?;
-    let plugins: Vec<Arc<LoadedPlugin>> = config.plugins.iter().map(|p| runtime.load(p)).collect::<Result<_, _>>()?;
-    for p in &plugins {
+    let runtime = Arc::new(Runtime::new().context("starting the wasm runtime")?);
+    let hot = Arc::new(HotSwap::start(runtime, &config)?);
+    for p in &hot.current().plugins {
         tracing::info!(plugin = %p.name, version = %p.version, path = %p.path.display(), "plugin loaded");
+    }
+    let stats = Arc::new(Stats::default());
+    let health = Arc::new(Health::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // Stops the admin server, the watcher and the SIGHUP listener however `run` ends.
+    let _stop_background = cancel.clone().drop_guard();
+    if config.admin.enabled {
+        let state =
+            crate::admin::AdminState { hot: hot.clone(), stats: stats.clone(), health: health.clone(), token: config.admin.token.clone() };
+        crate::admin::serve(&config.admin, state, cancel.clone()).await?;
+    }
+    if config.hot_swap.watch {
+        let watcher = crate::swap::spawn_watcher(hot.clone(), config.hot_swap.debounce).context("watching the plugin files")?;
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            watcher.abort();
+        });
+    }
+    if options.reload_on_sighup {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (hot, cancel) = (hot.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the configuration's [[plugins]]");
+                        // The outcome is logged (and counted) by the reload itself.
+                        let _ = hot.reload().await;
+                    }
+                }
+            }
+        });
     }
     let sink = Sink::connect(&config.mongo).await?;
     let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
@@ -104,14 +187,10 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         }
         _ => None,
     };
-    let stats = Arc::new(Stats::default());
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<anyhow::Error>();
     let worker_ctx = Arc::new(WorkerCtx {
-        versions: config.pipeline.versions_field.as_ref().map(|_| {
-            let list: Vec<Bson> = plugins.iter().map(|p| Bson::String(format!("{}@{}", p.name, p.version))).collect();
-            Bson::Document(mongodb::bson::doc! { "plugins": list })
-        }),
-        plugins: Arc::new(plugins),
+        hot: hot.clone(),
+        health: health.clone(),
         dlq,
         sink,
         progress: progress.clone(),
@@ -126,15 +205,17 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     };
 
     let kafka = config.kafka.clone();
-    let pipeline = config.pipeline.clone();
-    let connect_timeout = config.kafka.connect_timeout;
+    let settings = SourceSettings {
+        drain_timeout: config.pipeline.drain_timeout,
+        max_queued: config.pipeline.max_queued(),
+        until_caught_up: options.until_caught_up,
+        connect_timeout: config.kafka.connect_timeout,
+        joined: health.joined.clone(),
+    };
     let handle = tokio::runtime::Handle::current();
-    let until = options.until_caught_up;
-    let source = tokio::task::spawn_blocking(move || {
-        Source::new(&kafka, spawn, handle, pipeline.drain_timeout, pipeline.max_queued(), until, connect_timeout, progress)
-    })
-    .await
-    .context("creating the consumer")??;
+    let source = tokio::task::spawn_blocking(move || Source::new(&kafka, spawn, handle, settings, progress))
+        .await
+        .context("creating the consumer")??;
     tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.topics, "consuming");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -155,6 +236,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         Some(e) = fatal_rx.recv() => { fatal = Some(e); None }
         end = &mut done_rx => end.ok(),
     };
+    health.stopping.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let end = match end {
         Some(end) => Some(end),
@@ -189,9 +271,8 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 }
 
 struct WorkerCtx {
-    plugins: Arc<Vec<Arc<LoadedPlugin>>>,
-    /// `{ "plugins": ["name@version", …] }`, stored under `pipeline.versions_field`.
-    versions: Option<Bson>,
+    hot: Arc<HotSwap>,
+    health: Arc<Health>,
     dlq: Option<DeadLetters>,
     sink: Sink,
     progress: Progress,
@@ -207,25 +288,26 @@ async fn worker(
     mut rx: mpsc::UnboundedReceiver<SourceRecord>,
     state: Arc<PartitionState>,
 ) {
-    let plugins = ctx.plugins.clone();
-    let max_value = ctx.pipeline.max_value_bytes;
-    let chain = match tokio::task::spawn_blocking(move || Chain::new(&plugins, max_value)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            let _ = ctx.fatal.send(anyhow::Error::new(e).context(format!("starting the plugin chain for {topic}:{partition}")));
-            return;
-        }
-        Err(e) => {
-            let _ = ctx.fatal.send(anyhow::anyhow!("plugin chain start for {topic}:{partition} panicked: {e}"));
-            return;
-        }
-    };
-    let mut chain = Some(chain);
+    let _registered = Registered { stats: &ctx.stats, key: (topic.clone(), partition) };
+    let mut specs = ctx.hot.subscribe();
+    let spec = specs.borrow_and_update().clone();
+    let Some(mut chain) = build_chain(&ctx, spec, &topic, partition).await else { return };
     let max = ctx.pipeline.batch_max_records;
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
     loop {
         batch.clear();
-        let Some(first) = rx.recv().await else { return };
+        let first = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            // Idle: build the new generation's instances now, not when records come.
+            Ok(()) = specs.changed() => {
+                let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, None).await else { return };
+                chain = c;
+                continue;
+            }
+        };
         batch.push(first);
         let linger_until = tokio::time::Instant::now() + ctx.pipeline.batch_linger;
         while batch.len() < max {
@@ -238,13 +320,18 @@ async fn worker(
                 },
             }
         }
+        // The batch boundary: a generation published meanwhile runs this batch.
+        if specs.has_changed().unwrap_or(false) {
+            let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, Some(batch[0].offset)).await else { return };
+            chain = c;
+        }
         let n = batch.len();
         let next_offset = batch.last().map(|r| r.offset + 1).expect("non-empty batch");
         ctx.stats.consumed.fetch_add(n as u64, Ordering::Relaxed);
 
         // Plugins are CPU work: off the async threads, moving the chain there and back.
         let (c, records, results) = {
-            let mut c = chain.take().expect("chain present");
+            let mut c = chain;
             let records = std::mem::take(&mut batch);
             match tokio::task::spawn_blocking(move || {
                 let r = c.process(&records);
@@ -259,7 +346,7 @@ async fn worker(
                 }
             }
         };
-        chain = Some(c);
+        chain = c;
         let results = match results {
             Ok(r) => r,
             Err(e) => {
@@ -267,20 +354,66 @@ async fn worker(
                 return;
             }
         };
-        if let Err(e) = write_batch(&ctx, &records, results, next_offset).await {
+        if let Err(e) = write_batch(&ctx, chain.spec(), &records, results, next_offset).await {
             let _ = ctx.fatal.send(e);
             return;
         }
         batch = records;
         ctx.stats.batches.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.partition_generation.lock().unwrap().insert((topic.clone(), partition), chain.spec().generation);
         state.acked.store(next_offset, Ordering::Release);
         state.queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
+/// Instances of `spec` for one partition worker, built on a blocking thread
+/// (init runs wasm). `None`: the run must stop (reported as fatal).
+async fn build_chain(ctx: &WorkerCtx, spec: Arc<ChainSpec>, topic: &str, partition: i32) -> Option<Chain> {
+    let max_value = ctx.pipeline.max_value_bytes;
+    let generation = spec.generation;
+    match tokio::task::spawn_blocking(move || Chain::new(spec, max_value)).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            let context = format!("starting generation {generation} of the plugin chain for {topic}:{partition}");
+            let _ = ctx.fatal.send(anyhow::Error::new(e).context(context));
+            None
+        }
+        Err(e) => {
+            let _ = ctx.fatal.send(anyhow::anyhow!("plugin chain start for {topic}:{partition} panicked: {e}"));
+            None
+        }
+    }
+}
+
+/// Switch a worker to the newest generation. The old chain is dropped only
+/// once the new one is built.
+async fn switch(
+    ctx: &WorkerCtx,
+    specs: &mut watch::Receiver<Arc<ChainSpec>>,
+    old: Chain,
+    topic: &str,
+    partition: i32,
+    at_offset: Option<i64>,
+) -> Option<Chain> {
+    let spec = specs.borrow_and_update().clone();
+    if Arc::ptr_eq(&spec, old.spec()) {
+        return Some(old);
+    }
+    let (from, to) = (old.spec().generation, spec.generation);
+    let chain = build_chain(ctx, spec, topic, partition).await?;
+    tracing::debug!(topic, partition, from, to, at_offset, "partition worker switched chain generation");
+    Some(chain)
+}
+
 /// Turn chain results into writes, write them until acknowledged, and decide
 /// every failed record. `Err` means the run must stop.
-async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<RecordResult>, next_offset: i64) -> anyhow::Result<()> {
+async fn write_batch(
+    ctx: &WorkerCtx,
+    spec: &ChainSpec,
+    records: &[SourceRecord],
+    results: Vec<RecordResult>,
+    next_offset: i64,
+) -> anyhow::Result<()> {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
     let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
     let mut failures: Vec<(usize, Failure)> = Vec::new();
@@ -300,10 +433,10 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                                 // Derived from the source coordinates: a replay finds it already there.
                                 doc.insert("_id", Bson::String(derived_id(rec, j)));
                             }
-                            if let (Some(field), Some(versions)) = (&ctx.pipeline.versions_field, &ctx.versions) {
-                                if out.op != crate::sink::Op::Delete {
-                                    doc.insert(field.as_str(), versions.clone());
-                                }
+                            if let Some(field) = &ctx.pipeline.versions_field
+                                && out.op != crate::sink::Op::Delete
+                            {
+                                doc.insert(field.as_str(), spec.versions.clone());
                             }
                             ops.push(WriteOp { op: out.op, collection: out.collection, doc });
                             op_source.push(i);
@@ -311,7 +444,7 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                         Err(message) => {
                             // Without plugins the output is the input: a value that is no JSON object is bad input.
                             // The last plugin made this output.
-                            bad = Some(match ctx.plugins.last() {
+                            bad = Some(match spec.plugins.last() {
                                 None => Failure { plugin: None, plugin_version: None, kind: FailureKind::InvalidInput, message },
                                 Some(p) => Failure {
                                     plugin: Some(p.name.clone()),
@@ -332,9 +465,11 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
             }
         }
     }
-    decide(ctx, records, &failures).await?;
+    decide(ctx, spec, records, &failures).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
     let mut backoff = Backoff::new(&ctx.pipeline);
+    // Counts this worker as failing while it retries (also if the task is aborted).
+    let mut failing: Option<Failing<'_>> = None;
     let mut written = ops.is_empty();
     loop {
         let result = if written {
@@ -356,7 +491,7 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                             rejected.push((i, Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message }));
                         }
                     }
-                    decide(ctx, records, &rejected).await?;
+                    decide(ctx, spec, records, &rejected).await?;
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),
@@ -380,12 +515,29 @@ async fn write_batch(ctx: &WorkerCtx, records: &[SourceRecord], results: Vec<Rec
                 return Ok(());
             }
             Err(message) => {
+                failing.get_or_insert_with(|| Failing::new(&ctx.health.sink_failing));
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
                 let wait = backoff.next();
                 tracing::warn!(topic = %topic, partition, attempt = backoff.attempt, retry_in = ?wait, "{message}");
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Counted in a gauge while alive.
+struct Failing<'a>(&'a AtomicUsize);
+
+impl<'a> Failing<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Failing(gauge)
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -418,7 +570,7 @@ pub fn derived_id(rec: &SourceRecord, index: usize) -> String {
 
 /// The one place that decides what failed records do: dead-letter them (before
 /// their offset can be committed), skip them, or stop the run.
-async fn decide(ctx: &WorkerCtx, records: &[SourceRecord], failures: &[(usize, Failure)]) -> anyhow::Result<()> {
+async fn decide(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], failures: &[(usize, Failure)]) -> anyhow::Result<()> {
     for (i, f) in failures {
         let rec = &records[*i];
         let plugin = f.plugin.as_deref().unwrap_or("-");
@@ -438,7 +590,7 @@ async fn decide(ctx: &WorkerCtx, records: &[SourceRecord], failures: &[(usize, F
             OnError::DeadLetter => {
                 let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
                 let mut backoff = Backoff::new(&ctx.pipeline);
-                while let Err(e) = dlq.send(rec, f).await {
+                while let Err(e) = dlq.send(rec, f, &spec.label).await {
                     ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = backoff.next();
                     tracing::warn!(attempt = backoff.attempt, retry_in = ?wait, "sending {}:{}@{} to the dead-letter topic failed (will retry): {e}", rec.topic, rec.partition, rec.offset);

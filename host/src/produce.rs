@@ -69,7 +69,7 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
         if o.rate > 0 {
             // Pace in 10 ms steps: after k messages, wait until k / rate seconds have passed.
             let sent_so_far = n - o.start + 1;
-            if sent_so_far % (o.rate / 100).max(1) == 0 {
+            if sent_so_far.is_multiple_of((o.rate / 100).max(1)) {
                 let due = started + Duration::from_secs_f64(sent_so_far as f64 / o.rate as f64);
                 tokio::time::sleep_until(due).await;
             }

@@ -5,7 +5,7 @@
 //! [`PluginInstance`] (its own `Store`, memory cap and per-call deadline) that it
 //! reuses for every batch. The only import a plugin gets is `host.log`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
-use crate::config::{PluginConfig, PluginLimits};
+use crate::config::{PluginConfig, SelfTest};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -56,6 +56,8 @@ pub enum RuntimeError {
     Trap { name: String, kind: TrapKind, message: String },
     #[error("plugin `{name}` returned {got} outcomes for {expected} records")]
     OutcomeCount { name: String, expected: usize, got: usize },
+    #[error("plugin `{name}` failed self_test {index}: {message}")]
+    SelfTest { name: String, index: usize, message: String },
 }
 
 /// What kind of trap ended a call.
@@ -134,27 +136,38 @@ impl Runtime {
         Ok(Runtime { engine, linker, stop_ticker, limit })
     }
 
-    /// Read, compile and pre-link a plugin, then check that it instantiates and
-    /// that its init accepts the configured parameters.
+    /// Read the plugin's file and [`validate`](Runtime::validate) it.
     pub fn load(&self, cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, RuntimeError> {
-        let name = cfg.name.clone();
-        let bytes = std::fs::read(&cfg.path).map_err(|cause| RuntimeError::Read { name: name.clone(), path: cfg.path.clone(), cause })?;
-        let plugin = self.load_bytes(&name, &cfg.path, &bytes, cfg)?;
-        // Fail at load, not on the first record.
-        plugin.instantiate()?;
+        self.validate(cfg, read_plugin(cfg)?)
+    }
+
+    /// Everything a version must pass before it runs (at start and before a hot
+    /// swap): it is wasm, compiles, matches the contract, instantiates, its init
+    /// accepts the configured parameters, and it handles the self-test records as
+    /// the config says. Fails at load, not on the first record.
+    pub fn validate(&self, cfg: &PluginConfig, bytes: Vec<u8>) -> Result<Arc<LoadedPlugin>, RuntimeError> {
+        let plugin = self.load_bytes(cfg, bytes)?;
+        let mut instance = plugin.instantiate()?;
+        for (i, test) in cfg.self_test.iter().enumerate() {
+            instance = plugin.self_test(instance, i + 1, test)?;
+        }
         Ok(plugin)
     }
 
-    fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8], cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, RuntimeError> {
-        let version = Sha256::digest(bytes)[..6].iter().map(|b| format!("{b:02x}")).collect();
-        let component_bytes = match wasm_kind(bytes) {
-            Some(WasmKind::Component) => bytes.to_vec(),
-            Some(WasmKind::Module) => {
-                componentize(bytes).map_err(|message| RuntimeError::Componentize { name: name.into(), path: path.into(), message })?
-            }
+    fn load_bytes(&self, cfg: &PluginConfig, bytes: Vec<u8>) -> Result<Arc<LoadedPlugin>, RuntimeError> {
+        let (name, path) = (cfg.name.as_str(), cfg.path.as_path());
+        let version = version_of(&bytes);
+        let component_bytes = match wasm_kind(&bytes) {
+            Some(WasmKind::Component) => None,
+            Some(WasmKind::Module) => Some(componentize(&bytes).map_err(|message| RuntimeError::Componentize {
+                name: name.into(),
+                path: path.into(),
+                message,
+            })?),
             None => return Err(RuntimeError::NotWasm { name: name.into(), path: path.into() }),
         };
-        let component = Component::new(&self.engine, &component_bytes).map_err(|e| RuntimeError::Compile {
+        let component_bytes = component_bytes.as_deref().unwrap_or(&bytes);
+        let component = Component::new(&self.engine, component_bytes).map_err(|e| RuntimeError::Compile {
             name: name.into(),
             path: path.into(),
             message: format!("{e:#}"),
@@ -177,12 +190,23 @@ impl Runtime {
             version,
             path: path.into(),
             params: cfg.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            limits: cfg.limits.clone(),
+            config: cfg.clone(),
+            bytes: bytes.into(),
             limit: self.limit,
             engine: self.engine.clone(),
             pre,
         }))
     }
+}
+
+/// Read a plugin's file.
+pub fn read_plugin(cfg: &PluginConfig) -> Result<Vec<u8>, RuntimeError> {
+    std::fs::read(&cfg.path).map_err(|cause| RuntimeError::Read { name: cfg.name.clone(), path: cfg.path.clone(), cause })
+}
+
+/// A plugin version: the first 12 hex digits of the SHA-256 of its file.
+pub fn version_of(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Drop for Runtime {
@@ -214,14 +238,17 @@ fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
     wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode()).map_err(|e| format!("{e:#}"))
 }
 
-/// A compiled, pre-linked plugin. Cheap to instantiate.
+/// A compiled, pre-linked plugin version. Cheap to instantiate.
 pub struct LoadedPlugin {
     pub name: String,
-    /// First 12 hex digits of the SHA-256 of the file.
+    /// First 12 hex digits of the SHA-256 of the file ([`version_of`]).
     pub version: String,
     pub path: PathBuf,
     params: Vec<(String, String)>,
-    limits: PluginLimits,
+    /// The configuration it was validated with (params, limits, self-tests).
+    pub config: PluginConfig,
+    /// The file as loaded (kept for rollback).
+    pub bytes: Arc<[u8]>,
     limit: CallLimit,
     engine: Engine,
     pre: PluginPre<HostState>,
@@ -235,17 +262,66 @@ impl std::fmt::Debug for LoadedPlugin {
 
 impl LoadedPlugin {
     pub fn max_output_bytes(&self) -> usize {
-        self.limits.max_output_bytes
+        self.config.limits.max_output_bytes
+    }
+
+    /// `name@version`.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// Run one self-test record through `instance`; returns the instance to use next
+    /// (a fresh one if this one trapped, so later tests still run).
+    fn self_test(self: &Arc<Self>, mut instance: PluginInstance, index: usize, test: &SelfTest) -> Result<PluginInstance, RuntimeError> {
+        let fail = |message: String| RuntimeError::SelfTest { name: self.name.clone(), index, message };
+        let record = Record {
+            topic: test.topic.clone(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: test.key.as_ref().map(|k| k.as_bytes().to_vec()),
+            value: Some(test.input.as_bytes().to_vec()),
+            headers: Vec::new(),
+        };
+        let outcome = match instance.process(std::slice::from_ref(&record)) {
+            Ok(mut o) => o.pop().expect("one outcome per record"),
+            Err(RuntimeError::Trap { kind, message, .. }) => return Err(fail(format!("{kind}: {message}"))),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let documents = match outcome {
+            Outcome::Error(_) if test.expect_error => return Ok(instance),
+            Outcome::Error(e) => return Err(fail(format!("the plugin failed the record: {}", e.message))),
+            Outcome::Drop => Vec::new(),
+            Outcome::Emit(outputs) => outputs
+                .iter()
+                .map(|o| match serde_json::from_slice::<serde_json::Value>(&o.document) {
+                    Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+                    Ok(_) => Err(fail("an output is JSON but not an object".into())),
+                    Err(e) => Err(fail(format!("an output is not JSON: {e}"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        if test.expect_error {
+            return Err(fail(format!("expected an error, got {} document(s)", documents.len())));
+        }
+        if let Some(expect) = &test.expect {
+            let expected: serde_json::Value = serde_json::from_str(expect).map_err(|e| fail(format!("`expect` is not JSON: {e}")))?;
+            let got = serde_json::Value::Array(documents);
+            if got != expected {
+                return Err(fail(format!("expected {expected}, got {got}")));
+            }
+        }
+        Ok(instance)
     }
 
     /// A fresh instance with its own store and limits, initialised with the params.
     pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, RuntimeError> {
-        let limits = Limits { memory_bytes: self.limits.memory_bytes, memory_refused: false };
+        let limits = Limits { memory_bytes: self.config.limits.memory_bytes, memory_refused: false };
         let mut store = Store::new(&self.engine, HostState { plugin: self.name.clone(), limits, last_panic: None });
         if self.limit != CallLimit::Unlimited {
             store.limiter(|s| &mut s.limits);
         }
-        let call_ticks = ticks(self.limits.call_timeout);
+        let call_ticks = ticks(self.config.limits.call_timeout);
         let limit = self.limit;
         arm(&mut store, limit, call_ticks);
         let bindings = self
@@ -302,13 +378,13 @@ impl PluginInstance {
                 let (kind, message) = match e.downcast_ref::<wasmtime::Trap>() {
                     Some(wasmtime::Trap::Interrupt | wasmtime::Trap::OutOfFuel) => (
                         TrapKind::Timeout,
-                        format!("call exceeded limits.call_timeout ({:?}): wasm trap: interrupt", self.plugin.limits.call_timeout),
+                        format!("call exceeded limits.call_timeout ({:?}): wasm trap: interrupt", self.plugin.config.limits.call_timeout),
                     ),
                     _ if data.limits.memory_refused => (
                         TrapKind::Memory,
                         format!(
                             "memory limit of {} bytes reached (limits.memory_bytes): {}",
-                            self.plugin.limits.memory_bytes,
+                            self.plugin.config.limits.memory_bytes,
                             e.root_cause()
                         ),
                     ),
@@ -375,7 +451,7 @@ impl bindings::sluice::plugin::host::Host for HostState {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         if message.starts_with("panic: ") {
             self.last_panic = Some(message.clone());
@@ -411,7 +487,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.wasm");
         std::fs::write(&path, b"#!/bin/sh\necho hi\n").unwrap();
-        let cfg = PluginConfig { name: "x".into(), path: path.clone(), params: Default::default(), limits: Default::default() };
+        let cfg = PluginConfig::new("x", path.clone());
         let err = rt.load(&cfg).unwrap_err().to_string();
         assert!(err.contains("not a WebAssembly module or component") && err.contains("x.wasm"), "{err}");
         let cfg = PluginConfig { path: dir.path().join("missing.wasm"), ..cfg };
@@ -424,8 +500,8 @@ mod tests {
         let rt = Runtime::new().unwrap();
         // The smallest valid core module: no component-type section, no exports.
         let module = b"\0asm\x01\0\0\0";
-        let cfg = PluginConfig { name: "empty".into(), path: "empty.wasm".into(), params: Default::default(), limits: Default::default() };
-        let err = rt.load_bytes("empty", Path::new("empty.wasm"), module, &cfg).unwrap_err().to_string();
+        let cfg = PluginConfig::new("empty", "empty.wasm");
+        let err = rt.validate(&cfg, module.to_vec()).unwrap_err().to_string();
         assert!(err.contains("plugin `empty`"), "{err}");
     }
 }

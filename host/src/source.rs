@@ -92,8 +92,24 @@ struct Assigned {
     assigned_once: bool,
 }
 
+/// How the consumer runs.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// On revoke and stop, how long in-flight batches may take.
+    pub drain_timeout: Duration,
+    /// Queued records per partition above which it is paused.
+    pub max_queued: usize,
+    /// End once every assigned partition is written up to its end offset at assignment.
+    pub until_caught_up: bool,
+    /// How long the brokers may take to answer at start.
+    pub connect_timeout: Duration,
+    /// Set once the group assigned this consumer its partitions (possibly none).
+    pub joined: Arc<AtomicBool>,
+}
+
 pub struct SourceContext {
     assigned: Mutex<Assigned>,
+    joined: Arc<AtomicBool>,
     spawn: SpawnWorker,
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
@@ -202,12 +218,12 @@ impl SourceContext {
                 _ => None,
             };
             let mongo = stored.get(&key).copied();
-            if let Some(m) = mongo {
-                if kafka.is_none_or(|k| m > k) {
-                    tracing::info!(topic = %key.0, partition = key.1, kafka = ?kafka, mongo = m, "starting at the progress stored in MongoDB");
-                    if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
-                        tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);
-                    }
+            if let Some(m) = mongo
+                && kafka.is_none_or(|k| m > k)
+            {
+                tracing::info!(topic = %key.0, partition = key.1, kafka = ?kafka, mongo = m, "starting at the progress stored in MongoDB");
+                if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
+                    tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);
                 }
             }
             if let Some(start) = kafka.max(mongo) {
@@ -220,6 +236,7 @@ impl SourceContext {
     fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>) {
         let mut a = self.assigned.lock().unwrap();
         a.assigned_once = true;
+        self.joined.store(true, Ordering::Relaxed);
         let mut parts = Vec::new();
         for e in tpl.elements() {
             let key = (e.topic().to_owned(), e.partition());
@@ -345,12 +362,10 @@ impl Source {
         cfg: &KafkaConfig,
         spawn: SpawnWorker,
         runtime: tokio::runtime::Handle,
-        drain_timeout: Duration,
-        max_queued: usize,
-        until_caught_up: bool,
-        connect_timeout: Duration,
+        settings: SourceSettings,
         progress: Progress,
     ) -> Result<Source, SourceError> {
+        let SourceSettings { drain_timeout, max_queued, until_caught_up, connect_timeout, joined } = settings;
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
@@ -363,7 +378,7 @@ impl Source {
             cc.set(k, v);
         }
         cc.set("enable.auto.offset.store", "false");
-        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), spawn, runtime, drain_timeout, progress };
+        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), joined, spawn, runtime, drain_timeout, progress };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
         consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
             brokers: cfg.brokers.clone(),
@@ -485,10 +500,10 @@ impl Source {
                 }
             }
         }
-        if store.count() > 0 {
-            if let Err(e) = self.consumer.store_offsets(&store) {
-                tracing::debug!("store_offsets: {e}");
-            }
+        if store.count() > 0
+            && let Err(e) = self.consumer.store_offsets(&store)
+        {
+            tracing::debug!("store_offsets: {e}");
         }
         if resume.count() > 0 {
             match self.consumer.resume(&resume) {

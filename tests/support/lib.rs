@@ -5,7 +5,9 @@
 //! # Layout
 //! - [`TestEnv`]: one test's unique topic, consumer group and collection, with
 //!   helpers to produce, build a config, read what landed and check offsets.
-//! - [`plugin`]: path of a built example plugin.
+//! - [`plugin`]: path of a built example plugin; [`hostile`]: of a hostile test plugin.
+//! - [`Host`]: a `sluice run` process (signals, logs, summary) and its [`Admin`] API.
+//! - [`by_partition`], [`segments`]: which chain version made each document, in offset order.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,7 +95,8 @@ impl TestEnv {
     pub fn config_text(&self, plugins: &[&str], extra: &str) -> String {
         let mut s = format!(
             "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [\"{}\"]\nauto_offset_reset = \"earliest\"\n\n\
-             [mongo]\nuri = \"{}\"\ndatabase = \"{DATABASE}\"\ncollection = \"{}\"\n\n",
+             [mongo]\nuri = \"{}\"\ndatabase = \"{DATABASE}\"\ncollection = \"{}\"\n\n\
+             [admin]\naddress = \"127.0.0.1:0\"\n\n",
             brokers(),
             self.group,
             self.topic,
@@ -212,9 +215,14 @@ pub struct Host {
 impl Host {
     /// Start `sluice run --config <config>` (with `--until-caught-up` if asked).
     pub fn spawn(env: &TestEnv, name: &str, config: &std::path::Path, until_caught_up: bool) -> Host {
+        Host::spawn_bin(&sluice_bin(), env, name, config, until_caught_up)
+    }
+
+    /// [`Host::spawn`] with a given `sluice` binary (a release build, say).
+    pub fn spawn_bin(bin: &std::path::Path, env: &TestEnv, name: &str, config: &std::path::Path, until_caught_up: bool) -> Host {
         let stdout = env.dir.path().join(format!("{name}.out"));
         let stderr = env.dir.path().join(format!("{name}.err"));
-        let mut cmd = std::process::Command::new(sluice_bin());
+        let mut cmd = std::process::Command::new(bin);
         cmd.arg("run").arg("--config").arg(config);
         if until_caught_up {
             cmd.arg("--until-caught-up");
@@ -237,8 +245,36 @@ impl Host {
     }
 
     pub fn sigterm(&self) {
-        let ok = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap().success();
-        assert!(ok, "kill -TERM {}", self.pid());
+        self.signal("TERM");
+    }
+
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{name} {}", self.pid());
+    }
+
+    /// The host's admin API, once it logged its address (`admin API listening on http://…`).
+    pub async fn admin(&self, token: Option<&str>) -> Admin {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            if let Some(at) = text.find("admin API listening on ") {
+                let url = text[at + "admin API listening on ".len()..].split_whitespace().next().unwrap().to_owned();
+                return Admin { base: url, token: token.map(str::to_owned), client: reqwest::Client::new() };
+            }
+            assert!(std::time::Instant::now() < deadline, "host {} never served its admin API:\n{}", self.name, self.log_tail(20));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lines of the log that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        text.lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
     }
 
     /// SIGTERM, then assert a clean exit (status 0) within `timeout`.
@@ -463,4 +499,182 @@ impl TestEnv {
         }
         Ok(out)
     }
+}
+
+/// A client of a host's admin API.
+pub struct Admin {
+    pub base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> (u16, String) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    /// Status and body text.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// One sample of `/metrics` (no labels), if present.
+    pub async fn metric(&self, name: &str) -> Option<u64> {
+        let (_, text) = self.get("/metrics").await;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Status and body text.
+    pub async fn put_raw(&self, path: &str, body: Vec<u8>) -> (u16, String) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// Status and JSON body.
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let (status, text) = self.send(reqwest::Method::PUT, path, Some(body)).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("PUT {path}: {e}: {text}")))
+    }
+
+    /// Status and JSON body.
+    pub async fn post(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.send(reqwest::Method::POST, path, None).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {e}: {text}")))
+    }
+
+    /// `GET /plugins` (must answer 200).
+    pub async fn plugins(&self) -> serde_json::Value {
+        let (status, text) = self.get("/plugins").await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl TestEnv {
+    /// Send `{"num": n}` for n = 0, 1, 2, … at about `per_second`, until `stop`
+    /// is set; returns how many were sent (all acknowledged).
+    pub fn produce_until(
+        &self,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        per_second: u64,
+    ) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+        let topic = self.topic.clone();
+        tokio::spawn(async move {
+            use rdkafka::producer::{FutureProducer, FutureRecord};
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .set("linger.ms", "5")
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .create()?;
+            let chunk = (per_second / 20).max(1);
+            let mut n = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let payloads: Vec<String> = (n..n + chunk).map(|i| format!("{{\"num\":{i}}}")).collect();
+                let pending: Vec<_> = payloads
+                    .iter()
+                    .map(|p| producer.send(FutureRecord::<(), String>::to(&topic).payload(p), Duration::from_secs(60)))
+                    .collect();
+                for p in futures::future::join_all(pending).await {
+                    if let Err((e, _)) = p {
+                        bail!("delivery failed: {e}");
+                    }
+                }
+                n += chunk;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Every record of the topic: (partition, offset) → its `num`.
+    pub fn read_topic(&self) -> anyhow::Result<BTreeMap<(i32, i64), i64>> {
+        use rdkafka::message::Message;
+        let (_, ends) = self.offsets()?;
+        let total: i64 = ends.values().sum();
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in ends.keys() {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Beginning)?;
+        }
+        c.assign(&tpl)?;
+        let mut out = BTreeMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (out.len() as i64) < total {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "read {} of {total} records", out.len());
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                let m = m?;
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+                out.insert((m.partition(), m.offset()), v["num"].as_i64().context("num")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wait until every partition's committed offset is its end offset.
+    pub async fn wait_committed_at_end(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (committed, ends) = self.offsets()?;
+            if ends.iter().all(|(p, end)| committed.get(p).copied().unwrap_or(-1) == *end || *end == 0) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("committed {committed:?}, end {ends:?} after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Where a document came from, from its derived `_id` (`topic:partition:offset:index`).
+pub fn source_of(d: &Document) -> (i32, i64) {
+    let id = d.get_str("_id").unwrap_or_else(|_| panic!("no derived _id in {d}"));
+    let mut parts = id.rsplitn(4, ':');
+    let (_index, offset, partition) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+    (partition.parse().unwrap(), offset.parse().unwrap())
+}
+
+/// The chain that made a document, from the versions field: `name@version,…`.
+pub fn made_by(d: &Document, field: &str) -> String {
+    let plugins = d.get_document(field).and_then(|v| v.get_array("plugins")).unwrap_or_else(|_| panic!("no {field}.plugins in {d}"));
+    plugins.iter().map(|b| b.as_str().unwrap().to_owned()).collect::<Vec<_>>().join(",")
+}
+
+/// Per partition, (offset, chain that made it) in offset order.
+pub fn by_partition(docs: &[Document], field: &str) -> BTreeMap<i32, Vec<(i64, String)>> {
+    let mut out: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    for d in docs {
+        let (p, o) = source_of(d);
+        out.entry(p).or_default().push((o, made_by(d, field)));
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+/// The runs of one partition: consecutive documents made by the same chain
+/// collapse into one (`[v1, v2]` = one switch offset).
+pub fn segments(docs: &[(i64, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, v) in docs {
+        if out.last() != Some(v) {
+            out.push(v.clone());
+        }
+    }
+    out
 }

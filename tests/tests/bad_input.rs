@@ -32,9 +32,12 @@ const EXPECTED_KINDS: [(i64, &str); 5] =
 
 async fn run(env: &TestEnv, chain: &str, pipeline: &str) -> anyhow::Result<sluice::Summary> {
     let config = env.config_with(chain, &format!("[pipeline]\nmax_value_bytes = 1000\n{pipeline}"))?;
-    tokio::time::timeout(Duration::from_secs(120), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
-        .await
-        .expect("finished in time")
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        sluice::run(config, RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),
+    )
+    .await
+    .expect("finished in time")
 }
 
 fn passthrough() -> String {
@@ -58,6 +61,10 @@ async fn check_dead_letters(env: &TestEnv) {
     assert_eq!(dl[2].value, None, "a tombstone stays a tombstone");
     assert!(dl[3].header("sluice.error.reason").contains("max_value_bytes"), "{:?}", dl[3]);
     assert!(dl[4].header("sluice.error.reason").contains("MongoDB refused"), "{:?}", dl[4]);
+    // Failures no plugin caused still say which chain version was running.
+    for d in &dl {
+        assert!(d.header("sluice.chain").starts_with("passthrough@"), "{d:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,8 +80,10 @@ async fn without_plugins_the_same_rules_apply() {
     produce_mixed(&env).await;
     let summary = run(&env, "", "").await.unwrap();
     assert_eq!(summary.dead_lettered, 5, "{summary}");
-    let kinds: Vec<String> = env.dead_letters(5).unwrap().iter().map(|d| d.header("sluice.error.kind").to_owned()).collect();
+    let dl = env.dead_letters(5).unwrap();
+    let kinds: Vec<String> = dl.iter().map(|d| d.header("sluice.error.kind").to_owned()).collect();
     assert_eq!(kinds, EXPECTED_KINDS.iter().map(|(_, k)| k.to_string()).collect::<Vec<_>>());
+    assert!(dl.iter().all(|d| d.header("sluice.chain").is_empty()), "no plugins: an empty chain");
     assert!(num_report(&env.documents().await.unwrap(), [0, 1]).is_exact());
 }
 

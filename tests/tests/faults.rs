@@ -90,12 +90,26 @@ async fn mongodb_down_for_10_s_mid_stream() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("mongo-outage").await;
     let mut host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
+    assert_eq!(admin.get("/readyz").await.0, 200);
     services(&["stop-mongo"]);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // /readyz tells the outage while the writes are retried.
+    let outage = std::time::Instant::now();
+    let mut seen = None;
+    while outage.elapsed() < Duration::from_secs(10) {
+        let (status, body) = admin.get("/readyz").await;
+        if status == 503 {
+            seen = Some(body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = seen.expect("/readyz answered 503 during the outage");
+    assert!(seen.contains("MongoDB writes are failing"), "{seen}");
     services(&["start-mongo"]);
     producer.await.unwrap().expect("producer");
     env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
+    assert_eq!(admin.get("/readyz").await.0, 200, "ready again once writes succeed");
     host.terminate(Duration::from_secs(30)).await;
     assert!(host.summary("retries").unwrap() > 0, "the outage was seen and retried");
     env.assert_exact(N).await;

@@ -15,11 +15,13 @@ async fn run_hostile(name: &str, trigger: i64, limits: &str, kind: &str, reason:
     env.produce_nums(N).await.unwrap();
     let plugin = format!("[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n[plugins.limits]\n{limits}\n", hostile(name).display());
     let config = env.config_with(&plugin, "[pipeline]\nbatch_max_records = 16\n").unwrap();
-    let summary =
-        tokio::time::timeout(Duration::from_secs(240), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
-            .await
-            .expect("finished in time")
-            .expect("the host stays up and finishes");
+    let summary = tokio::time::timeout(
+        Duration::from_secs(240),
+        sluice::run(config, RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),
+    )
+    .await
+    .expect("finished in time")
+    .expect("the host stays up and finishes");
     assert_eq!(summary.consumed, N, "{summary}");
     assert_eq!(summary.dead_lettered, 1, "{summary}");
 
@@ -36,6 +38,8 @@ async fn run_hostile(name: &str, trigger: i64, limits: &str, kind: &str, reason:
     assert!(d.header("sluice.error.reason").contains(reason), "{name}: reason {:?} lacks {reason:?}", d.header("sluice.error.reason"));
     assert_eq!(d.header("sluice.plugin"), name);
     assert_eq!(d.header("sluice.plugin.version").len(), 12);
+    // The whole chain generation that processed it (here: the one plugin).
+    assert_eq!(d.header("sluice.chain"), format!("{name}@{}", d.header("sluice.plugin.version")));
     assert_eq!(d.header("sluice.source.topic"), env.topic);
     assert!(d.header("sluice.source.offset").parse::<i64>().is_ok());
     println!("{name}: kind={} reason={}", d.header("sluice.error.kind"), d.header("sluice.error.reason"));

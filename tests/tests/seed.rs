@@ -14,11 +14,13 @@ async fn run_chain(name: &str, chain: &[&str]) -> (TestEnv, sluice::Summary) {
     env.create_topic(3).await.expect("create topic");
     env.produce_nums(N).await.expect("produce");
     let config = env.config(chain, "[pipeline]\nbatch_max_records = 64\nversions_field = \"_sluice\"\n").expect("config");
-    let summary =
-        tokio::time::timeout(Duration::from_secs(180), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
-            .await
-            .expect("run finished within 180 s")
-            .expect("run succeeded");
+    let summary = tokio::time::timeout(
+        Duration::from_secs(180),
+        sluice::run(config, RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),
+    )
+    .await
+    .expect("run finished within 180 s")
+    .expect("run succeeded");
     assert!(summary.caught_up, "{summary:?}");
     assert_eq!(summary.consumed, N, "{summary:?}");
     env.assert_committed_at_end();
@@ -83,11 +85,13 @@ async fn no_plugins_writes_the_values_as_they_are() {
 async fn a_second_run_replays_nothing() {
     let (env, _) = run_chain("rerun", &["passthrough"]).await;
     let config = env.config(&["passthrough"], "").unwrap();
-    let summary =
-        tokio::time::timeout(Duration::from_secs(120), sluice::run(config, RunOptions { until_caught_up: true }, std::future::pending()))
-            .await
-            .unwrap()
-            .unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(120),
+        sluice::run(config, RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(summary.consumed, 0, "{summary:?}");
     assert_eq!(env.documents().await.unwrap().len(), 500);
 }

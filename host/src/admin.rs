@@ -1,0 +1,145 @@
+//! The admin HTTP API (`[admin]`, default `127.0.0.1:9464`).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /healthz` | 200 `ok` while the process serves |
+//! | `GET /readyz` | 200 when partitions are assigned and writes succeed; 503 and the reason otherwise |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /plugins` | the running chain: each plugin's version (content hash), earlier versions, last rejection |
+//! | `PUT /plugins/{name}` | body: a `.wasm` file. Validated, then swapped in (200), or refused (422, the running version stays) |
+//! | `POST /plugins/{name}/rollback` | back to the version before the current one (200; 409 when there is none) |
+//! | `POST /reload` | read the config file again and apply its `[[plugins]]` (200, or 422 and nothing changes) |
+//!
+//! With `admin.token` set, every request but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>` (401 otherwise). Errors are JSON `{"error": "…"}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AdminConfig;
+use crate::pipeline::{Health, Stats};
+use crate::swap::{HotSwap, SwapError, SwapReport};
+
+/// What the handlers see.
+pub struct AdminState {
+    pub hot: Arc<HotSwap>,
+    pub stats: Arc<Stats>,
+    pub health: Arc<Health>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on admin.address {address}: {cause} (set another [admin] address, port 0 for any free one, or enabled = false)")]
+    Bind { address: SocketAddr, cause: std::io::Error },
+}
+
+/// Bind `admin.address` and serve until `cancel`; returns the bound address
+/// (logged as `admin API listening on http://…`).
+pub async fn serve(cfg: &AdminConfig, state: AdminState, cancel: CancellationToken) -> Result<SocketAddr, AdminError> {
+    let bind_err = |cause| AdminError::Bind { address: cfg.address, cause };
+    let listener = tokio::net::TcpListener::bind(cfg.address).await.map_err(bind_err)?;
+    let address = listener.local_addr().map_err(bind_err)?;
+    tracing::info!("admin API listening on http://{address}");
+    let app = router(Arc::new(state), cfg.max_upload_bytes);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    Ok(address)
+}
+
+fn router(state: Arc<AdminState>, max_upload: usize) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/plugins", get(list))
+        .route("/plugins/{name}", axum::routing::put(upload).layer(DefaultBodyLimit::max(max_upload)))
+        .route("/plugins/{name}/rollback", post(rollback))
+        .route("/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).merge(guarded).with_state(state)
+}
+
+async fn authorize(State(s): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = s.token.as_deref() {
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            let body = axum::Json(json!({ "error": "missing or wrong bearer token (admin.token)" }));
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ready(State(s): State<Arc<AdminState>>) -> Response {
+    match s.health.readiness() {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "ready": false, "reason": reason }))).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let text = crate::metrics::render(&s.stats, &s.hot, &s.health);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn list(State(s): State<Arc<AdminState>>) -> Response {
+    let (generation, plugins) = s.hot.list();
+    axum::Json(json!({ "generation": generation, "plugins": plugins })).into_response()
+}
+
+async fn upload(State(s): State<Arc<AdminState>>, Path(name): Path<String>, body: Bytes) -> Response {
+    answer(s.hot.upload(&name, body.to_vec()).await)
+}
+
+async fn rollback(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
+    answer(s.hot.rollback(&name).await)
+}
+
+async fn reload(State(s): State<Arc<AdminState>>) -> Response {
+    answer(s.hot.reload().await)
+}
+
+fn answer(result: Result<SwapReport, SwapError>) -> Response {
+    match result {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => {
+            let status = match &e {
+                SwapError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
+                SwapError::NothingToRollBack(_) | SwapError::NoConfigFile => StatusCode::CONFLICT,
+                SwapError::Rejected(_) | SwapError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                SwapError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, axum::Json(json!({ "error": e.to_string() }))).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn token_comparison() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(!same(b"", b"a"));
+    }
+}

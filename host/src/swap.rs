@@ -1,0 +1,507 @@
+//! Hot swap: replace a plugin version, or the whole chain, while records flow.
+//!
+//! # Layout
+//! - [`HotSwap`]: the running chain generation (a `watch` channel that every
+//!   partition worker follows), the earlier versions kept for rollback, and the
+//!   operations that change them: [`HotSwap::upload`] (admin API),
+//!   [`HotSwap::files_changed`] (the watcher), [`HotSwap::rollback`] and
+//!   [`HotSwap::reload`] (SIGHUP or the admin API: the config's `[[plugins]]`).
+//! - [`spawn_watcher`]: the plugin-file watcher (inotify through `notify`),
+//!   debounced per directory.
+//!
+//! Operations run one at a time. Each one compiles and validates the new version
+//! on a blocking thread, off the partition workers (a component of the contract,
+//! instantiates, init accepts the params, self-tests pass: [`Runtime::validate`]),
+//! and only then publishes a new [`ChainSpec`]. Workers switch to it at their next
+//! batch boundary, so a batch is processed by exactly one generation and each
+//! partition has one switch offset. A failure publishes nothing: the running
+//! version stays, and the failure is logged, returned to the caller, counted
+//! (`sluice_plugin_swap_rejections_total`) and shown in the plugin listing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::chain::ChainSpec;
+use crate::config::{Config, ConfigError, HotSwapConfig, PluginConfig};
+use crate::runtime::{LoadedPlugin, Runtime, RuntimeError, read_plugin, version_of};
+
+/// What asked for a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// Initial load at start.
+    Start,
+    /// A plugin file changed on disk.
+    File,
+    /// A version uploaded through the admin API.
+    Api,
+    /// A rollback through the admin API.
+    Rollback,
+    /// The configuration reloaded (SIGHUP or the admin API).
+    Reload,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::File => "file",
+            Trigger::Api => "api",
+            Trigger::Rollback => "rollback",
+            Trigger::Reload => "reload",
+        }
+    }
+}
+
+/// Why a change was not made. The running chain is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("no plugin named `{0}` in the running chain")]
+    UnknownPlugin(String),
+    #[error("plugin `{0}` has no earlier version to roll back to")]
+    NothingToRollBack(String),
+    /// The new version failed validation.
+    #[error("rejected, the running version stays: {0}")]
+    Rejected(#[from] RuntimeError),
+    #[error("reload rejected, the running chain stays: {0}")]
+    Config(#[from] ConfigError),
+    #[error("no configuration file to reload (the host was started from a configuration in memory)")]
+    NoConfigFile,
+    #[error("version {version} of plugin `{plugin}` is valid but cannot be written to {path}: {cause}; not swapped")]
+    Persist { plugin: String, version: String, path: PathBuf, cause: std::io::Error },
+}
+
+/// One plugin whose version changed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    pub plugin: String,
+    /// `None`: the plugin was added to the chain.
+    pub from: Option<String>,
+    /// `None`: the plugin was removed from the chain.
+    pub to: Option<String>,
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapReport {
+    /// False when there was nothing to change (same version, same chain).
+    pub swapped: bool,
+    /// The running generation afterwards.
+    pub generation: u64,
+    pub changes: Vec<Change>,
+    /// Sections of a reloaded config that changed but need a restart to apply.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+}
+
+/// A plugin as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub version: String,
+    pub path: PathBuf,
+    /// Unix seconds when this version started running, and what brought it.
+    pub since: u64,
+    pub trigger: Trigger,
+    /// Earlier versions, newest first (what `rollback` goes back to).
+    pub previous: Vec<String>,
+    /// The last version refused for this plugin, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_rejected: Option<Rejected>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub version: String,
+    pub trigger: Trigger,
+    pub at: u64,
+    pub error: String,
+}
+
+/// A version kept for rollback.
+#[derive(Clone)]
+struct Kept {
+    version: String,
+    bytes: Arc<[u8]>,
+}
+
+#[derive(Default)]
+struct Status {
+    /// Per plugin, earlier versions, oldest first.
+    history: HashMap<String, Vec<Kept>>,
+    since: HashMap<String, (u64, Trigger)>,
+    /// Per plugin, the version its file held when last read or written by us:
+    /// the watcher acts when the file changes, not when it differs from what runs
+    /// (an upload that is not persisted must not be undone by an unrelated event).
+    file_seen: HashMap<String, String>,
+    rejected: HashMap<String, Rejected>,
+    swaps: BTreeMap<(String, Trigger), u64>,
+    rejections: BTreeMap<(String, Trigger), u64>,
+}
+
+/// Counters of swaps and rejections, by plugin and trigger (for `/metrics`).
+#[derive(Debug, Clone, Default)]
+pub struct SwapCounts {
+    pub swaps: Vec<(String, Trigger, u64)>,
+    pub rejections: Vec<(String, Trigger, u64)>,
+}
+
+pub struct HotSwap {
+    runtime: Arc<Runtime>,
+    tx: watch::Sender<Arc<ChainSpec>>,
+    settings: HotSwapConfig,
+    /// Held for a whole operation (validation included): one change at a time.
+    /// Holds the running configuration (its `[[plugins]]` follow reloads).
+    running: tokio::sync::Mutex<Config>,
+    status: Mutex<Status>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl HotSwap {
+    /// Load and validate the configured chain: generation 1.
+    pub fn start(runtime: Arc<Runtime>, config: &Config) -> Result<HotSwap, RuntimeError> {
+        let plugins: Vec<Arc<LoadedPlugin>> = config.plugins.iter().map(|p| runtime.load(p)).collect::<Result<_, _>>()?;
+        let mut status = Status::default();
+        for p in &plugins {
+            status.since.insert(p.name.clone(), (now(), Trigger::Start));
+            status.file_seen.insert(p.name.clone(), p.version.clone());
+        }
+        let (tx, _) = watch::channel(Arc::new(ChainSpec::new(1, plugins)));
+        Ok(HotSwap {
+            runtime,
+            tx,
+            settings: config.hot_swap.clone(),
+            running: tokio::sync::Mutex::new(config.clone()),
+            status: Mutex::new(status),
+        })
+    }
+
+    /// The running generation.
+    pub fn current(&self) -> Arc<ChainSpec> {
+        self.tx.borrow().clone()
+    }
+
+    /// Follow the running generation (partition workers do).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ChainSpec>> {
+        self.tx.subscribe()
+    }
+
+    /// The running chain, in order, with versions, history and last rejection.
+    pub fn list(&self) -> (u64, Vec<PluginStatus>) {
+        let spec = self.current();
+        let st = self.status.lock().unwrap();
+        let plugins = spec
+            .plugins
+            .iter()
+            .map(|p| {
+                let (since, trigger) = st.since.get(&p.name).copied().unwrap_or((0, Trigger::Start));
+                PluginStatus {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    path: p.path.clone(),
+                    since,
+                    trigger,
+                    previous: st.history.get(&p.name).map(|h| h.iter().rev().map(|k| k.version.clone()).collect()).unwrap_or_default(),
+                    last_rejected: st.rejected.get(&p.name).cloned(),
+                }
+            })
+            .collect();
+        (spec.generation, plugins)
+    }
+
+    pub fn counts(&self) -> SwapCounts {
+        let st = self.status.lock().unwrap();
+        let flat = |m: &BTreeMap<(String, Trigger), u64>| m.iter().map(|((p, t), n)| (p.clone(), *t, *n)).collect();
+        SwapCounts { swaps: flat(&st.swaps), rejections: flat(&st.rejections) }
+    }
+
+    /// Replace plugin `name` with `bytes` (admin API upload).
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<SwapReport, SwapError> {
+        let _running = self.running.lock().await;
+        let spec = self.current();
+        let current = spec.plugin(name).ok_or_else(|| SwapError::UnknownPlugin(name.into()))?.clone();
+        if version_of(&bytes) == current.version {
+            return Ok(unchanged(&spec));
+        }
+        let plugin = self.validate(current.config.clone(), bytes, Trigger::Api).await?;
+        self.persist(&plugin, Trigger::Api)?;
+        Ok(self.publish(&spec, vec![plugin], Trigger::Api, true))
+    }
+
+    /// Go back to the version plugin `name` ran before the current one. That
+    /// version is validated again (with the current params and self-tests).
+    pub async fn rollback(&self, name: &str) -> Result<SwapReport, SwapError> {
+        let _running = self.running.lock().await;
+        let spec = self.current();
+        let current = spec.plugin(name).ok_or_else(|| SwapError::UnknownPlugin(name.into()))?.clone();
+        let previous = {
+            let st = self.status.lock().unwrap();
+            st.history.get(name).and_then(|h| h.last().cloned()).ok_or_else(|| SwapError::NothingToRollBack(name.into()))?
+        };
+        let plugin = self.validate(current.config.clone(), previous.bytes.to_vec(), Trigger::Rollback).await?;
+        self.persist(&plugin, Trigger::Rollback)?;
+        self.status.lock().unwrap().history.get_mut(name).map(Vec::pop);
+        Ok(self.publish(&spec, vec![plugin], Trigger::Rollback, false))
+    }
+
+    /// Plugin files in `dir` (a directory the watcher reported) may have changed:
+    /// read every plugin there, and validate and swap in those whose content
+    /// changed since it was last read (a refused version is not retried until the
+    /// file changes again). A missing file keeps the running version.
+    pub async fn files_changed(&self, dir: &Path) -> Option<SwapReport> {
+        let _running = self.running.lock().await;
+        let spec = self.current();
+        let mut replacements = Vec::new();
+        for p in spec.plugins.iter().filter(|p| watch_dir(&p.path).as_deref() == Some(dir)) {
+            let bytes = match read_plugin(&p.config) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(plugin = %p.name, "plugin file unreadable, the running version {} stays: {e}", p.version);
+                    continue;
+                }
+            };
+            let version = version_of(&bytes);
+            let seen = self.status.lock().unwrap().file_seen.insert(p.name.clone(), version.clone());
+            if seen.as_ref() == Some(&version) || version == p.version {
+                continue;
+            }
+            if let Ok(plugin) = self.validate(p.config.clone(), bytes, Trigger::File).await {
+                replacements.push(plugin);
+            }
+        }
+        (!replacements.is_empty()).then(|| self.publish(&spec, replacements, Trigger::File, true))
+    }
+
+    /// Read the configuration file again and apply its `[[plugins]]`: plugins
+    /// added, removed, reordered, or with new files, params, limits or self-tests.
+    /// Unchanged plugins keep their compiled version. Other sections that changed
+    /// are reported as needing a restart.
+    pub async fn reload(&self) -> Result<SwapReport, SwapError> {
+        let mut running = self.running.lock().await;
+        let Some(path) = running.source.clone() else { return Err(SwapError::NoConfigFile) };
+        let newer = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reject("-", None, Trigger::Reload, &e.to_string());
+                return Err(e.into());
+            }
+        };
+        let spec = self.current();
+        let mut plugins = Vec::with_capacity(newer.plugins.len());
+        for pc in &newer.plugins {
+            let bytes = read_plugin(pc).inspect_err(|e| self.reject(&pc.name, None, Trigger::Reload, &e.to_string()))?;
+            self.status.lock().unwrap().file_seen.insert(pc.name.clone(), version_of(&bytes));
+            match spec.plugin(&pc.name) {
+                Some(cur) if cur.version == version_of(&bytes) && cur.config == *pc => plugins.push(cur.clone()),
+                _ => plugins.push(self.validate(pc.clone(), bytes, Trigger::Reload).await?),
+            }
+        }
+        let restart_needed = running.restart_needed(&newer);
+        if !restart_needed.is_empty() {
+            tracing::warn!(sections = ?restart_needed, "reload: these sections changed and need a restart to apply");
+        }
+        running.plugins = newer.plugins;
+        let same = plugins.len() == spec.plugins.len() && plugins.iter().zip(&spec.plugins).all(|(a, b)| Arc::ptr_eq(a, b));
+        let mut report = if same {
+            tracing::info!(generation = spec.generation, "reload: the chain is unchanged");
+            unchanged(&spec)
+        } else {
+            self.replace_chain(&spec, plugins, Trigger::Reload)
+        };
+        report.restart_needed = restart_needed;
+        Ok(report)
+    }
+
+    /// Validate on a blocking thread; a failure is recorded and logged.
+    async fn validate(&self, cfg: PluginConfig, bytes: Vec<u8>, trigger: Trigger) -> Result<Arc<LoadedPlugin>, SwapError> {
+        let (name, version) = (cfg.name.clone(), version_of(&bytes));
+        let runtime = self.runtime.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || runtime.validate(&cfg, bytes))
+            .await
+            .unwrap_or_else(|e| Err(RuntimeError::Init { name: name.clone(), message: format!("validation panicked: {e}") }));
+        match result {
+            Ok(p) => {
+                tracing::debug!(plugin = %name, version = %version, took = ?started.elapsed(), "new version validated");
+                Ok(p)
+            }
+            Err(e) => {
+                self.reject(&name, Some(version), trigger, &e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    fn reject(&self, plugin: &str, version: Option<String>, trigger: Trigger, error: &str) {
+        tracing::warn!(plugin = %plugin, version = %version.as_deref().unwrap_or("-"), trigger = %trigger.as_str(), "swap rejected: {error}");
+        let mut st = self.status.lock().unwrap();
+        *st.rejections.entry((plugin.to_owned(), trigger)).or_default() += 1;
+        if let Some(version) = version {
+            st.rejected.insert(plugin.to_owned(), Rejected { version, trigger, at: now(), error: error.to_owned() });
+        }
+    }
+
+    /// Write an API-given version to the plugin's path (temp file + rename).
+    fn persist(&self, plugin: &LoadedPlugin, trigger: Trigger) -> Result<(), SwapError> {
+        if !self.settings.persist_uploads {
+            return Ok(());
+        }
+        write_atomically(&plugin.path, &plugin.bytes).map_err(|cause| {
+            let e = SwapError::Persist { plugin: plugin.name.clone(), version: plugin.version.clone(), path: plugin.path.clone(), cause };
+            self.reject(&plugin.name, Some(plugin.version.clone()), trigger, &e.to_string());
+            e
+        })?;
+        self.status.lock().unwrap().file_seen.insert(plugin.name.clone(), plugin.version.clone());
+        Ok(())
+    }
+
+    /// Publish `spec` with some plugins replaced (same names, same positions).
+    fn publish(&self, spec: &ChainSpec, replacements: Vec<Arc<LoadedPlugin>>, trigger: Trigger, keep_old: bool) -> SwapReport {
+        let plugins =
+            spec.plugins.iter().map(|p| replacements.iter().find(|r| r.name == p.name).cloned().unwrap_or_else(|| p.clone())).collect();
+        self.replace_chain_with(spec, plugins, trigger, keep_old)
+    }
+
+    fn replace_chain(&self, spec: &ChainSpec, plugins: Vec<Arc<LoadedPlugin>>, trigger: Trigger) -> SwapReport {
+        self.replace_chain_with(spec, plugins, trigger, true)
+    }
+
+    /// Publish a new generation; record history and counters; one log line per change.
+    fn replace_chain_with(&self, spec: &ChainSpec, plugins: Vec<Arc<LoadedPlugin>>, trigger: Trigger, keep_old: bool) -> SwapReport {
+        let mut changes = Vec::new();
+        let old: HashMap<&str, &Arc<LoadedPlugin>> = spec.plugins.iter().map(|p| (p.name.as_str(), p)).collect();
+        let new_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        let generation = spec.generation + 1;
+        {
+            let mut st = self.status.lock().unwrap();
+            for p in &plugins {
+                let before = old.get(p.name.as_str());
+                if before.is_some_and(|b| Arc::ptr_eq(b, p)) {
+                    continue;
+                }
+                if let (Some(b), true) = (before, keep_old)
+                    && b.version != p.version
+                {
+                    let h = st.history.entry(p.name.clone()).or_default();
+                    h.retain(|k| k.version != b.version);
+                    h.push(Kept { version: b.version.clone(), bytes: b.bytes.clone() });
+                    let excess = h.len().saturating_sub(self.settings.keep_versions);
+                    h.drain(..excess);
+                }
+                st.since.insert(p.name.clone(), (now(), trigger));
+                *st.swaps.entry((p.name.clone(), trigger)).or_default() += 1;
+                let from = before.map(|b| b.version.clone());
+                tracing::info!(
+                    plugin = %p.name, from = %from.as_deref().unwrap_or("-"), to = %p.version, trigger = %trigger.as_str(), generation,
+                    "plugin swapped (partition workers switch at their next batch)"
+                );
+                changes.push(Change { plugin: p.name.clone(), from, to: Some(p.version.clone()) });
+            }
+            for b in spec.plugins.iter().filter(|b| !new_names.contains(b.name.as_str())) {
+                tracing::info!(plugin = %b.name, version = %b.version, trigger = %trigger.as_str(), generation, "plugin removed from the chain");
+                changes.push(Change { plugin: b.name.clone(), from: Some(b.version.clone()), to: None });
+            }
+        }
+        let next = Arc::new(ChainSpec::new(generation, plugins));
+        tracing::info!(generation, chain = %next.label, trigger = %trigger.as_str(), "chain generation published");
+        self.tx.send_replace(next);
+        SwapReport { swapped: true, generation, changes, restart_needed: Vec::new() }
+    }
+}
+
+fn unchanged(spec: &ChainSpec) -> SwapReport {
+    SwapReport { swapped: false, generation: spec.generation, changes: Vec::new(), restart_needed: Vec::new() }
+}
+
+/// The directory the watcher watches for a plugin file: its parent, canonical
+/// (events name files under the path that was watched).
+pub fn watch_dir(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path.parent()?).ok()
+}
+
+/// Replace `path` with `bytes` so that no reader sees a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plugin");
+    let tmp = dir.join(format!(".{name}.{}.sluice-tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Watch the directories of the running chain's plugin files; after `debounce`
+/// of quiet in a directory, ask [`HotSwap::files_changed`] to look at it. Follows
+/// reloads (new paths are watched, dropped ones no longer).
+pub fn spawn_watcher(hot: Arc<HotSwap>, debounce: Duration) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    use notify::{RecursiveMode, Watcher as _};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(e) => {
+            for p in e.paths {
+                if let Some(dir) = p.parent() {
+                    let _ = tx.send(dir.to_owned());
+                }
+            }
+        }
+        Err(e) => tracing::warn!("plugin file watcher: {e}"),
+    })?;
+    let mut specs = hot.subscribe();
+    let mut watched: HashSet<PathBuf> = HashSet::new();
+    let mut sync = move |watcher: &mut notify::RecommendedWatcher, spec: &ChainSpec| {
+        let wanted: HashSet<PathBuf> = spec.plugins.iter().filter_map(|p| watch_dir(&p.path)).collect();
+        for gone in watched.difference(&wanted) {
+            let _ = watcher.unwatch(gone);
+        }
+        for dir in wanted.difference(&watched) {
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => tracing::info!(dir = %dir.display(), "watching plugin files"),
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch plugin files: {e}"),
+            }
+        }
+        watched = wanted.clone();
+        wanted
+    };
+    let mut dirs = sync(&mut watcher, &specs.borrow_and_update());
+    Ok(tokio::spawn(async move {
+        let mut due: HashMap<PathBuf, tokio::time::Instant> = HashMap::new();
+        loop {
+            let next = due.values().min().copied();
+            tokio::select! {
+                dir = rx.recv() => match dir {
+                    Some(dir) if dirs.contains(&dir) => { due.insert(dir, tokio::time::Instant::now() + debounce); }
+                    Some(_) => {}
+                    None => break,
+                },
+                changed = specs.changed() => {
+                    if changed.is_err() { break; }
+                    let spec = specs.borrow_and_update().clone();
+                    dirs = sync(&mut watcher, &spec);
+                }
+                _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    let ready: Vec<PathBuf> = due.iter().filter(|(_, t)| **t <= now).map(|(d, _)| d.clone()).collect();
+                    for dir in ready {
+                        due.remove(&dir);
+                        hot.files_changed(&dir).await;
+                    }
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,289 @@
+//! Hot swap under continuous load on the real services (6 partitions, a steady
+//! producer): by file, by the admin API (with broken versions refused and a
+//! rollback), and a chain change by SIGHUP. Each test checks that no record is
+//! lost or duplicated, that every document was made by exactly one chain version
+//! (the versions field), and that per partition the versions change at one
+//! offset per swap (all of the old before, all of the new after).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice_tests::{Host, TestEnv, by_partition, hostile, int, made_by, num_report, plugin, segments, source_of};
+
+const PARTITIONS: i32 = 6;
+const RATE: u64 = 2000;
+const FIELD: &str = "_sluice";
+const EXTRA: &str = r#"
+[pipeline]
+batch_max_records = 100
+batch_linger = "10ms"
+versions_field = "_sluice"
+"#;
+
+/// `transform@<hash>` of a built plugin file.
+fn label(path: &std::path::Path) -> String {
+    format!("transform@{}", sluice::runtime::version_of(&std::fs::read(path).unwrap()))
+}
+
+/// A config whose one plugin, `transform`, is a copy of `passthrough` in the
+/// test's directory (the file a swap replaces), with a self-test.
+fn setup_transform(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf) {
+    let file = env.dir.path().join("transform.wasm");
+    std::fs::copy(plugin("passthrough"), &file).unwrap();
+    let plugins =
+        format!("[[plugins]]\nname = \"transform\"\npath = \"{}\"\n[[plugins.self_test]]\ninput = '{{\"num\": 5}}'\n", file.display());
+    let config = env.dir.path().join("host.toml");
+    std::fs::write(&config, format!("{}{plugins}{EXTRA}", env.config_text(&[], ""))).unwrap();
+    (file, config)
+}
+
+async fn start(name: &str) -> (TestEnv, Arc<AtomicBool>, tokio::task::JoinHandle<anyhow::Result<u64>>) {
+    let env = TestEnv::new(name);
+    env.create_topic(PARTITIONS).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = env.produce_until(stop.clone(), RATE);
+    (env, stop, producer)
+}
+
+/// Documents made by `chain` so far.
+async fn made_by_count(env: &TestEnv, chain: &str) -> u64 {
+    let filter = mongodb::bson::doc! { format!("{FIELD}.plugins"): { "$all": chain.split(',').collect::<Vec<_>>() } };
+    env.collection().await.unwrap().count_documents(filter).await.unwrap()
+}
+
+async fn wait_made_by(env: &TestEnv, chain: &str, n: u64, host: &Host) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while made_by_count(env, chain).await < n {
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} documents made by {chain}:\n{}", host.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stop producing, wait until everything is written and committed, stop the
+/// host; returns how many records were produced and the documents.
+async fn finish(
+    env: &TestEnv,
+    stop: Arc<AtomicBool>,
+    producer: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    host: &mut Host,
+) -> (i64, Vec<mongodb::bson::Document>) {
+    stop.store(true, Ordering::Relaxed);
+    let produced = producer.await.unwrap().expect("producer");
+    env.wait_committed_at_end(Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", host.log_tail(30)));
+    host.terminate(Duration::from_secs(30)).await;
+    assert_eq!(host.summary("duplicates"), Some(0));
+    (produced as i64, env.documents().await.unwrap())
+}
+
+fn assert_all_once(docs: &[mongodb::bson::Document], produced: i64) {
+    let report = num_report(docs, 0..produced);
+    assert!(report.is_exact(), "missing {:?} duplicates {:?}", report.missing.len(), report.duplicates.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_file_written_mid_stream_is_swapped_in() {
+    let (env, stop, producer) = start("swap-file").await;
+    let (file, config) = setup_transform(&env);
+    let (v1, v2) = (label(&plugin("passthrough")), label(&plugin("enrich")));
+    let mut host = Host::spawn(&env, "host", &config, false);
+    wait_made_by(&env, &v1, 4000, &host).await;
+
+    // Written in place, like `cp` (not an atomic rename): the debounce waits for the end.
+    std::fs::write(&file, std::fs::read(plugin("enrich")).unwrap()).unwrap();
+    wait_made_by(&env, &v2, 4000, &host).await;
+    assert!(!producer.is_finished(), "the load ran through the swap");
+
+    let (produced, docs) = finish(&env, stop, producer, &mut host).await;
+    assert_all_once(&docs, produced);
+    for (p, list) in by_partition(&docs, FIELD) {
+        assert_eq!(segments(&list), [v1.clone(), v2.clone()], "partition {p}: one switch from v1 to v2");
+    }
+    for d in &docs {
+        let n = int(d, "num");
+        match made_by(d, FIELD) {
+            v if v == v2 => assert_eq!(int(d, "square"), n * n, "{d}"),
+            _ => assert!(!d.contains_key("square"), "{d}"),
+        }
+    }
+    let swaps = host.log_lines("plugin swapped");
+    assert_eq!(swaps.len(), 1, "{swaps:?}");
+    assert!(swaps[0].contains("trigger=file"), "{}", swaps[0]);
+    assert!(host.log_lines("swap rejected").is_empty(), "{:?}", host.log_lines("swap rejected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_swap_refuses_broken_versions_and_rolls_back() {
+    let (env, stop, producer) = start("swap-api").await;
+    let (file, config) = setup_transform(&env);
+    let (v1, v2) = (label(&plugin("passthrough")), label(&plugin("enrich")));
+    let mut host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    wait_made_by(&env, &v1, 4000, &host).await;
+
+    let listed = admin.plugins().await;
+    assert_eq!(listed["generation"], 1, "{listed}");
+    assert_eq!(format!("transform@{}", listed["plugins"][0]["version"].as_str().unwrap()), v1);
+
+    // v1 -> v2 by upload.
+    let (status, body) = admin.put("/plugins/transform", std::fs::read(plugin("enrich")).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["swapped"], true);
+    assert_eq!(body["generation"], 2);
+    assert_eq!(format!("transform@{}", body["changes"][0]["to"].as_str().unwrap()), v2);
+    // The same version again changes nothing.
+    let (status, body) = admin.put("/plugins/transform", std::fs::read(plugin("enrich")).unwrap()).await;
+    assert_eq!((status, &body["swapped"]), (200, &serde_json::json!(false)), "{body}");
+    wait_made_by(&env, &v2, 3000, &host).await;
+
+    // Broken v3s: each refused with the reason, v2 keeps running.
+    for (bytes, reason) in [
+        (b"#!/bin/sh\necho not wasm\n".to_vec(), "not a WebAssembly module or component"),
+        (std::fs::read(hostile("oldcontract")).unwrap(), "does not match the contract sluice:plugin@0.1.0"),
+        (std::fs::read(hostile("initfail")).unwrap(), "init failed: this version refuses to start"),
+        (std::fs::read(hostile("panic")).unwrap(), "failed self_test 1: trap: panic: panicked at"),
+    ] {
+        let (status, body) = admin.put("/plugins/transform", bytes).await;
+        assert_eq!(status, 422, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(reason) && error.contains("the running version stays"), "{reason}: {error}");
+    }
+    let (status, body) = admin.put("/plugins/nosuch", std::fs::read(plugin("enrich")).unwrap()).await;
+    assert_eq!(status, 404, "{body}");
+    let listed = admin.plugins().await;
+    assert_eq!(listed["generation"], 2, "{listed}");
+    let p = &listed["plugins"][0];
+    assert_eq!(format!("transform@{}", p["version"].as_str().unwrap()), v2, "{listed}");
+    assert_eq!(format!("transform@{}", p["previous"][0].as_str().unwrap()), v1, "{listed}");
+    assert!(p["last_rejected"]["error"].as_str().unwrap().contains("self_test"), "{listed}");
+    // The upload was persisted: a restart would run v2.
+    assert_eq!(label(&file), v2);
+    let before = made_by_count(&env, &v2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(made_by_count(&env, &v2).await > before, "v2 kept running through the refusals");
+
+    // Roll back to v1; there is nothing before it.
+    let (status, body) = admin.post("/plugins/transform/rollback").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(format!("transform@{}", body["changes"][0]["to"].as_str().unwrap()), v1);
+    let (status, body) = admin.post("/plugins/transform/rollback").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(label(&file), v1, "the rollback was persisted");
+    let v1_before = made_by_count(&env, &v1).await;
+    wait_made_by(&env, &v1, v1_before + 3000, &host).await;
+
+    let (status, metrics) = admin.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "sluice_plugin_swaps_total{plugin=\"transform\",trigger=\"api\"} 1",
+        "sluice_plugin_swaps_total{plugin=\"transform\",trigger=\"rollback\"} 1",
+        "sluice_plugin_swap_rejections_total{plugin=\"transform\",trigger=\"api\"} 4",
+        "sluice_chain_generation 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
+    }
+
+    let (produced, docs) = finish(&env, stop, producer, &mut host).await;
+    assert_all_once(&docs, produced);
+    for (p, list) in by_partition(&docs, FIELD) {
+        assert_eq!(segments(&list), [v1.clone(), v2.clone(), v1.clone()], "partition {p}: v1, then v2, then v1 again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_the_chain_and_a_bad_reload_changes_nothing() {
+    let (env, stop, producer) = start("swap-hup").await;
+    let (_file, config) = setup_transform(&env);
+    let v1 = label(&plugin("passthrough"));
+    let mut host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    wait_made_by(&env, &v1, 4000, &host).await;
+
+    // A config with a typo: refused, nothing changes.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("batch_linger", "batch_lingr")).unwrap();
+    let (status, body) = admin.post("/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("batch_lingr"), "{body}");
+    assert_eq!(admin.plugins().await["generation"], 1);
+
+    // The chain becomes even -> enrich, by SIGHUP.
+    let (even, enrich) = (plugin("even"), plugin("enrich"));
+    let chain = format!(
+        "[[plugins]]\nname = \"even\"\npath = \"{}\"\n[[plugins]]\nname = \"enrich\"\npath = \"{}\"\n",
+        even.display(),
+        enrich.display()
+    );
+    std::fs::write(&config, format!("{}{chain}{EXTRA}", env.config_text(&[], ""))).unwrap();
+    host.sighup();
+    let new_chain = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let listed = admin.plugins().await;
+            if listed["generation"] == 2 {
+                let names: Vec<String> = listed["plugins"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| format!("{}@{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+                    .collect();
+                break names.join(",");
+            }
+            assert!(std::time::Instant::now() < deadline, "SIGHUP reload never applied:\n{}", host.log_tail(20));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(new_chain.starts_with("even@") && new_chain.contains(",enrich@"), "{new_chain}");
+    wait_made_by(&env, &new_chain, 2000, &host).await;
+
+    let (produced, docs) = finish(&env, stop, producer, &mut host).await;
+    let records = env.read_topic().unwrap();
+    assert_eq!(records.len() as i64, produced);
+    // Per partition, the switch offset is the first offset the new chain made a document of.
+    let parts = by_partition(&docs, FIELD);
+    let mut switch = std::collections::BTreeMap::new();
+    for (p, list) in &parts {
+        assert_eq!(segments(list), [v1.clone(), new_chain.clone()], "partition {p}");
+        switch.insert(*p, list.iter().find(|(_, v)| *v == new_chain).unwrap().0);
+    }
+    // Expected: every record before the switch (passthrough), the even ones from it on.
+    let expected: std::collections::BTreeSet<(i32, i64)> =
+        records.iter().filter(|((p, o), n)| *o < switch[p] || *n % 2 == 0).map(|(k, _)| *k).collect();
+    let stored: std::collections::BTreeSet<(i32, i64)> = docs.iter().map(source_of).collect();
+    assert_eq!(stored.len(), docs.len(), "one document per record");
+    assert_eq!(stored, expected, "exactly the records the chain in force kept");
+    for d in docs.iter().filter(|d| made_by(d, FIELD) == new_chain) {
+        let n = int(d, "num");
+        assert_eq!(int(d, "square"), n * n, "{d}");
+    }
+    assert_eq!(host.log_lines("SIGHUP").len(), 1);
+}
+
+/// With `persist_uploads = false` an upload lasts until the file itself changes:
+/// other activity in the plugin's directory does not bring the file's version back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_not_persisted_stays_until_the_file_changes() {
+    let env = TestEnv::new("swap-nopersist");
+    env.create_topic(2).await.unwrap();
+    let (file, config) = setup_transform(&env);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[hot_swap]\npersist_uploads = false\n")).unwrap();
+    let host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    let version = |listed: serde_json::Value| format!("transform@{}", listed["plugins"][0]["version"].as_str().unwrap());
+
+    let (status, body) = admin.put("/plugins/transform", std::fs::read(plugin("enrich")).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(label(&file), label(&plugin("passthrough")), "not written to the file");
+    std::fs::write(env.dir.path().join("unrelated.txt"), "x").unwrap();
+    std::fs::write(&file, std::fs::read(&file).unwrap()).unwrap(); // rewritten, same content
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(version(admin.plugins().await), label(&plugin("enrich")), "the upload stays");
+
+    std::fs::write(&file, std::fs::read(plugin("even")).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while version(admin.plugins().await) != label(&plugin("even")) {
+        assert!(std::time::Instant::now() < deadline, "a new file content is swapped in:\n{}", host.log_tail(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
