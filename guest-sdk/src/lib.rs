@@ -22,7 +22,7 @@
 //!
 //! # Layout
 //! - [`Record`], [`Output`], [`Operation`], [`Params`]: the plugin's view of the
-//!   contract (`wit/plugin.wit`, package `sluice:plugin@0.1.0`).
+//!   contract (`wit/plugin.wit`, package `sluice:plugin@0.2.0`).
 //! - [`filter`], [`map`], [`flat_map`]: the attribute macros. They leave your
 //!   function as it is and add, for `target_arch = "wasm32"` only, the glue that
 //!   exports it through the contract, so `cargo test` runs your function natively.
@@ -73,42 +73,44 @@ pub use {::anyhow as __anyhow, ::serde_json};
 pub mod log;
 
 /// The version of the plugin contract this SDK builds against.
-pub const CONTRACT_VERSION: &str = "sluice:plugin@0.1.0";
+pub const CONTRACT_VERSION: &str = "sluice:plugin@0.2.0";
 
 /// One input record: a Kafka record, or, later in a chain, one output of the
-/// previous plugin (same coordinates, `value` = that output's document).
+/// previous plugin (same coordinates, `value` = that output's document). It
+/// borrows the batch's buffer: nothing is copied to hand it to your function.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub topic: String,
+pub struct Record<'a> {
+    pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     /// Milliseconds since the Unix epoch, when the producer or broker set one.
     pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
+    pub key: Option<&'a [u8]>,
     /// `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub value: Option<&'a [u8]>,
+    /// Header keys and values (a header may have no value).
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// A record with a value and no key, timestamp or headers (handy in tests).
-    pub fn new(topic: impl Into<String>, partition: i32, offset: i64, value: impl Into<Vec<u8>>) -> Self {
-        Record { topic: topic.into(), partition, offset, timestamp: None, key: None, value: Some(value.into()), headers: Vec::new() }
+    pub fn new(topic: &'a str, partition: i32, offset: i64, value: &'a (impl AsRef<[u8]> + ?Sized)) -> Self {
+        Record { topic, partition, offset, timestamp: None, key: None, value: Some(value.as_ref()), headers: Vec::new() }
     }
 
     /// The first header named `key`, if any (a header without a value gives `Some(None)`).
-    pub fn header(&self, key: &str) -> Option<Option<&[u8]>> {
-        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_deref())
+    pub fn header(&self, key: &str) -> Option<Option<&'a [u8]>> {
+        self.headers.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 
     /// The key as UTF-8 text, if there is a key and it is UTF-8.
-    pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    pub fn key_str(&self) -> Option<&'a str> {
+        self.key.and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The value parsed as JSON; an error that says why when it is absent or not JSON.
     pub fn json(&self) -> Result<Value> {
-        let Some(bytes) = &self.value else { bail!("record has no value (tombstone)") };
+        let Some(bytes) = self.value else { bail!("record has no value (tombstone)") };
         serde_json::from_slice(bytes).map_err(|e| anyhow!("value is not JSON: {e}"))
     }
 }
@@ -158,21 +160,25 @@ impl From<Value> for Output {
 
 /// What a [`map`] function may return: one document, or none.
 pub trait IntoOutputs {
-    fn into_outputs(self) -> Vec<Output>;
+    #[doc(hidden)]
+    fn emit_into(self, w: &mut __private::ResultWriter) -> Result<()>;
 }
 impl IntoOutputs for Value {
-    fn into_outputs(self) -> Vec<Output> {
-        vec![Output::insert(self)]
+    fn emit_into(self, w: &mut __private::ResultWriter) -> Result<()> {
+        w.emit_json(Operation::Insert, &self, None)
     }
 }
 impl IntoOutputs for Output {
-    fn into_outputs(self) -> Vec<Output> {
-        vec![self]
+    fn emit_into(self, w: &mut __private::ResultWriter) -> Result<()> {
+        w.emit_json(self.operation, &self.document, self.collection.as_deref())
     }
 }
 impl<T: IntoOutputs> IntoOutputs for Option<T> {
-    fn into_outputs(self) -> Vec<Output> {
-        self.map(IntoOutputs::into_outputs).unwrap_or_default()
+    fn emit_into(self, w: &mut __private::ResultWriter) -> Result<()> {
+        match self {
+            Some(t) => t.emit_into(w),
+            None => Ok(()),
+        }
     }
 }
 
@@ -206,7 +212,8 @@ impl Params {
     }
 }
 
-/// The result for one input record, in SDK terms (mirrors the contract's `outcome`).
+/// The result for one input record, in SDK terms (decoded from a batch result;
+/// what the SDK's own tests compare).
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -220,51 +227,130 @@ pub enum Outcome {
 pub mod __private {
     use super::*;
 
-    fn error(e: anyhow::Error) -> Outcome {
-        // `{:#}` keeps the context chain on one line.
-        Outcome::Error(format!("{e:#}"))
+    /// A length that means "absent" in the contract's spans.
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// Builds a batch result (the contract's `batch-result` columns) one record
+    /// at a time; outputs are serialised straight into `data`.
+    #[derive(Debug, Default)]
+    pub struct ResultWriter {
+        pub outcomes: Vec<u32>,
+        pub outputs: Vec<u32>,
+        pub data: Vec<u8>,
     }
 
-    pub fn filter_one(record: &Record, f: &mut impl FnMut(&Value, &Record) -> Result<bool>) -> Outcome {
-        let value = match record.json() {
-            Ok(v) => v,
-            Err(e) => return error(e),
-        };
-        match f(&value, record) {
-            Ok(true) => Outcome::Emit(vec![Output::insert(value)]),
-            Ok(false) => Outcome::Drop,
-            Err(e) => error(e),
+    impl ResultWriter {
+        pub fn with_capacity(records: usize, data: usize) -> Self {
+            ResultWriter {
+                outcomes: Vec::with_capacity(3 * records),
+                outputs: Vec::with_capacity(5 * records),
+                data: Vec::with_capacity(data),
+            }
+        }
+
+        /// The outcome of one record: `f` emits its outputs; an `Err` discards
+        /// what it emitted and records the error instead.
+        pub fn record(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) {
+            let (outputs, data) = (self.outputs.len(), self.data.len());
+            match f(self) {
+                Ok(()) => {
+                    let first = (outputs / 5) as u32;
+                    let count = (self.outputs.len() / 5) as u32 - first;
+                    let outcome = if count == 0 { [0, 0, 0] } else { [1, first, count] };
+                    self.outcomes.extend_from_slice(&outcome);
+                }
+                Err(e) => {
+                    self.outputs.truncate(outputs);
+                    self.data.truncate(data);
+                    // `{:#}` keeps the context chain on one line.
+                    let message = format!("{e:#}");
+                    let start = self.data.len() as u32;
+                    self.data.extend_from_slice(message.as_bytes());
+                    self.outcomes.extend_from_slice(&[2, start, message.len() as u32]);
+                }
+            }
+        }
+
+        /// Emit a document serialised from `value`.
+        pub fn emit_json(&mut self, op: Operation, value: &Value, collection: Option<&str>) -> Result<()> {
+            let start = self.data.len();
+            serde_json::to_writer(&mut self.data, value).map_err(|e| anyhow!("cannot serialise output: {e}"))?;
+            self.push_output(op, start, collection);
+            Ok(())
+        }
+
+        /// Emit a document given as JSON bytes, as they are.
+        pub fn emit_raw(&mut self, op: Operation, document: &[u8], collection: Option<&str>) {
+            let start = self.data.len();
+            self.data.extend_from_slice(document);
+            self.push_output(op, start, collection);
+        }
+
+        fn push_output(&mut self, op: Operation, start: usize, collection: Option<&str>) {
+            let len = self.data.len() - start;
+            let (cs, cl) = match collection {
+                Some(c) => {
+                    let cs = self.data.len();
+                    self.data.extend_from_slice(c.as_bytes());
+                    (cs as u32, c.len() as u32)
+                }
+                None => (0, ABSENT),
+            };
+            let op = match op {
+                Operation::Insert => 0,
+                Operation::Upsert => 1,
+                Operation::Delete => 2,
+            };
+            self.outputs.extend_from_slice(&[op, start as u32, len as u32, cs, cl]);
+        }
+
+        /// Outcome `i` decoded (for tests).
+        pub fn outcome(&self, i: usize) -> Outcome {
+            let o = &self.outcomes[3 * i..3 * i + 3];
+            let text = |s: usize, l: usize| String::from_utf8_lossy(&self.data[s..s + l]).into_owned();
+            match o[0] {
+                0 => Outcome::Drop,
+                2 => Outcome::Error(text(o[1] as usize, o[2] as usize)),
+                _ => Outcome::Emit(
+                    (o[1]..o[1] + o[2])
+                        .map(|j| {
+                            let f = &self.outputs[5 * j as usize..5 * j as usize + 5];
+                            Output {
+                                operation: [Operation::Insert, Operation::Upsert, Operation::Delete][f[0] as usize],
+                                document: serde_json::from_slice(&self.data[f[1] as usize..(f[1] + f[2]) as usize]).expect("JSON"),
+                                collection: (f[4] != ABSENT).then(|| text(f[3] as usize, f[4] as usize)),
+                            }
+                        })
+                        .collect(),
+                ),
+            }
         }
     }
 
-    pub fn map_one<T: IntoOutputs>(record: &Record, f: &mut impl FnMut(Value, &Record) -> Result<T>) -> Outcome {
-        let value = match record.json() {
-            Ok(v) => v,
-            Err(e) => return error(e),
-        };
-        match f(value, record) {
-            Ok(out) => emit(out.into_outputs()),
-            Err(e) => error(e),
+    pub fn filter_one(record: &Record, f: &mut impl FnMut(&Value, &Record) -> Result<bool>, w: &mut ResultWriter) -> Result<()> {
+        let value = record.json()?;
+        if f(&value, record)? {
+            // Kept unchanged: the bytes as they came, no serialising again.
+            w.emit_raw(Operation::Insert, record.value.unwrap_or_default(), None);
         }
+        Ok(())
     }
 
-    pub fn flat_map_one<I>(record: &Record, f: &mut impl FnMut(Value, &Record) -> Result<I>) -> Outcome
+    pub fn map_one<T: IntoOutputs>(record: &Record, f: &mut impl FnMut(Value, &Record) -> Result<T>, w: &mut ResultWriter) -> Result<()> {
+        let value = record.json()?;
+        f(value, record)?.emit_into(w)
+    }
+
+    pub fn flat_map_one<I>(record: &Record, f: &mut impl FnMut(Value, &Record) -> Result<I>, w: &mut ResultWriter) -> Result<()>
     where
         I: IntoIterator,
         I::Item: Into<Output>,
     {
-        let value = match record.json() {
-            Ok(v) => v,
-            Err(e) => return error(e),
-        };
-        match f(value, record) {
-            Ok(out) => emit(out.into_iter().map(Into::into).collect()),
-            Err(e) => error(e),
+        let value = record.json()?;
+        for o in f(value, record)? {
+            o.into().emit_into(w)?;
         }
-    }
-
-    fn emit(outputs: Vec<Output>) -> Outcome {
-        if outputs.is_empty() { Outcome::Drop } else { Outcome::Emit(outputs) }
+        Ok(())
     }
 
     pub fn run_init(pairs: Vec<(String, String)>, init: Option<fn(&Params) -> Result<()>>) -> Result<(), String> {
@@ -275,6 +361,47 @@ pub mod __private {
             None => Ok(()),
             Some(f) => f(&Params::from_pairs(pairs)).map_err(|e| format!("{e:#}")),
         }
+    }
+
+    /// The part of `data` a span names; `None` for an absent one. A span outside
+    /// `data` is a host bug: it panics (the call traps).
+    fn span(data: &[u8], start: u32, len: u32) -> Option<&[u8]> {
+        (len != ABSENT).then(|| &data[start as usize..start as usize + len as usize])
+    }
+
+    /// Run `one` over every record of a batch given as the contract's columns.
+    pub fn for_each_record(
+        topic: &str,
+        partition: i32,
+        offsets: &[i64],
+        timestamps: &[i64],
+        spans: &[u32],
+        header_spans: &[u32],
+        data: &[u8],
+        mut one: impl FnMut(&Record, &mut ResultWriter) -> Result<()>,
+    ) -> ResultWriter {
+        let mut w = ResultWriter::with_capacity(offsets.len(), data.len() + data.len() / 2);
+        for (i, (&offset, &ts)) in offsets.iter().zip(timestamps).enumerate() {
+            let s = &spans[6 * i..6 * i + 6];
+            let headers = (s[4]..s[4] + s[5])
+                .map(|h| {
+                    let hs = &header_spans[4 * h as usize..4 * h as usize + 4];
+                    let key = span(data, hs[0], hs[1]).and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
+                    (key, span(data, hs[2], hs[3]))
+                })
+                .collect();
+            let record = Record {
+                topic,
+                partition,
+                offset,
+                timestamp: (ts != -1).then_some(ts),
+                key: span(data, s[0], s[1]),
+                value: span(data, s[2], s[3]),
+                headers,
+            };
+            w.record(|w| one(&record, w));
+        }
+        w
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -299,50 +426,14 @@ pub mod __private {
         pub use bindings::exports::sluice::plugin::transform::Guest;
         use bindings::sluice::plugin::types as t;
 
-        pub type WitRecord = t::Record;
-        pub type WitOutcome = t::Outcome;
+        pub type WitBatch = t::Batch;
+        pub type WitBatchResult = t::BatchResult;
 
-        fn to_record(r: t::Record) -> Record {
-            Record {
-                topic: r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-            }
-        }
-
-        fn to_wit(outcome: Outcome) -> t::Outcome {
-            match outcome {
-                Outcome::Drop => t::Outcome::Drop,
-                Outcome::Error(message) => t::Outcome::Error(t::PluginError { message }),
-                Outcome::Emit(outputs) => {
-                    let mut wit = Vec::with_capacity(outputs.len());
-                    for o in outputs {
-                        let document = match serde_json::to_vec(&o.document) {
-                            Ok(d) => d,
-                            Err(e) => return t::Outcome::Error(t::PluginError { message: format!("cannot serialise output: {e}") }),
-                        };
-                        wit.push(t::Output {
-                            operation: match o.operation {
-                                Operation::Insert => t::Operation::Insert,
-                                Operation::Upsert => t::Operation::Upsert,
-                                Operation::Delete => t::Operation::Delete,
-                            },
-                            document,
-                            collection: o.collection,
-                        });
-                    }
-                    t::Outcome::Emit(wit)
-                }
-            }
-        }
-
-        /// Run `one` over a batch, converting to and from the contract's types.
-        pub fn process(batch: Vec<t::Record>, mut one: impl FnMut(&Record) -> Outcome) -> Vec<t::Outcome> {
-            batch.into_iter().map(|r| to_wit(one(&to_record(r)))).collect()
+        /// Run `one` over a batch and return the contract's result columns.
+        pub fn process(batch: t::Batch, one: impl FnMut(&Record, &mut ResultWriter) -> Result<()>) -> t::BatchResult {
+            let b = &batch;
+            let w = for_each_record(&b.topic, b.partition, &b.offsets, &b.timestamps, &b.spans, &b.header_spans, &b.data, one);
+            t::BatchResult { outcomes: w.outcomes, outputs: w.outputs, data: w.data }
         }
 
         pub fn host_log(level: crate::log::Level, message: &str) {
@@ -364,22 +455,29 @@ mod tests {
     use super::__private::*;
     use super::*;
 
-    fn rec(v: &str) -> Record {
+    fn rec(v: &str) -> Record<'_> {
         Record::new("t", 1, 42, v)
+    }
+
+    /// Run `f` on one record through a fresh writer and decode its outcome.
+    fn one(f: impl FnOnce(&mut ResultWriter) -> Result<()>) -> Outcome {
+        let mut w = ResultWriter::default();
+        w.record(f);
+        w.outcome(0)
     }
 
     #[test]
     fn filter_keeps_drops_and_reports_bad_json() {
         let mut even = |v: &Value, _: &Record| Ok(v["num"].as_i64().unwrap_or(1) % 2 == 0);
-        assert_eq!(filter_one(&rec(r#"{"num":2}"#), &mut even), Outcome::Emit(vec![Output::insert(json!({"num": 2}))]));
-        assert_eq!(filter_one(&rec(r#"{"num":3}"#), &mut even), Outcome::Drop);
-        match filter_one(&rec("not json"), &mut even) {
+        assert_eq!(one(|w| filter_one(&rec(r#"{"num":2}"#), &mut even, w)), Outcome::Emit(vec![Output::insert(json!({"num": 2}))]));
+        assert_eq!(one(|w| filter_one(&rec(r#"{"num":3}"#), &mut even, w)), Outcome::Drop);
+        match one(|w| filter_one(&rec("not json"), &mut even, w)) {
             Outcome::Error(m) => assert!(m.starts_with("value is not JSON"), "{m}"),
             other => panic!("{other:?}"),
         }
         let mut tomb = rec("{}");
         tomb.value = None;
-        assert_eq!(filter_one(&tomb, &mut even), Outcome::Error("record has no value (tombstone)".into()));
+        assert_eq!(one(|w| filter_one(&tomb, &mut even, w)), Outcome::Error("record has no value (tombstone)".into()));
     }
 
     #[test]
@@ -391,9 +489,9 @@ mod tests {
                 None => Err(anyhow!("no num")).map_err(|e| e.context("reading")),
             }
         };
-        assert_eq!(map_one(&rec(r#"{"num":0}"#), &mut f), Outcome::Drop);
-        assert_eq!(map_one(&rec(r#"{"num":5}"#), &mut f), Outcome::Emit(vec![Output::insert(json!({"n": 5}))]));
-        assert_eq!(map_one(&rec(r#"{}"#), &mut f), Outcome::Error("reading: no num".into()));
+        assert_eq!(one(|w| map_one(&rec(r#"{"num":0}"#), &mut f, w)), Outcome::Drop);
+        assert_eq!(one(|w| map_one(&rec(r#"{"num":5}"#), &mut f, w)), Outcome::Emit(vec![Output::insert(json!({"n": 5}))]));
+        assert_eq!(one(|w| map_one(&rec(r#"{}"#), &mut f, w)), Outcome::Error("reading: no num".into()));
     }
 
     #[test]
@@ -402,8 +500,8 @@ mod tests {
             let n = v["num"].as_i64().unwrap_or(0);
             Ok((0..n).map(|i| Output::upsert(json!({ "_id": i })).in_collection("c")).collect())
         };
-        assert_eq!(flat_map_one(&rec(r#"{"num":0}"#), &mut f), Outcome::Drop);
-        match flat_map_one(&rec(r#"{"num":2}"#), &mut f) {
+        assert_eq!(one(|w| flat_map_one(&rec(r#"{"num":0}"#), &mut f, w)), Outcome::Drop);
+        match one(|w| flat_map_one(&rec(r#"{"num":2}"#), &mut f, w)) {
             Outcome::Emit(o) => {
                 assert_eq!(o.len(), 2);
                 assert_eq!(o[1].operation, Operation::Upsert);
@@ -411,6 +509,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_error_after_some_outputs_discards_them() {
+        let mut w = ResultWriter::default();
+        w.record(|w| {
+            w.emit_json(Operation::Insert, &json!({"a": 1}), None)?;
+            bail!("second output failed")
+        });
+        w.record(|w| w.emit_json(Operation::Delete, &json!({"_id": 2}), Some("other")));
+        assert_eq!(w.outcome(0), Outcome::Error("second output failed".into()));
+        assert_eq!(w.outcome(1), Outcome::Emit(vec![Output::delete(json!(2)).in_collection("other")]));
+        assert_eq!(w.outputs.len(), 5, "the discarded output left no trace");
+    }
+
+    #[test]
+    fn a_batch_is_read_from_the_contract_columns() {
+        // Two records: key "k" + value {"num":1} with header h=v; then a tombstone without key.
+        let data = br#"k{"num":1}hv"#;
+        let spans = [0, 1, 1, 9, 0, 1, 0, ABSENT, 0, ABSENT, 1, 0];
+        let header_spans = [10, 1, 11, 1];
+        let mut seen = Vec::new();
+        let w = for_each_record("t", 3, &[7, 8], &[1000, -1], &spans, &header_spans, data, |r, w| {
+            seen.push((r.key_str().map(str::to_owned), r.timestamp, r.header("h").flatten().map(<[u8]>::to_vec), r.offset, r.partition));
+            map_one(r, &mut |v: Value, _: &Record| Ok(v), w)
+        });
+        assert_eq!(seen, [(Some("k".into()), Some(1000), Some(b"v".to_vec()), 7, 3), (None, None, None, 8, 3)]);
+        assert_eq!(w.outcome(0), Outcome::Emit(vec![Output::insert(json!({"num": 1}))]));
+        assert_eq!(w.outcome(1), Outcome::Error("record has no value (tombstone)".into()));
     }
 
     #[test]
@@ -430,8 +557,8 @@ mod tests {
     #[test]
     fn record_helpers() {
         let mut r = rec("{}");
-        r.key = Some(b"k1".to_vec());
-        r.headers = vec![("h".into(), Some(b"v".to_vec())), ("e".into(), None)];
+        r.key = Some(b"k1");
+        r.headers = vec![("h", Some(b"v")), ("e", None)];
         assert_eq!(r.key_str(), Some("k1"));
         assert_eq!(r.header("h"), Some(Some(&b"v"[..])));
         assert_eq!(r.header("e"), Some(None));

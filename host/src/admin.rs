@@ -11,7 +11,11 @@
 //! | `POST /reload` | read the config file again and apply its `[[plugins]]` (200, or 422 and nothing changes) |
 //!
 //! With `admin.token` set, every request but `/healthz` and `/readyz` needs
-//! `Authorization: Bearer <token>` (401 otherwise). Errors are JSON `{"error": "…"}`.
+//! `Authorization: Bearer <token>` (401 otherwise). Without a token (allowed on
+//! loopback only) a request must name this address in `Host` (`127.0.0.1:<port>`,
+//! `localhost:<port>`, `[::1]:<port>`) and carry no foreign `Origin`: a web page in
+//! a local browser cannot reach the API (cross-site requests, DNS rebinding); 403
+//! otherwise. Errors are JSON `{"error": "…"}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +42,12 @@ pub struct AdminState {
     pub token: Option<String>,
 }
 
+/// The handlers' state plus the `Host` values a tokenless request may name.
+struct Shared {
+    state: AdminState,
+    hosts: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("cannot listen on admin.address {address}: {cause} (set another [admin] address, port 0 for any free one, or enabled = false)")]
@@ -51,7 +61,9 @@ pub async fn serve(cfg: &AdminConfig, state: AdminState, cancel: CancellationTok
     let listener = tokio::net::TcpListener::bind(cfg.address).await.map_err(bind_err)?;
     let address = listener.local_addr().map_err(bind_err)?;
     tracing::info!("admin API listening on http://{address}");
-    let app = router(Arc::new(state), cfg.max_upload_bytes);
+    let port = address.port();
+    let hosts = [address.to_string(), format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")].into();
+    let app = router(Arc::new(Shared { state, hosts }), cfg.max_upload_bytes);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!("admin API stopped: {e}");
@@ -60,7 +72,7 @@ pub async fn serve(cfg: &AdminConfig, state: AdminState, cancel: CancellationTok
     Ok(address)
 }
 
-fn router(state: Arc<AdminState>, max_upload: usize) -> Router {
+fn router(state: Arc<Shared>, max_upload: usize) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/plugins", get(list))
@@ -71,12 +83,27 @@ fn router(state: Arc<AdminState>, max_upload: usize) -> Router {
     Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).merge(guarded).with_state(state)
 }
 
-async fn authorize(State(s): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
-    if let Some(token) = s.token.as_deref() {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
-            let body = axum::Json(json!({ "error": "missing or wrong bearer token (admin.token)" }));
-            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+async fn authorize(State(s): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    match s.state.token.as_deref() {
+        Some(token) => {
+            let given = text(header::AUTHORIZATION)
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim());
+            if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+                let body = axum::Json(json!({ "error": "missing or wrong bearer token (admin.token)" }));
+                return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+            }
+        }
+        None => {
+            let host_ok = text(header::HOST).is_some_and(|h| s.hosts.iter().any(|a| a.eq_ignore_ascii_case(h)));
+            let origin_ok = text(header::ORIGIN).is_none_or(|o| s.hosts.iter().any(|a| o.eq_ignore_ascii_case(&format!("http://{a}"))));
+            if !(host_ok && origin_ok) {
+                let body = axum::Json(json!({ "error": "request from another site or host name refused (set admin.token to allow any)" }));
+                return (StatusCode::FORBIDDEN, body).into_response();
+            }
         }
     }
     next.run(request).await
@@ -87,33 +114,33 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn ready(State(s): State<Arc<AdminState>>) -> Response {
-    match s.health.readiness() {
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    match s.state.health.readiness() {
         Ok(()) => (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "ready": false, "reason": reason }))).into_response(),
     }
 }
 
-async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
-    let text = crate::metrics::render(&s.stats, &s.hot, &s.health);
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let text = crate::metrics::render(&s.state.stats, &s.state.hot, &s.state.health);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-async fn list(State(s): State<Arc<AdminState>>) -> Response {
-    let (generation, plugins) = s.hot.list();
+async fn list(State(s): State<Arc<Shared>>) -> Response {
+    let (generation, plugins) = s.state.hot.list();
     axum::Json(json!({ "generation": generation, "plugins": plugins })).into_response()
 }
 
-async fn upload(State(s): State<Arc<AdminState>>, Path(name): Path<String>, body: Bytes) -> Response {
-    answer(s.hot.upload(&name, body.to_vec()).await)
+async fn upload(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> Response {
+    answer(s.state.hot.upload(&name, body.to_vec()).await)
 }
 
-async fn rollback(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
-    answer(s.hot.rollback(&name).await)
+async fn rollback(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    answer(s.state.hot.rollback(&name).await)
 }
 
-async fn reload(State(s): State<Arc<AdminState>>) -> Response {
-    answer(s.hot.reload().await)
+async fn reload(State(s): State<Arc<Shared>>) -> Response {
+    answer(s.state.hot.reload().await)
 }
 
 fn answer(result: Result<SwapReport, SwapError>) -> Response {

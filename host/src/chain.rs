@@ -2,9 +2,14 @@
 //! order (the outputs of one are the inputs of the next) and says, per source
 //! record, which documents to write or why it failed.
 //!
+//! A stage's input crosses into the plugin as one columnar batch (buffers reused
+//! from call to call); its outputs are read in place from the result and copied
+//! once, into the documents that leave the chain.
+//!
 //! A trap (panic, time or memory limit) poisons the instance: the chain makes a
 //! fresh one and runs that batch again one record at a time, so only the
-//! record(s) that trap fail.
+//! record(s) that trap fail. A malformed result is isolated the same way and
+//! fails as `invalid-output`.
 //!
 //! A [`ChainSpec`] is one generation of the chain (which plugin versions, in
 //! which order); a hot swap publishes a new one, and each worker builds a new
@@ -15,7 +20,7 @@ use std::sync::Arc;
 
 use mongodb::bson::{Bson, doc};
 
-use crate::runtime::{self, LoadedPlugin, Operation, Outcome, PluginInstance, Record, RuntimeError, TrapKind};
+use crate::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
 use crate::sink::Op;
 use crate::source::SourceRecord;
 
@@ -24,8 +29,8 @@ use crate::source::SourceRecord;
 pub struct ChainOutput {
     pub op: Op,
     pub collection: Option<String>,
-    /// JSON, UTF-8.
-    pub document: Vec<u8>,
+    /// JSON, UTF-8: a slice of the last plugin's result buffer (no copy per document).
+    pub document: bytes::Bytes,
 }
 
 /// Why a record failed.
@@ -106,12 +111,22 @@ impl ChainSpec {
 
 pub struct Chain {
     spec: Arc<ChainSpec>,
-    plugins: Vec<Arc<LoadedPlugin>>,
     instances: Vec<PluginInstance>,
-    /// Kind and message of the last trap, for the failure it becomes.
-    last_trap: Option<(TrapKind, String)>,
+    /// Kind and message of the last call failure (trap, malformed result), for
+    /// the failure it becomes.
+    last_failure: Option<(FailureKind, String)>,
     /// Larger values fail as invalid input before any plugin sees them.
     max_value_bytes: usize,
+    /// The input columns, reused from call to call (no allocation per record).
+    input: Batch,
+}
+
+/// Where an item's value lies: in its source record, or in the previous
+/// stage's result data.
+#[derive(Clone)]
+enum Value {
+    Source,
+    Prev(std::ops::Range<usize>),
 }
 
 /// An item flowing between stages: which source record it came from and its document.
@@ -119,14 +134,14 @@ struct Item {
     source: usize,
     op: Op,
     collection: Option<String>,
-    value: Option<Vec<u8>>,
+    value: Value,
 }
 
 impl Chain {
     /// Instances of every plugin of `spec` (each with its own store and limits).
     pub fn new(spec: Arc<ChainSpec>, max_value_bytes: usize) -> Result<Chain, RuntimeError> {
         let instances = spec.plugins.iter().map(|p| p.instantiate()).collect::<Result<_, _>>()?;
-        Ok(Chain { plugins: spec.plugins.clone(), spec, instances, last_trap: None, max_value_bytes })
+        Ok(Chain { spec, instances, last_failure: None, max_value_bytes, input: Batch::new("", 0) })
     }
 
     /// The generation this chain runs.
@@ -135,24 +150,32 @@ impl Chain {
     }
 
     /// One result per record, in order. `Err` only when a plugin cannot even be
-    /// re-instantiated after a trap (the pipeline cannot go on).
+    /// re-instantiated after a trap (the pipeline cannot go on). Records of
+    /// several topic partitions are run partition by partition (a batch of the
+    /// contract is one partition's).
     pub fn process(&mut self, batch: &[SourceRecord]) -> Result<Vec<RecordResult>, RuntimeError> {
+        let same = |a: &SourceRecord, b: &SourceRecord| a.partition == b.partition && a.topic == b.topic;
+        if let Some(split) = batch.iter().position(|r| !same(r, &batch[0])) {
+            let mut results = self.process(&batch[..split])?;
+            results.extend(self.process(&batch[split..])?);
+            return Ok(results);
+        }
         match self.run(batch) {
             Ok(r) => Ok(r),
             Err(StageError::Runtime(e)) => Err(e),
-            Err(StageError::Trap(first)) => {
+            Err(StageError::Failed(first)) => {
                 self.reinstantiate(first)?;
                 if batch.len() == 1 {
-                    return Ok(vec![RecordResult::Failed(trap_failure(&self.plugins[first], self.last_trap.take()))]);
+                    return Ok(vec![RecordResult::Failed(self.call_failure(first))]);
                 }
-                // Isolate: one record at a time; only the ones that trap fail.
+                // Isolate: one record at a time; only the ones that fail the call fail.
                 let mut results = Vec::with_capacity(batch.len());
                 for rec in batch {
                     match self.run(std::slice::from_ref(rec)) {
                         Ok(mut r) => results.push(r.pop().expect("one result per record")),
                         Err(StageError::Runtime(e)) => return Err(e),
-                        Err(StageError::Trap(k)) => {
-                            results.push(RecordResult::Failed(trap_failure(&self.plugins[k], self.last_trap.take())));
+                        Err(StageError::Failed(k)) => {
+                            results.push(RecordResult::Failed(self.call_failure(k)));
                             self.reinstantiate(k)?;
                         }
                     }
@@ -163,12 +186,18 @@ impl Chain {
     }
 
     fn failure(&self, k: usize, kind: FailureKind, message: String) -> Failure {
-        let p = &self.plugins[k];
+        let p = &self.spec.plugins[k];
         Failure { plugin: Some(p.name.clone()), plugin_version: Some(p.version.clone()), kind, message }
     }
 
+    /// The failure of a call of plugin `k` that trapped or returned a malformed result.
+    fn call_failure(&mut self, k: usize) -> Failure {
+        let (kind, message) = self.last_failure.take().unwrap_or((FailureKind::Trap, "trapped".into()));
+        self.failure(k, kind, message)
+    }
+
     fn reinstantiate(&mut self, k: usize) -> Result<(), RuntimeError> {
-        self.instances[k] = self.plugins[k].instantiate()?;
+        self.instances[k] = self.spec.plugins[k].instantiate()?;
         Ok(())
     }
 
@@ -187,37 +216,47 @@ impl Chain {
                 }
                 // Tombstones go to the plugins (one may turn it into a delete by key);
                 // without plugins there is nothing to store.
-                None if self.plugins.is_empty() => {
-                    failed[i] = Some(Failure {
-                        plugin: None,
-                        plugin_version: None,
-                        kind: FailureKind::InvalidInput,
-                        message: "record has no value (tombstone)".into(),
-                    });
-                }
-                _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: r.value.clone() }),
+                None if self.spec.plugins.is_empty() => failed[i] = Some(tombstone()),
+                _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: Value::Source }),
             }
         }
+        // The previous stage's result: where `Value::Prev` items lie.
+        let mut prev: Option<runtime::BatchResult> = None;
         for k in 0..self.instances.len() {
             if items.is_empty() {
                 break;
             }
-            let records: Vec<Record> = items.iter().map(|it| to_wit(&batch[it.source], it.value.clone())).collect();
-            let outcomes = match self.instances[k].process(&records) {
+            let input = &mut self.input;
+            input.reset(&batch[0].topic, batch[0].partition);
+            for it in &items {
+                let r = &batch[it.source];
+                let value = resolve(&it.value, r, prev.as_ref());
+                input.push(r.offset, r.timestamp, r.key.as_deref(), value, &r.headers);
+            }
+            let result = match self.instances[k].process(&self.input) {
                 Ok(o) => o,
                 Err(RuntimeError::Trap { kind, message, .. }) => {
-                    self.last_trap = Some((kind, message));
-                    return Err(StageError::Trap(k));
+                    let kind = match kind {
+                        TrapKind::Timeout => FailureKind::Timeout,
+                        TrapKind::Memory => FailureKind::Memory,
+                        TrapKind::Trap => FailureKind::Trap,
+                    };
+                    self.last_failure = Some((kind, message));
+                    return Err(StageError::Failed(k));
+                }
+                Err(RuntimeError::Malformed { message, .. }) => {
+                    self.last_failure = Some((FailureKind::InvalidOutput, format!("malformed batch result: {message}")));
+                    return Err(StageError::Failed(k));
                 }
                 Err(e) => return Err(StageError::Runtime(e)),
             };
+            let max = self.spec.plugins[k].max_output_bytes();
             let mut next = Vec::with_capacity(items.len());
-            for (item, outcome) in items.into_iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Drop => {}
-                    Outcome::Emit(outputs) => {
-                        let size: usize = outputs.iter().map(|o| o.document.len()).sum();
-                        let max = self.plugins[k].max_output_bytes();
+            for (i, item) in items.into_iter().enumerate() {
+                match result.outcome(i) {
+                    OutcomeRef::Drop => {}
+                    OutcomeRef::Emit(outputs) => {
+                        let size: usize = outputs.clone().map(|j| result.output(j).document.len()).sum();
                         if size > max {
                             let slot = &mut failed[item.source];
                             if slot.is_none() {
@@ -226,7 +265,9 @@ impl Chain {
                             }
                             continue;
                         }
-                        for o in outputs {
+                        for j in outputs {
+                            let o = result.output(j);
+                            let start = o.document.as_ptr() as usize - result.data.as_ptr() as usize;
                             next.push(Item {
                                 source: item.source,
                                 op: match o.operation {
@@ -234,38 +275,37 @@ impl Chain {
                                     Operation::Upsert => Op::Upsert,
                                     Operation::Delete => Op::Delete,
                                 },
-                                collection: o.collection.or_else(|| item.collection.clone()),
-                                value: Some(o.document),
+                                collection: o.collection.map(str::to_owned).or_else(|| item.collection.clone()),
+                                value: Value::Prev(start..start + o.document.len()),
                             });
                         }
                     }
-                    Outcome::Error(e) => {
+                    OutcomeRef::Error(message) => {
                         let slot = &mut failed[item.source];
                         if slot.is_none() {
                             let kind =
-                                if is_input_error(&e.message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
-                            *slot = Some(self.failure(k, kind, e.message));
+                                if is_input_error(&message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
+                            *slot = Some(self.failure(k, kind, message.into_owned()));
                         }
                     }
                 }
             }
             items = next;
+            prev = Some(result);
         }
         let mut outputs: Vec<Vec<ChainOutput>> = vec![Vec::new(); batch.len()];
+        let last = prev.map(|p| bytes::Bytes::from(p.data));
         for item in items {
             if failed[item.source].is_some() {
                 continue;
             }
-            match item.value {
+            let document = match (&item.value, &last) {
+                (Value::Prev(range), Some(data)) => Some(data.slice(range.clone())),
+                (_, _) => batch[item.source].value.as_deref().map(bytes::Bytes::copy_from_slice),
+            };
+            match document {
                 Some(document) => outputs[item.source].push(ChainOutput { op: item.op, collection: item.collection, document }),
-                None => {
-                    failed[item.source] = Some(Failure {
-                        plugin: None,
-                        plugin_version: None,
-                        kind: FailureKind::InvalidInput,
-                        message: "record has no value (tombstone)".into(),
-                    })
-                }
+                None => failed[item.source] = Some(tombstone()),
             }
         }
         Ok(failed
@@ -279,38 +319,25 @@ impl Chain {
     }
 }
 
+/// The bytes of an item's value.
+fn resolve<'a>(value: &Value, record: &'a SourceRecord, prev: Option<&'a runtime::BatchResult>) -> Option<&'a [u8]> {
+    match value {
+        Value::Source => record.value.as_deref(),
+        Value::Prev(range) => prev.and_then(|p| p.data.get(range.clone())),
+    }
+}
+
+fn tombstone() -> Failure {
+    Failure { plugin: None, plugin_version: None, kind: FailureKind::InvalidInput, message: "record has no value (tombstone)".into() }
+}
+
 enum StageError {
-    Trap(usize),
+    /// Plugin `k`'s call trapped or returned a malformed result (see `last_failure`).
+    Failed(usize),
     Runtime(RuntimeError),
 }
 
 /// The SDK reports unparsable input with these prefixes.
 fn is_input_error(message: &str) -> bool {
     message.starts_with("value is not JSON") || message.starts_with("record has no value")
-}
-
-fn trap_failure(plugin: &LoadedPlugin, trap: Option<(TrapKind, String)>) -> Failure {
-    let (kind, message) = trap.unwrap_or((TrapKind::Trap, "trapped".into()));
-    Failure {
-        plugin: Some(plugin.name.clone()),
-        plugin_version: Some(plugin.version.clone()),
-        kind: match kind {
-            TrapKind::Timeout => FailureKind::Timeout,
-            TrapKind::Memory => FailureKind::Memory,
-            TrapKind::Trap => FailureKind::Trap,
-        },
-        message,
-    }
-}
-
-fn to_wit(r: &SourceRecord, value: Option<Vec<u8>>) -> Record {
-    Record {
-        topic: r.topic.to_string(),
-        partition: r.partition,
-        offset: r.offset,
-        timestamp: r.timestamp,
-        key: r.key.clone(),
-        value,
-        headers: r.headers.iter().map(|(k, v)| runtime::Header { key: k.clone(), value: v.clone() }).collect(),
-    }
 }

@@ -594,6 +594,9 @@ impl Config {
             return Err("pipeline.retry_backoff must be > 0 and <= retry_max_backoff".into());
         }
         let a = &self.admin;
+        if a.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err("admin.token is empty: remove it (loopback only) or set a real one".into());
+        }
         if a.enabled && !a.address.ip().is_loopback() && a.token.as_deref().is_none_or(str::is_empty) {
             return Err(format!(
                 "admin.address {} is reachable from other machines: set admin.token (anyone reaching it could replace the plugins)",

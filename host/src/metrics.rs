@@ -85,6 +85,11 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
     for (plugin, trigger, v) in &counts.rejections {
         o.sample("sluice_plugin_swap_rejections_total", &[("plugin", plugin), ("trigger", trigger.as_str())], *v);
     }
+    o.counter(
+        "sluice_plugin_file_checks_total",
+        "Times the watcher had plugin files read after a change in their directory.",
+        counts.file_checks,
+    );
     o.family("sluice_ready", "gauge", "1 when /readyz answers 200.");
     o.sample("sluice_ready", &[], health.readiness().is_ok() as u64);
     o.0

@@ -102,16 +102,10 @@ pub async fn count_by_version(config: &Config) -> anyhow::Result<Vec<VersionCoun
             .unwrap_or_default();
         let entry = by.entry(chain.clone()).or_insert_with(|| VersionCount { chain, documents: 0, offsets: BTreeMap::new() });
         entry.documents += 1;
-        // topic:partition:offset:index (the topic may itself contain ':').
-        if let Ok(id) = d.get_str("_id") {
-            let mut parts = id.rsplitn(4, ':');
-            if let (Some(_), Some(Ok(offset)), Some(Ok(partition)), Some(topic)) =
-                (parts.next(), parts.next().map(str::parse::<i64>), parts.next().map(str::parse::<i32>), parts.next())
-            {
-                let range = entry.offsets.entry(format!("{topic}:{partition}")).or_insert((offset, offset));
-                range.0 = range.0.min(offset);
-                range.1 = range.1.max(offset);
-            }
+        if let Some((topic, partition, offset, _)) = d.get_str("_id").ok().and_then(crate::pipeline::parse_derived_id) {
+            let range = entry.offsets.entry(format!("{topic}:{partition}")).or_insert((offset, offset));
+            range.0 = range.0.min(offset);
+            range.1 = range.1.max(offset);
         }
     }
     let mut out: Vec<VersionCount> = by.into_values().collect();

@@ -568,6 +568,15 @@ pub fn derived_id(rec: &SourceRecord, index: usize) -> String {
     format!("{}:{}:{}:{}", rec.topic, rec.partition, rec.offset, index)
 }
 
+/// The parts of a [`derived_id`]: topic, partition, offset, index (the topic may contain `:`).
+pub fn parse_derived_id(id: &str) -> Option<(&str, i32, i64, usize)> {
+    let mut parts = id.rsplitn(4, ':');
+    let index = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    Some((parts.next()?, partition, offset, index))
+}
+
 /// The one place that decides what failed records do: dead-letter them (before
 /// their offset can be committed), skip them, or stop the run.
 async fn decide(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], failures: &[(usize, Failure)]) -> anyhow::Result<()> {
@@ -641,5 +650,8 @@ mod tests {
         };
         assert_eq!(derived_id(&rec, 0), "testnum:2:41:0");
         assert_eq!(derived_id(&rec, 3), "testnum:2:41:3");
+        assert_eq!(parse_derived_id("a:b:2:41:3"), Some(("a:b", 2, 41, 3)));
+        assert_eq!(parse_derived_id("testnum:2:x:3"), None);
+        assert_eq!(parse_derived_id("2:41:3"), None);
     }
 }

@@ -24,11 +24,14 @@ mod bindings {
 }
 
 use bindings::sluice::plugin::types::Level;
-pub use bindings::sluice::plugin::types::{Header, Operation, Outcome, Output, Record};
+pub use bindings::sluice::plugin::types::{Batch, BatchResult};
 use bindings::{Plugin, PluginPre};
 
 /// The contract version this host implements (the WIT package).
-pub const CONTRACT: &str = "sluice:plugin@0.1.0";
+pub const CONTRACT: &str = "sluice:plugin@0.2.0";
+
+/// A length that means "absent" in the contract's spans.
+pub const ABSENT: u32 = u32::MAX;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -54,8 +57,9 @@ pub enum RuntimeError {
     Init { name: String, message: String },
     #[error("plugin `{name}` trapped in process ({kind}): {message}")]
     Trap { name: String, kind: TrapKind, message: String },
-    #[error("plugin `{name}` returned {got} outcomes for {expected} records")]
-    OutcomeCount { name: String, expected: usize, got: usize },
+    /// The result breaks the contract's rules (wrong counts, spans outside the data…).
+    #[error("plugin `{name}` returned a malformed batch result: {message}")]
+    Malformed { name: String, message: String },
     #[error("plugin `{name}` failed self_test {index}: {message}")]
     SelfTest { name: String, index: usize, message: String },
 }
@@ -113,6 +117,10 @@ impl Runtime {
         // Sync calls without the async-task bookkeeping: ~4x cheaper per call.
         config.concurrency_support(false);
         config.max_wasm_stack(1 << 20);
+        // `SLUICE_PERFMAP=1`: write /tmp/perf-<pid>.map so `perf record` names plugin functions.
+        if std::env::var_os("SLUICE_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(RuntimeError::Engine)?;
@@ -270,31 +278,23 @@ impl LoadedPlugin {
         format!("{}@{}", self.name, self.version)
     }
 
-    /// Run one self-test record through `instance`; returns the instance to use next
-    /// (a fresh one if this one trapped, so later tests still run).
+    /// Run one self-test record through `instance`; returns it for the next test.
+    /// A trap fails the test (and validation) at once.
     fn self_test(self: &Arc<Self>, mut instance: PluginInstance, index: usize, test: &SelfTest) -> Result<PluginInstance, RuntimeError> {
         let fail = |message: String| RuntimeError::SelfTest { name: self.name.clone(), index, message };
-        let record = Record {
-            topic: test.topic.clone(),
-            partition: 0,
-            offset: 0,
-            timestamp: None,
-            key: test.key.as_ref().map(|k| k.as_bytes().to_vec()),
-            value: Some(test.input.as_bytes().to_vec()),
-            headers: Vec::new(),
-        };
-        let outcome = match instance.process(std::slice::from_ref(&record)) {
-            Ok(mut o) => o.pop().expect("one outcome per record"),
+        let mut batch = Batch::new(&test.topic, 0);
+        batch.push(0, None, test.key.as_ref().map(|k| k.as_bytes()), Some(test.input.as_bytes()), &[]);
+        let result = match instance.process(&batch) {
+            Ok(r) => r,
             Err(RuntimeError::Trap { kind, message, .. }) => return Err(fail(format!("{kind}: {message}"))),
             Err(e) => return Err(fail(e.to_string())),
         };
-        let documents = match outcome {
-            Outcome::Error(_) if test.expect_error => return Ok(instance),
-            Outcome::Error(e) => return Err(fail(format!("the plugin failed the record: {}", e.message))),
-            Outcome::Drop => Vec::new(),
-            Outcome::Emit(outputs) => outputs
-                .iter()
-                .map(|o| match serde_json::from_slice::<serde_json::Value>(&o.document) {
+        let documents = match result.outcome(0) {
+            OutcomeRef::Error(_) if test.expect_error => return Ok(instance),
+            OutcomeRef::Error(e) => return Err(fail(format!("the plugin failed the record: {e}"))),
+            OutcomeRef::Drop => Vec::new(),
+            OutcomeRef::Emit(outputs) => outputs
+                .map(|j| match serde_json::from_slice::<serde_json::Value>(result.output(j).document) {
                     Ok(v @ serde_json::Value::Object(_)) => Ok(v),
                     Ok(_) => Err(fail("an output is JSON but not an object".into())),
                     Err(e) => Err(fail(format!("an output is not JSON: {e}"))),
@@ -363,15 +363,18 @@ pub struct PluginInstance {
 }
 
 impl PluginInstance {
-    /// Run one batch; one outcome per record. A trap poisons the instance: the
+    /// Run one batch; the result is checked against the contract (one outcome
+    /// per record, spans inside the data). A trap poisons the instance: the
     /// caller must make a new one before the next call.
-    pub fn process(&mut self, batch: &[Record]) -> Result<Vec<Outcome>, RuntimeError> {
+    pub fn process(&mut self, batch: &Batch) -> Result<BatchResult, RuntimeError> {
         arm(&mut self.store, self.plugin.limit, self.call_ticks);
         self.store.data_mut().limits.memory_refused = false;
         let result = self.bindings.sluice_plugin_transform().call_process(&mut self.store, batch);
         match result {
-            Ok(outcomes) if outcomes.len() == batch.len() => Ok(outcomes),
-            Ok(outcomes) => Err(RuntimeError::OutcomeCount { name: self.plugin.name.clone(), expected: batch.len(), got: outcomes.len() }),
+            Ok(r) => match r.check(batch.len()) {
+                Ok(()) => Ok(r),
+                Err(message) => Err(RuntimeError::Malformed { name: self.plugin.name.clone(), message }),
+            },
             Err(e) => {
                 let data = self.store.data_mut();
                 let panic = data.last_panic.take();
@@ -398,6 +401,172 @@ impl PluginInstance {
                 };
                 Err(RuntimeError::Trap { name: self.plugin.name.clone(), kind, message })
             }
+        }
+    }
+}
+
+impl Batch {
+    /// An empty batch of records from `topic` partition `partition`.
+    pub fn new(topic: &str, partition: i32) -> Batch {
+        Batch {
+            topic: topic.to_owned(),
+            partition,
+            offsets: Vec::new(),
+            timestamps: Vec::new(),
+            spans: Vec::new(),
+            header_spans: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    /// Empty it for records of `topic` partition `partition`, keeping the buffers.
+    pub fn reset(&mut self, topic: &str, partition: i32) {
+        if self.topic != topic {
+            self.topic.clear();
+            self.topic.push_str(topic);
+        }
+        self.partition = partition;
+        self.offsets.clear();
+        self.timestamps.clear();
+        self.spans.clear();
+        self.header_spans.clear();
+        self.data.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Append one record: its bytes go to `data`, where they are go to the columns.
+    pub fn push(
+        &mut self,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(String, Option<Vec<u8>>)],
+    ) {
+        self.offsets.push(offset);
+        self.timestamps.push(timestamp.unwrap_or(-1));
+        let first_header = (self.header_spans.len() / 4) as u32;
+        for (k, v) in headers {
+            let k = self.append(Some(k.as_bytes()));
+            let v = self.append(v.as_deref());
+            self.header_spans.extend_from_slice(&[k.0, k.1, v.0, v.1]);
+        }
+        let k = self.append(key);
+        let v = self.append(value);
+        self.spans.extend_from_slice(&[k.0, k.1, v.0, v.1, first_header, headers.len() as u32]);
+    }
+
+    fn append(&mut self, bytes: Option<&[u8]>) -> (u32, u32) {
+        match bytes {
+            Some(b) => {
+                let start = self.data.len() as u32;
+                self.data.extend_from_slice(b);
+                (start, b.len() as u32)
+            }
+            None => (0, ABSENT),
+        }
+    }
+}
+
+/// What the host does with an output document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Insert,
+    Upsert,
+    Delete,
+}
+
+/// One record's outcome in a checked [`BatchResult`].
+#[derive(Debug)]
+pub enum OutcomeRef<'a> {
+    Drop,
+    /// Indices of its outputs ([`BatchResult::output`]).
+    Emit(std::ops::Range<u32>),
+    Error(std::borrow::Cow<'a, str>),
+}
+
+/// One output in a checked [`BatchResult`].
+#[derive(Debug)]
+pub struct OutputRef<'a> {
+    pub operation: Operation,
+    /// JSON, as the plugin wrote it (the host parses it before writing).
+    pub document: &'a [u8],
+    /// `None`: the configured collection.
+    pub collection: Option<&'a str>,
+}
+
+impl BatchResult {
+    fn span(&self, start: u32, len: u32) -> Option<&[u8]> {
+        self.data.get(start as usize..(start as usize).checked_add(len as usize)?)
+    }
+
+    /// Every rule of the contract, checked once: afterwards [`outcome`](Self::outcome)
+    /// and [`output`](Self::output) cannot fail. A plugin is not trusted.
+    pub fn check(&self, records: usize) -> Result<(), String> {
+        if self.outcomes.len() != 3 * records {
+            return Err(format!("{} outcome numbers for {records} records (3 per record)", self.outcomes.len()));
+        }
+        if self.outputs.len() % 5 != 0 {
+            return Err(format!("{} output numbers: not a multiple of 5", self.outputs.len()));
+        }
+        let outputs = (self.outputs.len() / 5) as u64;
+        for (i, o) in self.outcomes.chunks_exact(3).enumerate() {
+            let (first, count) = (o[1] as u64, o[2] as u64);
+            match o[0] {
+                0 => {}
+                1 if first + count <= outputs => {}
+                1 => return Err(format!("record {i}: outputs {first}..{} beyond the {outputs} given", first + count)),
+                2 if self.span(o[1], o[2]).is_some() => {}
+                2 => return Err(format!("record {i}: error message outside the data")),
+                k => return Err(format!("record {i}: unknown outcome kind {k}")),
+            }
+        }
+        for (j, o) in self.outputs.chunks_exact(5).enumerate() {
+            if o[0] > 2 {
+                return Err(format!("output {j}: unknown operation {}", o[0]));
+            }
+            if self.span(o[1], o[2]).is_none() {
+                return Err(format!("output {j}: document outside the data"));
+            }
+            if o[4] != ABSENT {
+                match self.span(o[3], o[4]).map(std::str::from_utf8) {
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => return Err(format!("output {j}: collection name is not UTF-8")),
+                    None => return Err(format!("output {j}: collection name outside the data")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Outcome of record `i` (after [`check`](Self::check)).
+    pub fn outcome(&self, i: usize) -> OutcomeRef<'_> {
+        let o = &self.outcomes[3 * i..3 * i + 3];
+        match o[0] {
+            0 => OutcomeRef::Drop,
+            1 => OutcomeRef::Emit(o[1]..o[1] + o[2]),
+            _ => OutcomeRef::Error(String::from_utf8_lossy(self.span(o[1], o[2]).unwrap_or_default())),
+        }
+    }
+
+    /// Output `j` (after [`check`](Self::check)).
+    pub fn output(&self, j: u32) -> OutputRef<'_> {
+        let o = &self.outputs[5 * j as usize..5 * j as usize + 5];
+        OutputRef {
+            operation: match o[0] {
+                0 => Operation::Insert,
+                1 => Operation::Upsert,
+                _ => Operation::Delete,
+            },
+            document: self.span(o[1], o[2]).unwrap_or_default(),
+            collection: (o[4] != ABSENT).then(|| self.span(o[3], o[4]).and_then(|c| std::str::from_utf8(c).ok()).unwrap_or_default()),
         }
     }
 }
@@ -472,6 +641,45 @@ impl bindings::sluice::plugin::types::Host for HostState {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result(outcomes: &[u32], outputs: &[u32], data: &[u8]) -> BatchResult {
+        BatchResult { outcomes: outcomes.to_vec(), outputs: outputs.to_vec(), data: data.to_vec() }
+    }
+
+    #[test]
+    fn a_batch_result_is_checked_before_it_is_read() {
+        let ok = result(&[1, 0, 1, 2, 7, 3, 0, 0, 0], &[0, 0, 7, 10, 1], b"{\"a\":1}errc");
+        ok.check(3).unwrap();
+        assert!(matches!(ok.outcome(1), OutcomeRef::Error(m) if m == "err"));
+        let out = ok.output(0);
+        assert_eq!((out.operation, out.document, out.collection), (Operation::Insert, &b"{\"a\":1}"[..], Some("c")));
+        for (bad, needle) in [
+            (result(&[1, 0, 1], &[0, 0, 7, 0, ABSENT], b"{}"), "document outside"),
+            (result(&[1, 0, 2], &[0, 0, 2, 0, ABSENT], b"{}"), "beyond the 1 given"),
+            (result(&[1, 0, 1], &[3, 0, 2, 0, ABSENT], b"{}"), "unknown operation 3"),
+            (result(&[9, 0, 0], &[], b""), "unknown outcome kind 9"),
+            (result(&[2, 0, 5], &[], b"ab"), "error message outside"),
+            (result(&[1, 0, 1], &[0, 0, 2, 1, 1], b"{\xff"), "not UTF-8"),
+            (result(&[0, 0, 0, 0, 0, 0], &[], b""), "6 outcome numbers for 1 records"),
+            (result(&[1, 4294967295, 2], &[], b""), "beyond"),
+        ] {
+            let e = bad.check(1).unwrap_err();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_batch_puts_bytes_in_data_and_places_in_columns() {
+        let mut b = Batch::new("t", 2);
+        b.push(5, Some(9), Some(b"k"), Some(b"{}"), &[("h".into(), None)]);
+        b.push(6, None, None, None, &[]);
+        assert_eq!(b.data, b"hk{}");
+        assert_eq!(b.header_spans, [0, 1, 0, ABSENT]);
+        assert_eq!(b.spans, [1, 1, 2, 2, 0, 1, 0, ABSENT, 0, ABSENT, 1, 0]);
+        assert_eq!((b.offsets.as_slice(), b.timestamps.as_slice()), (&[5, 6][..], &[9, -1][..]));
+        b.reset("u", 0);
+        assert!(b.is_empty() && b.data.is_empty() && b.topic == "u");
+    }
 
     #[test]
     fn wasm_kinds_are_told_apart() {

@@ -135,10 +135,13 @@ struct Status {
     /// Per plugin, earlier versions, oldest first.
     history: HashMap<String, Vec<Kept>>,
     since: HashMap<String, (u64, Trigger)>,
-    /// Per plugin, the version its file held when last read or written by us:
-    /// the watcher acts when the file changes, not when it differs from what runs
-    /// (an upload that is not persisted must not be undone by an unrelated event).
-    file_seen: HashMap<String, String>,
+    /// Per plugin, the path and version its file held when last read or written
+    /// by us: the watcher and reloads act when the file changes, not when it
+    /// differs from what runs (an upload that is not persisted must not be undone
+    /// by an unrelated event).
+    file_seen: HashMap<String, (PathBuf, String)>,
+    /// Directory checks the watcher asked for.
+    file_checks: u64,
     rejected: HashMap<String, Rejected>,
     swaps: BTreeMap<(String, Trigger), u64>,
     rejections: BTreeMap<(String, Trigger), u64>,
@@ -149,6 +152,7 @@ struct Status {
 pub struct SwapCounts {
     pub swaps: Vec<(String, Trigger, u64)>,
     pub rejections: Vec<(String, Trigger, u64)>,
+    pub file_checks: u64,
 }
 
 pub struct HotSwap {
@@ -172,7 +176,7 @@ impl HotSwap {
         let mut status = Status::default();
         for p in &plugins {
             status.since.insert(p.name.clone(), (now(), Trigger::Start));
-            status.file_seen.insert(p.name.clone(), p.version.clone());
+            status.file_seen.insert(p.name.clone(), (p.path.clone(), p.version.clone()));
         }
         let (tx, _) = watch::channel(Arc::new(ChainSpec::new(1, plugins)));
         Ok(HotSwap {
@@ -220,7 +224,7 @@ impl HotSwap {
     pub fn counts(&self) -> SwapCounts {
         let st = self.status.lock().unwrap();
         let flat = |m: &BTreeMap<(String, Trigger), u64>| m.iter().map(|((p, t), n)| (p.clone(), *t, *n)).collect();
-        SwapCounts { swaps: flat(&st.swaps), rejections: flat(&st.rejections) }
+        SwapCounts { swaps: flat(&st.swaps), rejections: flat(&st.rejections), file_checks: st.file_checks }
     }
 
     /// Replace plugin `name` with `bytes` (admin API upload).
@@ -232,32 +236,46 @@ impl HotSwap {
             return Ok(unchanged(&spec));
         }
         let plugin = self.validate(current.config.clone(), bytes, Trigger::Api).await?;
-        self.persist(&plugin, Trigger::Api)?;
-        Ok(self.publish(&spec, vec![plugin], Trigger::Api, true))
+        self.persist(&plugin, Trigger::Api).await?;
+        Ok(self.replace_chain(&spec, with_replaced(&spec, vec![plugin]), Trigger::Api, true))
     }
 
-    /// Go back to the version plugin `name` ran before the current one. That
-    /// version is validated again (with the current params and self-tests).
+    /// Go back to the version plugin `name` ran before the current one (the
+    /// history is a stack: rolling back again goes further back). That version
+    /// is validated again, with the current params and self-tests; one that no
+    /// longer passes is dropped from the history.
     pub async fn rollback(&self, name: &str) -> Result<SwapReport, SwapError> {
         let _running = self.running.lock().await;
         let spec = self.current();
         let current = spec.plugin(name).ok_or_else(|| SwapError::UnknownPlugin(name.into()))?.clone();
         let previous = {
-            let st = self.status.lock().unwrap();
-            st.history.get(name).and_then(|h| h.last().cloned()).ok_or_else(|| SwapError::NothingToRollBack(name.into()))?
+            let mut st = self.status.lock().unwrap();
+            st.history.get_mut(name).and_then(Vec::pop).ok_or_else(|| SwapError::NothingToRollBack(name.into()))?
         };
-        let plugin = self.validate(current.config.clone(), previous.bytes.to_vec(), Trigger::Rollback).await?;
-        self.persist(&plugin, Trigger::Rollback)?;
-        self.status.lock().unwrap().history.get_mut(name).map(Vec::pop);
-        Ok(self.publish(&spec, vec![plugin], Trigger::Rollback, false))
+        let plugin = match self.validate(current.config.clone(), previous.bytes.to_vec(), Trigger::Rollback).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(plugin = %name, version = %previous.version, "removed from the rollback history: it fails validation now");
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.persist(&plugin, Trigger::Rollback).await {
+            self.status.lock().unwrap().history.entry(name.to_owned()).or_default().push(previous);
+            return Err(e);
+        }
+        Ok(self.replace_chain(&spec, with_replaced(&spec, vec![plugin]), Trigger::Rollback, false))
     }
 
     /// Plugin files in `dir` (a directory the watcher reported) may have changed:
-    /// read every plugin there, and validate and swap in those whose content
-    /// changed since it was last read (a refused version is not retried until the
-    /// file changes again). A missing file keeps the running version.
+    /// read every plugin there, and validate and swap in those whose file content
+    /// changed since it was last read. Each plugin file is its own unit: one that
+    /// fails validation does not hold back another (change several plugins at once
+    /// with a config reload, which applies all or nothing). A refused version is
+    /// not retried until the file changes again; a missing file keeps the running
+    /// version.
     pub async fn files_changed(&self, dir: &Path) -> Option<SwapReport> {
         let _running = self.running.lock().await;
+        self.status.lock().unwrap().file_checks += 1;
         let spec = self.current();
         let mut replacements = Vec::new();
         for p in spec.plugins.iter().filter(|p| watch_dir(&p.path).as_deref() == Some(dir)) {
@@ -268,22 +286,24 @@ impl HotSwap {
                     continue;
                 }
             };
-            let version = version_of(&bytes);
-            let seen = self.status.lock().unwrap().file_seen.insert(p.name.clone(), version.clone());
-            if seen.as_ref() == Some(&version) || version == p.version {
+            let seen = (p.path.clone(), version_of(&bytes));
+            let before = self.status.lock().unwrap().file_seen.insert(p.name.clone(), seen.clone());
+            if before.as_ref() == Some(&seen) || seen.1 == p.version {
                 continue;
             }
             if let Ok(plugin) = self.validate(p.config.clone(), bytes, Trigger::File).await {
                 replacements.push(plugin);
             }
         }
-        (!replacements.is_empty()).then(|| self.publish(&spec, replacements, Trigger::File, true))
+        (!replacements.is_empty()).then(|| self.replace_chain(&spec, with_replaced(&spec, replacements), Trigger::File, true))
     }
 
-    /// Read the configuration file again and apply its `[[plugins]]`: plugins
-    /// added, removed, reordered, or with new files, params, limits or self-tests.
-    /// Unchanged plugins keep their compiled version. Other sections that changed
-    /// are reported as needing a restart.
+    /// Read the configuration file again and apply its `[[plugins]]`, all or
+    /// nothing: plugins added, removed, reordered, or with new params, limits or
+    /// self-tests. A plugin whose file changed since it was last read runs the
+    /// file's version; otherwise it keeps the version it runs (an upload that was
+    /// not persisted stays). Unchanged plugins keep their compiled instance.
+    /// Other sections that changed are reported as needing a restart.
     pub async fn reload(&self) -> Result<SwapReport, SwapError> {
         let mut running = self.running.lock().await;
         let Some(path) = running.source.clone() else { return Err(SwapError::NoConfigFile) };
@@ -296,14 +316,21 @@ impl HotSwap {
         };
         let spec = self.current();
         let mut plugins = Vec::with_capacity(newer.plugins.len());
+        let mut seen = Vec::with_capacity(newer.plugins.len());
         for pc in &newer.plugins {
             let bytes = read_plugin(pc).inspect_err(|e| self.reject(&pc.name, None, Trigger::Reload, &e.to_string()))?;
-            self.status.lock().unwrap().file_seen.insert(pc.name.clone(), version_of(&bytes));
-            match spec.plugin(&pc.name) {
-                Some(cur) if cur.version == version_of(&bytes) && cur.config == *pc => plugins.push(cur.clone()),
-                _ => plugins.push(self.validate(pc.clone(), bytes, Trigger::Reload).await?),
-            }
+            let file = (pc.path.clone(), version_of(&bytes));
+            let file_unchanged = self.status.lock().unwrap().file_seen.get(&pc.name) == Some(&file);
+            let plugin = match spec.plugin(&pc.name) {
+                Some(cur) if file_unchanged && cur.config == *pc => cur.clone(),
+                Some(cur) if file_unchanged => self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?,
+                _ => self.validate(pc.clone(), bytes, Trigger::Reload).await?,
+            };
+            plugins.push(plugin);
+            seen.push((pc.name.clone(), file));
         }
+        // Only now, everything valid: what the files hold counts as seen.
+        self.status.lock().unwrap().file_seen.extend(seen);
         let restart_needed = running.restart_needed(&newer);
         if !restart_needed.is_empty() {
             tracing::warn!(sections = ?restart_needed, "reload: these sections changed and need a restart to apply");
@@ -314,7 +341,7 @@ impl HotSwap {
             tracing::info!(generation = spec.generation, "reload: the chain is unchanged");
             unchanged(&spec)
         } else {
-            self.replace_chain(&spec, plugins, Trigger::Reload)
+            self.replace_chain(&spec, plugins, Trigger::Reload, true)
         };
         report.restart_needed = restart_needed;
         Ok(report)
@@ -349,33 +376,28 @@ impl HotSwap {
         }
     }
 
-    /// Write an API-given version to the plugin's path (temp file + rename).
-    fn persist(&self, plugin: &LoadedPlugin, trigger: Trigger) -> Result<(), SwapError> {
+    /// Write an API-given version to the plugin's path (temp file + rename), on a
+    /// blocking thread; the written content counts as seen by the watcher.
+    async fn persist(&self, plugin: &Arc<LoadedPlugin>, trigger: Trigger) -> Result<(), SwapError> {
         if !self.settings.persist_uploads {
             return Ok(());
         }
-        write_atomically(&plugin.path, &plugin.bytes).map_err(|cause| {
+        let p = plugin.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&p.path, &p.bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("writing panicked: {e}"))));
+        if let Err(cause) = written {
             let e = SwapError::Persist { plugin: plugin.name.clone(), version: plugin.version.clone(), path: plugin.path.clone(), cause };
             self.reject(&plugin.name, Some(plugin.version.clone()), trigger, &e.to_string());
-            e
-        })?;
-        self.status.lock().unwrap().file_seen.insert(plugin.name.clone(), plugin.version.clone());
+            return Err(e);
+        }
+        self.status.lock().unwrap().file_seen.insert(plugin.name.clone(), (plugin.path.clone(), plugin.version.clone()));
         Ok(())
     }
 
-    /// Publish `spec` with some plugins replaced (same names, same positions).
-    fn publish(&self, spec: &ChainSpec, replacements: Vec<Arc<LoadedPlugin>>, trigger: Trigger, keep_old: bool) -> SwapReport {
-        let plugins =
-            spec.plugins.iter().map(|p| replacements.iter().find(|r| r.name == p.name).cloned().unwrap_or_else(|| p.clone())).collect();
-        self.replace_chain_with(spec, plugins, trigger, keep_old)
-    }
-
-    fn replace_chain(&self, spec: &ChainSpec, plugins: Vec<Arc<LoadedPlugin>>, trigger: Trigger) -> SwapReport {
-        self.replace_chain_with(spec, plugins, trigger, true)
-    }
-
-    /// Publish a new generation; record history and counters; one log line per change.
-    fn replace_chain_with(&self, spec: &ChainSpec, plugins: Vec<Arc<LoadedPlugin>>, trigger: Trigger, keep_old: bool) -> SwapReport {
+    /// Publish a new generation running `plugins`; with `keep_old`, versions
+    /// replaced go onto their plugin's rollback history. One log line per change.
+    fn replace_chain(&self, spec: &ChainSpec, plugins: Vec<Arc<LoadedPlugin>>, trigger: Trigger, keep_old: bool) -> SwapReport {
         let mut changes = Vec::new();
         let old: HashMap<&str, &Arc<LoadedPlugin>> = spec.plugins.iter().map(|p| (p.name.as_str(), p)).collect();
         let new_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
@@ -387,11 +409,9 @@ impl HotSwap {
                 if before.is_some_and(|b| Arc::ptr_eq(b, p)) {
                     continue;
                 }
-                if let (Some(b), true) = (before, keep_old)
-                    && b.version != p.version
-                {
+                if let Some(b) = before.filter(|b| keep_old && b.version != p.version) {
                     let h = st.history.entry(p.name.clone()).or_default();
-                    h.retain(|k| k.version != b.version);
+                    h.retain(|k| k.version != b.version && k.version != p.version);
                     h.push(Kept { version: b.version.clone(), bytes: b.bytes.clone() });
                     let excess = h.len().saturating_sub(self.settings.keep_versions);
                     h.drain(..excess);
@@ -417,6 +437,11 @@ impl HotSwap {
     }
 }
 
+/// `spec`'s plugins with some replaced by new versions (same names, same positions).
+fn with_replaced(spec: &ChainSpec, replacements: Vec<Arc<LoadedPlugin>>) -> Vec<Arc<LoadedPlugin>> {
+    spec.plugins.iter().map(|p| replacements.iter().find(|r| r.name == p.name).cloned().unwrap_or_else(|| p.clone())).collect()
+}
+
 fn unchanged(spec: &ChainSpec) -> SwapReport {
     SwapReport { swapped: false, generation: spec.generation, changes: Vec::new(), restart_needed: Vec::new() }
 }
@@ -427,22 +452,47 @@ pub fn watch_dir(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path.parent()?).ok()
 }
 
-/// Replace `path` with `bytes` so that no reader sees a half-written file.
+/// Replace `path` with `bytes` so that no reader sees a half-written file: a
+/// temporary file in the same directory (with the old file's permissions),
+/// synced, renamed over it, and the directory synced. A symbolic link is not
+/// replaced (that would break a `current.wasm -> v3.wasm` layout): an error.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
+    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(std::io::Error::other(
+            "it is a symbolic link, not replaced (point the plugin's path at a regular file, or set hot_swap.persist_uploads = false)",
+        ));
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plugin");
     let tmp = dir.join(format!(".{name}.{}.sluice-tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(m) = std::fs::metadata(path) {
+            f.set_permissions(m.permissions())?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether a file event may have changed a file's content or which file a name is.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::EventKind as K;
+    use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
+    match kind {
+        K::Create(_) | K::Remove(_) => true,
+        K::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
+        K::Modify(_) => true,
+        K::Access(AccessKind::Close(AccessMode::Write)) => true,
+        K::Access(_) | K::Any | K::Other => false,
+    }
 }
 
 /// Watch the directories of the running chain's plugin files; after `debounce`
@@ -452,13 +502,15 @@ pub fn spawn_watcher(hot: Arc<HotSwap>, debounce: Duration) -> Result<tokio::tas
     use notify::{RecursiveMode, Watcher as _};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(e) => {
+        // Content or name changes only: reading a file (ours included) is no change.
+        Ok(e) if is_change(&e.kind) => {
             for p in e.paths {
                 if let Some(dir) = p.parent() {
                     let _ = tx.send(dir.to_owned());
                 }
             }
         }
+        Ok(_) => {}
         Err(e) => tracing::warn!("plugin file watcher: {e}"),
     })?;
     let mut specs = hot.subscribe();

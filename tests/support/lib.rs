@@ -510,9 +510,16 @@ pub struct Admin {
 
 impl Admin {
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> (u16, String) {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    async fn send_with(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> (u16, String) {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         if let Some(b) = body {
             req = req.body(b);
@@ -525,6 +532,11 @@ impl Admin {
     /// Status and body text.
     pub async fn get(&self, path: &str) -> (u16, String) {
         self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// `GET` with extra headers: status and body text.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        self.send_with(reqwest::Method::GET, path, None, headers).await
     }
 
     /// One sample of `/metrics` (no labels), if present.
@@ -642,10 +654,9 @@ impl TestEnv {
 
 /// Where a document came from, from its derived `_id` (`topic:partition:offset:index`).
 pub fn source_of(d: &Document) -> (i32, i64) {
-    let id = d.get_str("_id").unwrap_or_else(|_| panic!("no derived _id in {d}"));
-    let mut parts = id.rsplitn(4, ':');
-    let (_index, offset, partition) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
-    (partition.parse().unwrap(), offset.parse().unwrap())
+    let parsed = d.get_str("_id").ok().and_then(sluice::pipeline::parse_derived_id);
+    let (_, partition, offset, _) = parsed.unwrap_or_else(|| panic!("no derived _id in {d}"));
+    (partition, offset)
 }
 
 /// The chain that made a document, from the versions field: `name@version,…`.

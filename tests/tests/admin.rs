@@ -40,6 +40,8 @@ async fn a_token_guards_everything_but_health() {
     assert_eq!(status, 401);
     let (status, _) = host.admin(Some("wrong")).await.get("/plugins").await;
     assert_eq!(status, 401);
+    let (status, _) = anonymous.get_with("/plugins", &[("authorization", "bearer s3cret-t0ken")]).await;
+    assert_eq!(status, 200, "the scheme is case-insensitive");
 
     let admin = host.admin(Some("s3cret-t0ken")).await;
     let listed = admin.plugins().await;
@@ -52,6 +54,28 @@ async fn a_token_guards_everything_but_health() {
     assert_eq!(status, 413);
     host.terminate(Duration::from_secs(30)).await;
     assert!(!std::fs::read_to_string(&host.stderr).unwrap().contains("s3cret-t0ken"), "the token is never logged");
+}
+
+/// Without a token, only requests that name this address and come from no other
+/// site get through: a web page in a local browser cannot use the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_other_sites_and_host_names_are_refused() {
+    let env = TestEnv::new("admin-csrf");
+    env.create_topic(1).await.unwrap();
+    let config = env.config_file(&["passthrough"], "");
+    let host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    let port = admin.base.rsplit(':').next().unwrap().to_owned();
+    assert_eq!(admin.get("/plugins").await.0, 200);
+    for (name, value) in [("host", format!("localhost:{port}")), ("origin", format!("http://127.0.0.1:{port}"))] {
+        assert_eq!(admin.get_with("/plugins", &[(name, &value)]).await.0, 200, "{name}: {value}");
+    }
+    for (name, value) in [("host", format!("evil.example:{port}")), ("origin", "http://evil.example".to_owned())] {
+        let (status, body) = admin.get_with("/plugins", &[(name, &value)]).await;
+        assert_eq!(status, 403, "{name}: {value}: {body}");
+        assert!(body.contains("another site"), "{body}");
+    }
+    assert_eq!(admin.get_with("/healthz", &[("origin", "http://evil.example")]).await.0, 200, "health stays open");
 }
 
 #[test]

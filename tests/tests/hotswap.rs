@@ -26,10 +26,12 @@ fn label(path: &std::path::Path) -> String {
     format!("transform@{}", sluice::runtime::version_of(&std::fs::read(path).unwrap()))
 }
 
-/// A config whose one plugin, `transform`, is a copy of `passthrough` in the
-/// test's directory (the file a swap replaces), with a self-test.
+/// A config whose one plugin, `transform`, is a copy of `passthrough` in a
+/// directory of its own (the file a swap replaces; the host's logs are elsewhere),
+/// with a self-test.
 fn setup_transform(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf) {
-    let file = env.dir.path().join("transform.wasm");
+    std::fs::create_dir_all(env.dir.path().join("plugins")).unwrap();
+    let file = env.dir.path().join("plugins/transform.wasm");
     std::fs::copy(plugin("passthrough"), &file).unwrap();
     let plugins =
         format!("[[plugins]]\nname = \"transform\"\npath = \"{}\"\n[[plugins.self_test]]\ninput = '{{\"num\": 5}}'\n", file.display());
@@ -139,7 +141,7 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
     // Broken v3s: each refused with the reason, v2 keeps running.
     for (bytes, reason) in [
         (b"#!/bin/sh\necho not wasm\n".to_vec(), "not a WebAssembly module or component"),
-        (std::fs::read(hostile("oldcontract")).unwrap(), "does not match the contract sluice:plugin@0.1.0"),
+        (std::fs::read(hostile("oldcontract")).unwrap(), "does not match the contract sluice:plugin@0.2.0"),
         (std::fs::read(hostile("initfail")).unwrap(), "init failed: this version refuses to start"),
         (std::fs::read(hostile("panic")).unwrap(), "failed self_test 1: trap: panic: panicked at"),
     ] {
@@ -239,16 +241,17 @@ async fn sighup_changes_the_chain_and_a_bad_reload_changes_nothing() {
     let (produced, docs) = finish(&env, stop, producer, &mut host).await;
     let records = env.read_topic().unwrap();
     assert_eq!(records.len() as i64, produced);
-    // Per partition, the switch offset is the first offset the new chain made a document of.
+    // Per partition, the old chain (passthrough) made a document of every record
+    // it processed: the last of them is where the partition switched.
     let parts = by_partition(&docs, FIELD);
-    let mut switch = std::collections::BTreeMap::new();
+    let mut last_old = std::collections::BTreeMap::new();
     for (p, list) in &parts {
         assert_eq!(segments(list), [v1.clone(), new_chain.clone()], "partition {p}");
-        switch.insert(*p, list.iter().find(|(_, v)| *v == new_chain).unwrap().0);
+        last_old.insert(*p, list.iter().rev().find(|(_, v)| *v == v1).unwrap().0);
     }
-    // Expected: every record before the switch (passthrough), the even ones from it on.
+    // Expected: every record up to the switch, and the even ones after it.
     let expected: std::collections::BTreeSet<(i32, i64)> =
-        records.iter().filter(|((p, o), n)| *o < switch[p] || *n % 2 == 0).map(|(k, _)| *k).collect();
+        records.iter().filter(|((p, o), n)| *o <= last_old[p] || *n % 2 == 0).map(|(k, _)| *k).collect();
     let stored: std::collections::BTreeSet<(i32, i64)> = docs.iter().map(source_of).collect();
     assert_eq!(stored.len(), docs.len(), "one document per record");
     assert_eq!(stored, expected, "exactly the records the chain in force kept");
@@ -275,10 +278,19 @@ async fn an_upload_not_persisted_stays_until_the_file_changes() {
     let (status, body) = admin.put("/plugins/transform", std::fs::read(plugin("enrich")).unwrap()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(label(&file), label(&plugin("passthrough")), "not written to the file");
-    std::fs::write(env.dir.path().join("unrelated.txt"), "x").unwrap();
+    std::fs::write(env.dir.path().join("plugins/unrelated.txt"), "x").unwrap();
     std::fs::write(&file, std::fs::read(&file).unwrap()).unwrap(); // rewritten, same content
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(version(admin.plugins().await), label(&plugin("enrich")), "the upload stays");
+    // A reload with the plugin's file unchanged keeps it too.
+    let (status, body) = admin.post("/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version(admin.plugins().await), label(&plugin("enrich")), "the upload stays through a reload");
+    // The watcher read the directory once per burst of changes, not in a loop of its own reads.
+    let checks = admin.metric("sluice_plugin_file_checks_total").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(admin.metric("sluice_plugin_file_checks_total").await, Some(checks), "no checks without changes");
+    assert!((1..=3).contains(&checks), "{checks} checks for two writes");
 
     std::fs::write(&file, std::fs::read(plugin("even")).unwrap()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -286,4 +298,37 @@ async fn an_upload_not_persisted_stays_until_the_file_changes() {
         assert!(std::time::Instant::now() < deadline, "a new file content is swapped in:\n{}", host.log_tail(10));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A reload applies all plugins or none: when the second fails, the first's new
+/// file is not applied, and a later reload (the second fixed) applies both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_all_or_nothing() {
+    let env = TestEnv::new("swap-reload-all");
+    env.create_topic(1).await.unwrap();
+    let (a, b) = (env.dir.path().join("a.wasm"), env.dir.path().join("b.wasm"));
+    std::fs::copy(plugin("passthrough"), &a).unwrap();
+    std::fs::copy(plugin("passthrough"), &b).unwrap();
+    let plugins = format!("[[plugins]]\nname = \"a\"\npath = \"{}\"\n[[plugins]]\nname = \"b\"\npath = \"{}\"\n", a.display(), b.display());
+    let config = env.dir.path().join("host.toml");
+    std::fs::write(&config, format!("{}{plugins}\n[hot_swap]\nwatch = false\n", env.config_text(&[], ""))).unwrap();
+    let host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    let versions = |listed: serde_json::Value| -> Vec<String> {
+        listed["plugins"].as_array().unwrap().iter().map(|p| p["version"].as_str().unwrap().to_owned()).collect()
+    };
+    let hash = |p: &std::path::Path| sluice::runtime::version_of(&std::fs::read(p).unwrap());
+    let before = versions(admin.plugins().await);
+
+    std::fs::copy(plugin("enrich"), &a).unwrap();
+    std::fs::write(&b, b"not wasm").unwrap();
+    let (status, body) = admin.post("/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("plugin `b`"), "{body}");
+    assert_eq!(versions(admin.plugins().await), before, "nothing applied");
+
+    std::fs::copy(plugin("even"), &b).unwrap();
+    let (status, body) = admin.post("/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(versions(admin.plugins().await), [hash(&plugin("enrich")), hash(&plugin("even"))], "{body}");
 }

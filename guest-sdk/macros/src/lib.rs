@@ -134,10 +134,10 @@ fn generate(kind: Kind, args: Args, func: &ItemFn) -> syn::Result<TokenStream2> 
                     -> ::core::result::Result<(), ::std::string::String> {
                     #p::run_init(params, #init)
                 }
-                fn process(batch: ::std::vec::Vec<#p::WitRecord>) -> ::std::vec::Vec<#p::WitOutcome> {
+                fn process(batch: #p::WitBatch) -> #p::WitBatchResult {
                     #[allow(unused_variables)]
                     let mut f = #closure;
-                    #p::process(batch, |r| #runner(r, &mut f))
+                    #p::process(batch, |r, w| #runner(r, &mut f, w))
                 }
             }
             #p::export!(#export with_types_in #p::bindings);

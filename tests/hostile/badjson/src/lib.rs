@@ -1,9 +1,9 @@
 //! Returns bytes that are not JSON as the document for `num` 9. Written against
-//! the raw contract bindings, since the SDK only emits valid JSON.
+//! the SDK's raw writer, since its macros only emit valid JSON.
 #[cfg(target_arch = "wasm32")]
 mod glue {
-    use sluice_plugin::__private::bindings::sluice::plugin::types as t;
     use sluice_plugin::__private::{self as p};
+    use sluice_plugin::{Operation, Value};
 
     struct BadJson;
 
@@ -11,16 +11,14 @@ mod glue {
         fn init(_: Vec<(String, String)>) -> Result<(), String> {
             Ok(())
         }
-        fn process(batch: Vec<t::Record>) -> Vec<t::Outcome> {
-            batch
-                .into_iter()
-                .map(|r| {
-                    let value = r.value.unwrap_or_default();
-                    let num = sluice_plugin::serde_json::from_slice::<sluice_plugin::Value>(&value).ok().and_then(|v| v["num"].as_i64());
-                    let document = if num == Some(9) { b"{\"num\": 9, oops".to_vec() } else { value };
-                    t::Outcome::Emit(vec![t::Output { operation: t::Operation::Insert, document, collection: None }])
-                })
-                .collect()
+        fn process(batch: p::WitBatch) -> p::WitBatchResult {
+            p::process(batch, |r, w| {
+                let value = r.value.unwrap_or_default();
+                let num = sluice_plugin::serde_json::from_slice::<Value>(value).ok().and_then(|v| v["num"].as_i64());
+                let document: &[u8] = if num == Some(9) { b"{\"num\": 9, oops" } else { value };
+                w.emit_raw(Operation::Insert, document, None);
+                Ok(())
+            })
         }
     }
 
