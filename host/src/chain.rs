@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use mongodb::bson::{Bson, doc};
+use mongodb::bson::{Bson, RawDocumentBuf, doc};
 
 use crate::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
 use crate::sink::Op;
@@ -92,7 +92,7 @@ pub struct ChainSpec {
     pub generation: u64,
     pub plugins: Vec<Arc<LoadedPlugin>>,
     /// `{ "plugins": ["name@version", …] }`: what `pipeline.versions_field` stores.
-    pub versions: Bson,
+    pub versions: RawDocumentBuf,
     /// `name@version,name@version` (the dead-letter header `sluice.chain`; empty without plugins).
     pub label: String,
 }
@@ -100,7 +100,8 @@ pub struct ChainSpec {
 impl ChainSpec {
     pub fn new(generation: u64, plugins: Vec<Arc<LoadedPlugin>>) -> ChainSpec {
         let labels: Vec<String> = plugins.iter().map(|p| p.label()).collect();
-        let versions = Bson::Document(doc! { "plugins": labels.iter().map(|l| Bson::String(l.clone())).collect::<Vec<_>>() });
+        let list: Vec<Bson> = labels.iter().map(|l| Bson::String(l.clone())).collect();
+        let versions = RawDocumentBuf::from_document(&doc! { "plugins": list }).expect("strings encode as BSON");
         ChainSpec { generation, plugins, versions, label: labels.join(",") }
     }
 

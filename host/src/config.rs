@@ -275,9 +275,14 @@ pub struct PipelineConfig {
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub batch_linger: Duration,
     /// Records fetched but not yet written, per partition, above which the
-    /// partition is paused. Default 4 × batch_max_records.
+    /// partition is paused (resumed at half). The queue must outlast Kafka's
+    /// resume latency, or the partition stalls. Default 20 × batch_max_records.
     #[serde(default)]
     pub max_queued_per_partition: Option<usize>,
+    /// The same limit in key and value bytes: whichever is reached first pauses.
+    /// Memory held per partition stays near it. Default 16 MiB.
+    #[serde(default = "default_max_queued_bytes")]
+    pub max_queued_bytes_per_partition: usize,
     /// What a record that fails (plugin error or trap, bad input, refused by
     /// MongoDB) does: `dead-letter` (default), `skip` or `stop`.
     #[serde(default)]
@@ -293,6 +298,11 @@ pub struct PipelineConfig {
     /// Must be below Kafka's `session.timeout.ms` and `max.poll.interval.ms`. Default 20s.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How often each partition records its progress (next offset) in MongoDB's
+    /// `offsets_collection`, at most; also when idle after that and when released.
+    /// `"0s"`: after every batch (one more write per batch). Default 1s.
+    #[serde(default = "default_progress_interval", with = "humantime_serde")]
+    pub progress_interval: Duration,
     /// After SIGTERM/SIGINT, exit (non-zero) if draining and committing take longer. Default 30s.
     #[serde(default = "default_shutdown", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -309,10 +319,12 @@ impl Default for PipelineConfig {
             batch_max_records: default_batch(),
             batch_linger: default_linger(),
             max_queued_per_partition: None,
+            max_queued_bytes_per_partition: default_max_queued_bytes(),
             on_error: OnError::default(),
             max_value_bytes: default_max_value(),
             versions_field: None,
             drain_timeout: default_drain(),
+            progress_interval: default_progress_interval(),
             shutdown_timeout: default_shutdown(),
             retry_backoff: default_backoff(),
             retry_max_backoff: default_max_backoff(),
@@ -322,7 +334,7 @@ impl Default for PipelineConfig {
 
 impl PipelineConfig {
     pub fn max_queued(&self) -> usize {
-        self.max_queued_per_partition.unwrap_or(self.batch_max_records * 4)
+        self.max_queued_per_partition.unwrap_or(self.batch_max_records * 20)
     }
 }
 
@@ -475,6 +487,12 @@ fn default_linger() -> Duration {
 fn default_drain() -> Duration {
     Duration::from_secs(20)
 }
+fn default_max_queued_bytes() -> usize {
+    16 << 20
+}
+fn default_progress_interval() -> Duration {
+    Duration::from_secs(1)
+}
 fn default_shutdown() -> Duration {
     Duration::from_secs(30)
 }
@@ -574,6 +592,9 @@ impl Config {
         }
         if pl.max_queued() < pl.batch_max_records {
             return Err("pipeline.max_queued_per_partition must be at least batch_max_records".into());
+        }
+        if pl.max_queued_bytes_per_partition < (1 << 20) {
+            return Err("pipeline.max_queued_bytes_per_partition must be at least 1 MiB".into());
         }
         for (key, default_ms) in [("session.timeout.ms", 45_000u64), ("max.poll.interval.ms", 300_000)] {
             let ms = match k.options.get(key) {
@@ -723,7 +744,8 @@ mod tests {
         assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
         assert_eq!(c.pipeline.batch_max_records, 500);
         assert_eq!(c.pipeline.batch_linger, Duration::from_millis(20));
-        assert_eq!(c.pipeline.max_queued(), 2000);
+        assert_eq!(c.pipeline.max_queued(), 10_000);
+        assert_eq!(c.pipeline.max_queued_bytes_per_partition, 16 << 20);
         assert_eq!(c.pipeline.on_error, OnError::DeadLetter);
         assert_eq!(c.dlq.topic_for("t"), "t.dlq");
         assert_eq!(c.pipeline.max_value_bytes, 1 << 20);
@@ -735,6 +757,7 @@ mod tests {
         assert!(c.hot_swap.watch && c.hot_swap.persist_uploads);
         assert_eq!(c.hot_swap.debounce, Duration::from_millis(100));
         assert_eq!(c.hot_swap.keep_versions, 5);
+        assert_eq!(c.pipeline.progress_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - [`source`]: the Kafka consumer thread (dispatch, offset store, pause, rebalance).
 //! - [`runtime`]: wasmtime engine, plugin loading, sandboxed instances.
 //! - [`chain`]: a batch through the plugin chain, per-record results.
-//! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes).
+//! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes); [`bson_json`]: JSON to BSON bytes in one pass.
 //! - [`progress`]: next offsets kept in MongoDB, the later of it and Kafka's wins.
 //! - [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
@@ -26,6 +26,7 @@
 //! ```
 
 pub mod admin;
+pub mod bson_json;
 pub mod chain;
 pub mod config;
 pub mod dlq;

@@ -17,15 +17,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
-use mongodb::bson::Bson;
+use std::fmt::Write as _;
+
+use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 use tokio::sync::{mpsc, watch};
 
+use crate::bson_json::json_to_bson;
 use crate::chain::{Chain, ChainSpec, Failure, FailureKind, RecordResult};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::dlq::DeadLetters;
 use crate::progress::Progress;
 use crate::runtime::Runtime;
-use crate::sink::{Sink, SinkError, WriteOp, json_to_document};
+use crate::sink::{Sink, SinkError, WriteOp};
 use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SourceSettings, SpawnWorker};
 use crate::swap::HotSwap;
 
@@ -208,6 +211,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let settings = SourceSettings {
         drain_timeout: config.pipeline.drain_timeout,
         max_queued: config.pipeline.max_queued(),
+        max_queued_bytes: config.pipeline.max_queued_bytes_per_partition,
         until_caught_up: options.until_caught_up,
         connect_timeout: config.kafka.connect_timeout,
         joined: health.joined.clone(),
@@ -294,17 +298,27 @@ async fn worker(
     let Some(mut chain) = build_chain(&ctx, spec, &topic, partition).await else { return };
     let max = ctx.pipeline.batch_max_records;
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
+    let mut progress = ProgressSaver::new(ctx.pipeline.progress_interval);
     loop {
         batch.clear();
         let first = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => r,
-                None => return,
+                None => {
+                    // Released (revoke, shutdown): record how far it got.
+                    progress.flush(&ctx, &topic, partition).await;
+                    return;
+                }
             },
             // Idle: build the new generation's instances now, not when records come.
             Ok(()) = specs.changed() => {
                 let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, None).await else { return };
                 chain = c;
+                continue;
+            }
+            // Idle with progress not yet saved.
+            _ = progress.due(), if progress.pending() => {
+                progress.flush(&ctx, &topic, partition).await;
                 continue;
             }
         };
@@ -326,6 +340,7 @@ async fn worker(
             chain = c;
         }
         let n = batch.len();
+        let bytes: usize = batch.iter().map(PartitionState::size_of).sum();
         let next_offset = batch.last().map(|r| r.offset + 1).expect("non-empty batch");
         ctx.stats.consumed.fetch_add(n as u64, Ordering::Relaxed);
 
@@ -354,7 +369,7 @@ async fn worker(
                 return;
             }
         };
-        if let Err(e) = write_batch(&ctx, chain.spec(), &records, results, next_offset).await {
+        if let Err(e) = write_batch(&ctx, chain.spec(), &records, results).await {
             let _ = ctx.fatal.send(e);
             return;
         }
@@ -363,6 +378,53 @@ async fn worker(
         ctx.stats.partition_generation.lock().unwrap().insert((topic.clone(), partition), chain.spec().generation);
         state.acked.store(next_offset, Ordering::Release);
         state.queued.fetch_sub(n, Ordering::AcqRel);
+        state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        progress.written(next_offset);
+        if progress.is_due() {
+            progress.flush(&ctx, &topic, partition).await;
+        }
+    }
+}
+
+/// When a worker records its progress in MongoDB: at most once per
+/// `pipeline.progress_interval`, when idle after that, and when the partition is
+/// released. Saving is best effort: Kafka's committed offset covers the same
+/// records, and a failed save is tried again at the next occasion.
+struct ProgressSaver {
+    interval: std::time::Duration,
+    last: tokio::time::Instant,
+    /// Written but not yet saved: the next offset.
+    unsaved: Option<i64>,
+}
+
+impl ProgressSaver {
+    fn new(interval: std::time::Duration) -> Self {
+        ProgressSaver { interval, last: tokio::time::Instant::now(), unsaved: None }
+    }
+
+    fn written(&mut self, next_offset: i64) {
+        self.unsaved = Some(next_offset);
+    }
+
+    fn pending(&self) -> bool {
+        self.unsaved.is_some()
+    }
+
+    fn is_due(&self) -> bool {
+        self.pending() && self.last.elapsed() >= self.interval
+    }
+
+    async fn due(&self) {
+        tokio::time::sleep_until(self.last + self.interval).await
+    }
+
+    async fn flush(&mut self, ctx: &WorkerCtx, topic: &str, partition: i32) {
+        let Some(next_offset) = self.unsaved else { return };
+        self.last = tokio::time::Instant::now();
+        match ctx.progress.save(topic, partition, next_offset).await {
+            Ok(()) => self.unsaved = None,
+            Err(e) => tracing::warn!(topic, partition, "saving progress to MongoDB failed (tried again later): {e}"),
+        }
     }
 }
 
@@ -407,16 +469,11 @@ async fn switch(
 
 /// Turn chain results into writes, write them until acknowledged, and decide
 /// every failed record. `Err` means the run must stop.
-async fn write_batch(
-    ctx: &WorkerCtx,
-    spec: &ChainSpec,
-    records: &[SourceRecord],
-    results: Vec<RecordResult>,
-    next_offset: i64,
-) -> anyhow::Result<()> {
+async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], results: Vec<RecordResult>) -> anyhow::Result<()> {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
     let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
     let mut failures: Vec<(usize, Failure)> = Vec::new();
+    let mut id = String::new();
     for (i, (rec, result)) in records.iter().zip(results).enumerate() {
         match result {
             RecordResult::Failed(f) => failures.push((i, f)),
@@ -427,16 +484,18 @@ async fn write_batch(
                 let first_op = ops.len();
                 let mut bad = None;
                 for (j, out) in outputs.into_iter().enumerate() {
-                    match json_to_document(&out.document) {
+                    match json_to_bson(&out.document) {
                         Ok(mut doc) => {
-                            if !doc.contains_key("_id") && out.op == crate::sink::Op::Insert {
+                            if out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none() {
                                 // Derived from the source coordinates: a replay finds it already there.
-                                doc.insert("_id", Bson::String(derived_id(rec, j)));
+                                id.clear();
+                                let _ = write!(id, "{}:{}:{}:{j}", rec.topic, rec.partition, rec.offset);
+                                doc.append_ref("_id", id.as_str());
                             }
                             if let Some(field) = &ctx.pipeline.versions_field
                                 && out.op != crate::sink::Op::Delete
                             {
-                                doc.insert(field.as_str(), spec.versions.clone());
+                                set_field(&mut doc, field, &spec.versions);
                             }
                             ops.push(WriteOp { op: out.op, collection: out.collection, doc });
                             op_source.push(i);
@@ -470,57 +529,54 @@ async fn write_batch(
     let mut backoff = Backoff::new(&ctx.pipeline);
     // Counts this worker as failing while it retries (also if the task is aborted).
     let mut failing: Option<Failing<'_>> = None;
-    let mut written = ops.is_empty();
+    if ops.is_empty() {
+        return Ok(());
+    }
     loop {
-        let result = if written {
-            Ok(())
-        } else {
-            match ctx.sink.write(&ops).await {
-                Ok(report) => {
-                    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
-                    ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
-                    Ok(())
-                }
-                Err(SinkError::Rejected(rejections)) => {
-                    let mut seen = std::collections::HashSet::new();
-                    let mut rejected = Vec::new();
-                    for r in rejections {
-                        let i = op_source[r.index];
-                        if seen.insert(i) {
-                            let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
-                            rejected.push((i, Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message }));
-                        }
+        let message = match ctx.sink.write(&ops).await {
+            Ok(report) => {
+                ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
+                ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
+                break;
+            }
+            Err(SinkError::Rejected(rejections)) => {
+                let mut seen = std::collections::HashSet::new();
+                let mut rejected = Vec::new();
+                for r in rejections {
+                    let i = op_source[r.index];
+                    if seen.insert(i) {
+                        let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
+                        rejected.push((i, Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message }));
                     }
-                    decide(ctx, spec, records, &rejected).await?;
-                    Ok(())
                 }
-                Err(e) => Err(e.to_string()),
+                decide(ctx, spec, records, &rejected).await?;
+                break;
             }
+            Err(e) => e.to_string(),
         };
-        let result = match result {
-            Ok(()) => {
-                written = true;
-                ctx.progress
-                    .save(topic, partition, next_offset)
-                    .await
-                    .map_err(|e| format!("saving progress to MongoDB failed (will retry): {e}"))
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                if backoff.attempt > 0 {
-                    tracing::info!(topic = %topic, partition, attempts = backoff.attempt + 1, "MongoDB write succeeded after retrying");
-                }
-                return Ok(());
-            }
-            Err(message) => {
-                failing.get_or_insert_with(|| Failing::new(&ctx.health.sink_failing));
-                ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                let wait = backoff.next();
-                tracing::warn!(topic = %topic, partition, attempt = backoff.attempt, retry_in = ?wait, "{message}");
-                tokio::time::sleep(wait).await;
-            }
+        failing.get_or_insert_with(|| Failing::new(&ctx.health.sink_failing));
+        ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let wait = backoff.next();
+        tracing::warn!(topic = %topic, partition, attempt = backoff.attempt, retry_in = ?wait, "{message}");
+        tokio::time::sleep(wait).await;
+    }
+    if backoff.attempt > 0 {
+        tracing::info!(topic = %topic, partition, attempts = backoff.attempt + 1, "MongoDB write succeeded after retrying");
+    }
+    Ok(())
+}
+
+/// Set `field` to the document `value`: appended, or (when the plugin wrote the
+/// field too, which is rare) replaced in place.
+fn set_field(doc: &mut RawDocumentBuf, field: &str, value: &RawDocumentBuf) {
+    if doc.get(field).ok().flatten().is_none() {
+        doc.append_ref(field, RawBsonRef::Document(value));
+        return;
+    }
+    if let (Ok(mut d), Ok(v)) = (doc.to_document(), value.to_document()) {
+        d.insert(field, Bson::Document(v));
+        if let Ok(raw) = RawDocumentBuf::from_document(&d) {
+            *doc = raw;
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
@@ -28,13 +28,20 @@ pub enum Op {
     Delete,
 }
 
-/// One document to write.
+/// One document to write, as BSON bytes (what the driver sends as it is).
 #[derive(Debug, Clone)]
 pub struct WriteOp {
     pub op: Op,
     /// `None`: the configured collection.
     pub collection: Option<String>,
-    pub doc: Document,
+    pub doc: RawDocumentBuf,
+}
+
+impl WriteOp {
+    /// An op on the configured collection from a [`Document`].
+    pub fn new(op: Op, doc: &Document) -> WriteOp {
+        WriteOp { op, collection: None, doc: RawDocumentBuf::from_document(doc).expect("a document encodes as BSON") }
+    }
 }
 
 /// What a batch write did.
@@ -110,7 +117,7 @@ impl Sink {
         crate::progress::Progress::new(&self.db, collection, group, self.write_concern.clone())
     }
 
-    fn collection(&self, name: Option<&str>) -> Collection<Document> {
+    fn collection(&self, name: Option<&str>) -> Collection<RawDocumentBuf> {
         self.db.collection(name.unwrap_or(&self.default_collection))
     }
 
@@ -184,7 +191,8 @@ impl Sink {
         report: &mut WriteReport,
         rejected: &mut Vec<Rejection>,
     ) -> Result<(), SinkError> {
-        let Some(id) = op.doc.get("_id").cloned() else {
+        let id = op.doc.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok());
+        let Some(id) = id else {
             rejected.push(Rejection { index, code: 0, message: "upsert/delete needs an `_id` in the document".into() });
             return Ok(());
         };
@@ -207,31 +215,5 @@ impl Sink {
                 _ => Err(SinkError::Transient(e)),
             },
         }
-    }
-}
-
-/// Turn a JSON document into BSON. Only a JSON object is a document.
-pub fn json_to_document(json: &[u8]) -> Result<Document, String> {
-    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("output is not JSON: {e}"))?;
-    match Bson::try_from(value) {
-        Ok(Bson::Document(d)) => Ok(d),
-        Ok(other) => Err(format!("output is JSON but not an object (found {:?})", other.element_type())),
-        Err(e) => Err(format!("output cannot be stored as BSON: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_objects_become_documents() {
-        let d = json_to_document(br#"{"num": 3, "s": "x", "n": {"a": [1, 2.5]}}"#).unwrap();
-        // Like pymongo and the mongo shell: integers that fit are int32, others int64.
-        assert_eq!(d.get_i32("num").unwrap(), 3);
-        assert_eq!(json_to_document(br#"{"big": 5000000000}"#).unwrap().get_i64("big").unwrap(), 5_000_000_000);
-        assert_eq!(d.get_str("s").unwrap(), "x");
-        assert!(json_to_document(b"[1,2]").unwrap_err().contains("not an object"));
-        assert!(json_to_document(b"{").unwrap_err().contains("not JSON"));
     }
 }

@@ -47,6 +47,8 @@ pub struct PartitionState {
     pub acked: AtomicI64,
     /// Records handed to the worker and not yet written (or dropped).
     pub queued: AtomicUsize,
+    /// Their key and value bytes.
+    pub queued_bytes: AtomicUsize,
 }
 
 impl PartitionState {
@@ -54,7 +56,12 @@ impl PartitionState {
     /// committed offset and MongoDB's progress). Committing it again is harmless,
     /// and it brings Kafka's offset up to MongoDB's when a commit was lost.
     fn new(start: Option<i64>) -> Self {
-        PartitionState { acked: AtomicI64::new(start.unwrap_or(-1)), queued: AtomicUsize::new(0) }
+        PartitionState { acked: AtomicI64::new(start.unwrap_or(-1)), queued: AtomicUsize::new(0), queued_bytes: AtomicUsize::new(0) }
+    }
+
+    /// The size a record counts for in `queued_bytes`.
+    pub fn size_of(record: &SourceRecord) -> usize {
+        record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
     }
 }
 
@@ -99,6 +106,8 @@ pub struct SourceSettings {
     pub drain_timeout: Duration,
     /// Queued records per partition above which it is paused.
     pub max_queued: usize,
+    /// Queued key and value bytes per partition above which it is paused.
+    pub max_queued_bytes: usize,
     /// End once every assigned partition is written up to its end offset at assignment.
     pub until_caught_up: bool,
     /// How long the brokers may take to answer at start.
@@ -346,6 +355,7 @@ pub fn check_reachable(cfg: &KafkaConfig, timeout: Duration) -> Result<(), Sourc
 pub struct Source {
     consumer: BaseConsumer<SourceContext>,
     max_queued: usize,
+    max_queued_bytes: usize,
     until_caught_up: bool,
     reset: OffsetReset,
 }
@@ -365,10 +375,12 @@ impl Source {
         settings: SourceSettings,
         progress: Progress,
     ) -> Result<Source, SourceError> {
-        let SourceSettings { drain_timeout, max_queued, until_caught_up, connect_timeout, joined } = settings;
+        let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined } = settings;
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
+            // A resumed partition is fetched again without waiting out a long poll.
+            .set("fetch.wait.max.ms", "100")
             .set("client.id", "sluice")
             .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
             .set("enable.auto.commit", "true")
@@ -387,7 +399,7 @@ impl Source {
         })?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|cause| SourceError::Subscribe { topics: cfg.topics.clone(), cause })?;
-        Ok(Source { consumer, max_queued, until_caught_up, reset: cfg.auto_offset_reset })
+        Ok(Source { consumer, max_queued, max_queued_bytes, until_caught_up, reset: cfg.auto_offset_reset })
     }
 
     /// Poll until `stop` is set (or, with `until_caught_up`, until every assigned
@@ -396,21 +408,31 @@ impl Source {
     pub fn run(self, stop: Arc<AtomicBool>) -> SourceEnd {
         let mut last_housekeeping = Instant::now();
         let mut poll_errors = 0u64;
+        let mut since_clock = 0u32;
         let end = loop {
             if stop.load(Ordering::Relaxed) {
                 break SourceEnd::Stopped;
             }
-            match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(msg)) => self.dispatch(&msg),
+            let idle = match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(msg)) => {
+                    self.dispatch(&msg);
+                    false
+                }
                 Some(Err(e)) => {
                     poll_errors += 1;
                     if poll_errors.is_power_of_two() {
                         tracing::warn!(count = poll_errors, "Kafka consumer error: {e}");
                     }
+                    true
                 }
-                None => {}
-            }
-            if last_housekeeping.elapsed() >= Duration::from_millis(20) {
+                None => true,
+            };
+            // Reading the clock for every message costs: look every 64 of them, or when idle.
+            since_clock += 1;
+            if (idle || since_clock >= 64) && {
+                since_clock = 0;
+                last_housekeeping.elapsed() >= Duration::from_millis(20)
+            } {
                 last_housekeeping = Instant::now();
                 if self.housekeeping() {
                     tracing::info!("every assigned partition is caught up");
@@ -448,19 +470,22 @@ impl Source {
             value: msg.payload().map(<[u8]>::to_vec),
             headers,
         };
+        let size = PartitionState::size_of(&record);
         let queued = entry.state.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let queued_bytes = entry.state.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
         if entry.tx.send(record).is_err() {
             // The worker ended (fatal error); the run is stopping. Not committed.
             entry.state.queued.fetch_sub(1, Ordering::AcqRel);
+            entry.state.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             return;
         }
-        if queued >= self.max_queued && !entry.paused {
+        if (queued >= self.max_queued || queued_bytes >= self.max_queued_bytes) && !entry.paused {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(msg.topic(), msg.partition());
             match self.consumer.pause(&tpl) {
                 Ok(()) => {
                     entry.paused = true;
-                    tracing::debug!(topic = msg.topic(), partition = msg.partition(), queued, "paused: queue full");
+                    tracing::debug!(topic = msg.topic(), partition = msg.partition(), queued, queued_bytes, "paused: queue full");
                 }
                 Err(e) => tracing::warn!("cannot pause {}:{}: {e}", msg.topic(), msg.partition()),
             }
@@ -484,7 +509,9 @@ impl Source {
                         let _ = store.add_partition_offset(topic, p, Offset::Offset(acked));
                         e.stored = acked;
                     }
-                    if e.paused && e.state.queued.load(Ordering::Acquire) <= self.max_queued / 2 {
+                    let drained = e.state.queued.load(Ordering::Acquire) <= self.max_queued / 2
+                        && e.state.queued_bytes.load(Ordering::Acquire) <= self.max_queued_bytes / 2;
+                    if e.paused && drained {
                         resume.add_partition(topic, p);
                         e.paused = false;
                     }

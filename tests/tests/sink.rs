@@ -12,7 +12,7 @@ async fn sink(env: &TestEnv) -> (Sink, Config) {
 }
 
 fn insert(doc: Document) -> WriteOp {
-    WriteOp { op: Op::Insert, collection: None, doc }
+    WriteOp::new(Op::Insert, &doc)
 }
 
 #[tokio::test]
@@ -33,10 +33,10 @@ async fn upsert_then_delete_of_one_id_keeps_order() {
     let env = TestEnv::new("sink-order");
     let (sink, _) = sink(&env).await;
     let ops = vec![
-        WriteOp { op: Op::Upsert, collection: None, doc: doc! { "_id": "k", "v": 1 } },
-        WriteOp { op: Op::Upsert, collection: None, doc: doc! { "_id": "k", "v": 2 } },
-        WriteOp { op: Op::Delete, collection: None, doc: doc! { "_id": "k" } },
-        WriteOp { op: Op::Upsert, collection: None, doc: doc! { "_id": "j", "v": 3 } },
+        WriteOp::new(Op::Upsert, &doc! { "_id": "k", "v": 1 }),
+        WriteOp::new(Op::Upsert, &doc! { "_id": "k", "v": 2 }),
+        WriteOp::new(Op::Delete, &doc! { "_id": "k" }),
+        WriteOp::new(Op::Upsert, &doc! { "_id": "j", "v": 3 }),
         insert(doc! { "_id": "i", "v": 4 }),
     ];
     let r = sink.write(&ops).await.unwrap();
@@ -53,11 +53,7 @@ async fn upsert_then_delete_of_one_id_keeps_order() {
 async fn a_refused_document_is_reported_and_the_rest_written() {
     let env = TestEnv::new("sink-reject");
     let (sink, _) = sink(&env).await;
-    let ops = vec![
-        insert(doc! { "_id": "a", "n": 1 }),
-        WriteOp { op: Op::Upsert, collection: None, doc: doc! { "n": 2 } },
-        insert(doc! { "_id": "b", "n": 3 }),
-    ];
+    let ops = vec![insert(doc! { "_id": "a", "n": 1 }), WriteOp::new(Op::Upsert, &doc! { "n": 2 }), insert(doc! { "_id": "b", "n": 3 })];
     match sink.write(&ops).await {
         Err(SinkError::Rejected(r)) => {
             assert_eq!(r.len(), 1);
