@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use sluice::chain::{Chain, ChainSpec, RecordResult};
+use sluice::chain::{Chain, ChainSpec};
 use sluice::config::PluginConfig;
 use sluice::runtime::Runtime;
 use sluice::source::SourceRecord;
@@ -59,13 +59,11 @@ fn main() {
     let mut chain = plugin_chain();
     // Both produce the same documents.
     let check = records(10);
-    let from_plugin: Vec<Option<Vec<u8>>> = chain
-        .process(&check)
-        .unwrap()
-        .into_iter()
-        .map(|r| match r {
-            RecordResult::Outputs(mut o) => o.pop().map(|o| o.document.to_vec()),
-            RecordResult::Failed(f) => panic!("{f:?}"),
+    let results = chain.process(&check).unwrap();
+    let from_plugin: Vec<Option<Vec<u8>>> = (0..results.len())
+        .map(|i| match results.get(i) {
+            Ok(o) => o.first().map(|o| results.document(o).to_vec()),
+            Err(f) => panic!("{f:?}"),
         })
         .collect();
     assert_eq!(from_plugin, native(&check));
@@ -79,6 +77,66 @@ fn main() {
         g.finish();
     }
     c.final_summary();
+
+    // The same comparison interleaved: each round times native then plugin on
+    // the same batch, so whatever else the machine does weighs on both; the
+    // median of the rounds' ratios is the figure to quote.
+    // Where the plugin's time goes: the call alone (lowering, the guest's work,
+    // lifting; no chain bookkeeping), and the chain with no limits at all.
+    let wasm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-unknown-unknown/release/evensquare.wasm");
+    let plugin = chain.spec().plugins[0].clone();
+    let mut instance = plugin.instantiate().unwrap();
+    let unlimited: &'static Runtime = Box::leak(Box::new(Runtime::with_call_limit(sluice::runtime::CallLimit::Unlimited).unwrap()));
+    let mut chain_unlimited =
+        Chain::new(Arc::new(ChainSpec::new(1, vec![unlimited.load(&PluginConfig::new("evensquare", wasm)).unwrap()])), 1 << 20).unwrap();
+    println!("\n| batch | rounds | median plugin / native (interleaved) | min | max | call alone / native | limits off / native |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in BATCHES {
+        let batch = records(n);
+        let mut columns = sluice::runtime::Batch::new("bench", 0);
+        for r in &batch {
+            columns.push(r.offset, r.timestamp, None, r.value.as_deref(), &[]);
+        }
+        let reps = (20_000 / n).max(20);
+        let time = |f: &mut dyn FnMut()| {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t.elapsed().as_secs_f64()
+        };
+        let (mut ratios, mut call, mut off) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..31 {
+            let a = time(&mut || {
+                std::hint::black_box(native(std::hint::black_box(&batch)));
+            });
+            let b = time(&mut || {
+                std::hint::black_box(chain.process(std::hint::black_box(&batch)).unwrap());
+            });
+            let c = time(&mut || {
+                std::hint::black_box(instance.process(std::hint::black_box(&columns)).unwrap());
+            });
+            let d = time(&mut || {
+                std::hint::black_box(chain_unlimited.process(std::hint::black_box(&batch)).unwrap());
+            });
+            ratios.push(b / a);
+            call.push(c / a);
+            off.push(d / a);
+        }
+        for v in [&mut ratios, &mut call, &mut off] {
+            v.sort_by(f64::total_cmp);
+        }
+        let m = |v: &[f64]| v[v.len() / 2];
+        println!(
+            "| {n} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            ratios.len(),
+            m(&ratios),
+            ratios[0],
+            ratios[ratios.len() - 1],
+            m(&call),
+            m(&off)
+        );
+    }
 
     // The ratio table, from criterion's estimates of this run.
     let dir = criterion_dir();

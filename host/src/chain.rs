@@ -29,8 +29,8 @@ use crate::source::SourceRecord;
 pub struct ChainOutput {
     pub op: Op,
     pub collection: Option<String>,
-    /// JSON, UTF-8: a slice of the last plugin's result buffer (no copy per document).
-    pub document: bytes::Bytes,
+    /// Where the document (JSON, UTF-8) lies in [`Results::data`]: no copy per document.
+    pub document: std::ops::Range<usize>,
 }
 
 /// Why a record failed.
@@ -77,12 +77,55 @@ impl FailureKind {
     }
 }
 
-/// What became of one source record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordResult {
-    /// Zero outputs means the record was dropped (filtered).
-    Outputs(Vec<ChainOutput>),
-    Failed(Failure),
+/// What a batch became: every output document, in record order, and per
+/// record which of them are its (none: dropped) or why it failed. One list for
+/// all outputs: no allocation per record.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Results {
+    pub outputs: Vec<ChainOutput>,
+    pub records: Vec<Result<std::ops::Range<usize>, Failure>>,
+    /// The documents' bytes (the last plugin's result buffer, as it came).
+    pub data: Vec<u8>,
+}
+
+impl Results {
+    fn with_capacity(records: usize) -> Results {
+        Results { outputs: Vec::with_capacity(records), records: Vec::with_capacity(records), data: Vec::new() }
+    }
+
+    /// An output's document.
+    pub fn document(&self, out: &ChainOutput) -> &[u8] {
+        &self.data[out.document.clone()]
+    }
+
+    /// Record `i`'s outputs, or its failure.
+    pub fn get(&self, i: usize) -> Result<&[ChainOutput], &Failure> {
+        match &self.records[i] {
+            Ok(range) => Ok(&self.outputs[range.clone()]),
+            Err(f) => Err(f),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn failed(&mut self, f: Failure) {
+        self.records.push(Err(f));
+    }
+
+    /// Append `other`'s records after these.
+    fn append(&mut self, other: Results) {
+        let (base, data) = (self.outputs.len(), self.data.len());
+        self.data.extend_from_slice(&other.data);
+        self.outputs
+            .extend(other.outputs.into_iter().map(|o| ChainOutput { document: o.document.start + data..o.document.end + data, ..o }));
+        self.records.extend(other.records.into_iter().map(|r| r.map(|range| range.start + base..range.end + base)));
+    }
 }
 
 /// One generation of the plugin chain: validated plugin versions, in order.
@@ -154,11 +197,11 @@ impl Chain {
     /// re-instantiated after a trap (the pipeline cannot go on). Records of
     /// several topic partitions are run partition by partition (a batch of the
     /// contract is one partition's).
-    pub fn process(&mut self, batch: &[SourceRecord]) -> Result<Vec<RecordResult>, RuntimeError> {
+    pub fn process(&mut self, batch: &[SourceRecord]) -> Result<Results, RuntimeError> {
         let same = |a: &SourceRecord, b: &SourceRecord| a.partition == b.partition && a.topic == b.topic;
         if let Some(split) = batch.iter().position(|r| !same(r, &batch[0])) {
             let mut results = self.process(&batch[..split])?;
-            results.extend(self.process(&batch[split..])?);
+            results.append(self.process(&batch[split..])?);
             return Ok(results);
         }
         match self.run(batch) {
@@ -166,17 +209,18 @@ impl Chain {
             Err(StageError::Runtime(e)) => Err(e),
             Err(StageError::Failed(first)) => {
                 self.reinstantiate(first)?;
+                let mut results = Results::with_capacity(batch.len());
                 if batch.len() == 1 {
-                    return Ok(vec![RecordResult::Failed(self.call_failure(first))]);
+                    results.failed(self.call_failure(first));
+                    return Ok(results);
                 }
                 // Isolate: one record at a time; only the ones that fail the call fail.
-                let mut results = Vec::with_capacity(batch.len());
                 for rec in batch {
                     match self.run(std::slice::from_ref(rec)) {
-                        Ok(mut r) => results.push(r.pop().expect("one result per record")),
+                        Ok(r) => results.append(r),
                         Err(StageError::Runtime(e)) => return Err(e),
                         Err(StageError::Failed(k)) => {
-                            results.push(RecordResult::Failed(self.call_failure(k)));
+                            results.failed(self.call_failure(k));
                             self.reinstantiate(k)?;
                         }
                     }
@@ -202,22 +246,23 @@ impl Chain {
         Ok(())
     }
 
-    fn run(&mut self, batch: &[SourceRecord]) -> Result<Vec<RecordResult>, StageError> {
-        let mut failed: Vec<Option<Failure>> = vec![None; batch.len()];
+    fn run(&mut self, batch: &[SourceRecord]) -> Result<Results, StageError> {
+        // Boxed: a failure is rare, and the slots are set up for every record.
+        let mut failed: Vec<Option<Box<Failure>>> = vec![None; batch.len()];
         let mut items: Vec<Item> = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
             match &r.value {
                 Some(v) if v.len() > self.max_value_bytes => {
-                    failed[i] = Some(Failure {
+                    failed[i] = Some(Box::new(Failure {
                         plugin: None,
                         plugin_version: None,
                         kind: FailureKind::InvalidInput,
                         message: format!("value of {} bytes exceeds pipeline.max_value_bytes ({})", v.len(), self.max_value_bytes),
-                    });
+                    }));
                 }
                 // Tombstones go to the plugins (one may turn it into a delete by key);
                 // without plugins there is nothing to store.
-                None if self.spec.plugins.is_empty() => failed[i] = Some(tombstone()),
+                None if self.spec.plugins.is_empty() => failed[i] = Some(Box::new(tombstone())),
                 _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: Value::Source }),
             }
         }
@@ -262,7 +307,7 @@ impl Chain {
                             let slot = &mut failed[item.source];
                             if slot.is_none() {
                                 let message = format!("outputs of {size} bytes exceed limits.max_output_bytes ({max})");
-                                *slot = Some(self.failure(k, FailureKind::OutputTooLarge, message));
+                                *slot = Some(Box::new(self.failure(k, FailureKind::OutputTooLarge, message)));
                             }
                             continue;
                         }
@@ -286,7 +331,7 @@ impl Chain {
                         if slot.is_none() {
                             let kind =
                                 if is_input_error(&message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
-                            *slot = Some(self.failure(k, kind, message.into_owned()));
+                            *slot = Some(Box::new(self.failure(k, kind, message.into_owned())));
                         }
                     }
                 }
@@ -294,29 +339,43 @@ impl Chain {
             items = next;
             prev = Some(result);
         }
-        let mut outputs: Vec<Vec<ChainOutput>> = vec![Vec::new(); batch.len()];
-        let last = prev.map(|p| bytes::Bytes::from(p.data));
-        for item in items {
-            if failed[item.source].is_some() {
-                continue;
+        // Items are in record order (each stage keeps its inputs' order).
+        let mut results = Results::with_capacity(batch.len());
+        let from_plugins = prev.is_some();
+        if let Some(p) = prev {
+            results.data = p.data;
+        }
+        let mut items = items.into_iter().peekable();
+        for (i, failure) in failed.into_iter().enumerate() {
+            let start = results.outputs.len();
+            let mut failure = failure;
+            while let Some(item) = items.next_if(|it| it.source == i) {
+                if failure.is_some() {
+                    continue;
+                }
+                let document = match &item.value {
+                    Value::Prev(range) if from_plugins => Some(range.clone()),
+                    _ => batch[i].value.as_deref().map(|v| {
+                        // No plugin: the record's value is the document.
+                        let start = results.data.len();
+                        results.data.extend_from_slice(v);
+                        start..results.data.len()
+                    }),
+                };
+                match document {
+                    Some(document) => results.outputs.push(ChainOutput { op: item.op, collection: item.collection, document }),
+                    None => failure = Some(Box::new(tombstone())),
+                }
             }
-            let document = match (&item.value, &last) {
-                (Value::Prev(range), Some(data)) => Some(data.slice(range.clone())),
-                (_, _) => batch[item.source].value.as_deref().map(bytes::Bytes::copy_from_slice),
-            };
-            match document {
-                Some(document) => outputs[item.source].push(ChainOutput { op: item.op, collection: item.collection, document }),
-                None => failed[item.source] = Some(tombstone()),
+            match failure {
+                Some(f) => {
+                    results.outputs.truncate(start);
+                    results.failed(*f);
+                }
+                None => results.records.push(Ok(start..results.outputs.len())),
             }
         }
-        Ok(failed
-            .into_iter()
-            .zip(outputs)
-            .map(|(f, o)| match f {
-                Some(f) => RecordResult::Failed(f),
-                None => RecordResult::Outputs(o),
-            })
-            .collect())
+        Ok(results)
     }
 }
 

@@ -23,7 +23,7 @@ use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 use tokio::sync::{mpsc, watch};
 
 use crate::bson_json::json_to_bson;
-use crate::chain::{Chain, ChainSpec, Failure, FailureKind, RecordResult};
+use crate::chain::{Chain, ChainSpec, Failure, FailureKind, Results};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::dlq::DeadLetters;
 use crate::progress::Progress;
@@ -469,22 +469,22 @@ async fn switch(
 
 /// Turn chain results into writes, write them until acknowledged, and decide
 /// every failed record. `Err` means the run must stop.
-async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], results: Vec<RecordResult>) -> anyhow::Result<()> {
+async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], results: Results) -> anyhow::Result<()> {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
     let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
     let mut failures: Vec<(usize, Failure)> = Vec::new();
     let mut id = String::new();
-    for (i, (rec, result)) in records.iter().zip(results).enumerate() {
-        match result {
-            RecordResult::Failed(f) => failures.push((i, f)),
-            RecordResult::Outputs(outputs) if outputs.is_empty() => {
+    for (i, rec) in records.iter().enumerate() {
+        match results.get(i) {
+            Err(f) => failures.push((i, f.clone())),
+            Ok([]) => {
                 ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            RecordResult::Outputs(outputs) => {
+            Ok(outputs) => {
                 let first_op = ops.len();
                 let mut bad = None;
-                for (j, out) in outputs.into_iter().enumerate() {
-                    match json_to_bson(&out.document) {
+                for (j, out) in outputs.iter().enumerate() {
+                    match json_to_bson(results.document(out)) {
                         Ok(mut doc) => {
                             if out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none() {
                                 // Derived from the source coordinates: a replay finds it already there.
@@ -497,7 +497,7 @@ async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord]
                             {
                                 set_field(&mut doc, field, &spec.versions);
                             }
-                            ops.push(WriteOp { op: out.op, collection: out.collection, doc });
+                            ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc });
                             op_source.push(i);
                         }
                         Err(message) => {
