@@ -63,6 +63,18 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::PluginError,
+        FailureKind::Trap,
+        FailureKind::Timeout,
+        FailureKind::Memory,
+        FailureKind::InvalidInput,
+        FailureKind::InvalidOutput,
+        FailureKind::OutputTooLarge,
+        FailureKind::SinkRejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::PluginError => "plugin-error",
@@ -163,6 +175,8 @@ pub struct Chain {
     max_value_bytes: usize,
     /// The input columns, reused from call to call (no allocation per record).
     input: Batch,
+    /// Per plugin (same order), where its calls are measured; empty: not measured.
+    metrics: Vec<Arc<crate::metrics::PluginMetrics>>,
 }
 
 /// Where an item's value lies: in its source record, or in the previous
@@ -185,7 +199,13 @@ impl Chain {
     /// Instances of every plugin of `spec` (each with its own store and limits).
     pub fn new(spec: Arc<ChainSpec>, max_value_bytes: usize) -> Result<Chain, RuntimeError> {
         let instances = spec.plugins.iter().map(|p| p.instantiate()).collect::<Result<_, _>>()?;
-        Ok(Chain { spec, instances, last_failure: None, max_value_bytes, input: Batch::new("", 0) })
+        Ok(Chain { spec, instances, last_failure: None, max_value_bytes, input: Batch::new("", 0), metrics: Vec::new() })
+    }
+
+    /// Measure each plugin's calls into `metrics` (one per plugin, in chain order).
+    pub fn with_metrics(mut self, metrics: Vec<Arc<crate::metrics::PluginMetrics>>) -> Chain {
+        self.metrics = metrics;
+        self
     }
 
     /// The generation this chain runs.
@@ -279,7 +299,13 @@ impl Chain {
                 let value = resolve(&it.value, r, prev.as_ref());
                 input.push(r.offset, r.timestamp, r.key.as_deref(), value, &r.headers);
             }
-            let result = match self.instances[k].process(&self.input) {
+            let started = std::time::Instant::now();
+            let called = self.instances[k].process(&self.input);
+            if let Some(m) = self.metrics.get(k) {
+                m.call_seconds.observe(started.elapsed().as_secs_f64());
+                m.call_records.observe(self.input.len() as f64);
+            }
+            let result = match called {
                 Ok(o) => o,
                 Err(RuntimeError::Trap { kind, message, .. }) => {
                     let kind = match kind {

@@ -1,7 +1,12 @@
 //! `/metrics`: the run's counters in the Prometheus text format (version 0.0.4).
+//!
+//! Names follow Prometheus conventions: `sluice_` prefix, base units
+//! (`_seconds`, `_bytes`), `_total` on counters. Lock-free [`Histogram`]s are
+//! observed on the hot path (one per plugin call and per sink write, never per
+//! record).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::pipeline::{Health, Stats};
 use crate::swap::HotSwap;
@@ -15,6 +20,14 @@ impl Out {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample_str(name, labels, &value.to_string());
+    }
+
+    fn sample_f(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample_str(name, labels, &value.to_string());
+    }
+
+    fn sample_str(&mut self, name: &str, labels: &[(&str, &str)], value: &str) {
         self.0.push_str(name);
         if !labels.is_empty() {
             self.0.push('{');
@@ -35,14 +48,85 @@ impl Out {
     }
 }
 
+/// A histogram with fixed bucket bounds; observing is a few atomic adds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative), plus one for `+Inf`.
+    buckets: Vec<AtomicU64>,
+    /// The sum's bits (f64), updated by compare-and-swap.
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Seconds, for calls and writes: 100 µs to 10 s.
+pub const SECONDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Items per call or write.
+pub const COUNTS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self.sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + v).to_bits()));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn sum(&self) -> f64 {
+        f64::from_bits(self.sum.load(Ordering::Relaxed))
+    }
+
+    fn render(&self, o: &mut Out, name: &str, labels: &[(&str, &str)]) {
+        let mut cumulative = 0;
+        let bucket = format!("{name}_bucket");
+        for (i, b) in self.bounds.iter().map(|b| b.to_string()).chain(["+Inf".to_owned()]).enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let mut l = labels.to_vec();
+            l.push(("le", &b));
+            o.sample(&bucket, &l, cumulative);
+        }
+        o.sample_f(&format!("{name}_sum"), labels, self.sum());
+        o.sample(&format!("{name}_count"), labels, self.count());
+    }
+}
+
+/// What is measured per plugin (by name, across versions).
+#[derive(Debug)]
+pub struct PluginMetrics {
+    /// Wall time of one call (one batch through this plugin).
+    pub call_seconds: Histogram,
+    /// Records given to one call.
+    pub call_records: Histogram,
+}
+
+impl Default for PluginMetrics {
+    fn default() -> Self {
+        PluginMetrics { call_seconds: Histogram::new(SECONDS), call_records: Histogram::new(COUNTS) }
+    }
+}
+
 /// Label values escape `\`, `"` and newlines.
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
-    let mut o = Out(String::with_capacity(4096));
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    use crate::chain::FailureKind;
+    let mut o = Out(String::with_capacity(8192));
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     o.counter("sluice_records_consumed_total", "Records taken from Kafka by the partition workers.", n(&stats.consumed));
     o.counter("sluice_documents_written_total", "Documents MongoDB acknowledged (inserted, upserted or deleted).", n(&stats.written));
     o.counter(
@@ -51,10 +135,38 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         n(&stats.duplicates),
     );
     o.counter("sluice_records_dropped_total", "Records the plugins filtered out.", n(&stats.dropped));
-    o.counter("sluice_records_skipped_total", "Failed records skipped (on_error = skip).", n(&stats.skipped));
-    o.counter("sluice_records_dead_lettered_total", "Failed records sent to the dead-letter topic.", n(&stats.dead_lettered));
+    o.family("sluice_records_dead_lettered_total", "counter", "Failed records sent to the dead-letter topic, by failure kind.");
+    for kind in FailureKind::ALL {
+        o.sample("sluice_records_dead_lettered_total", &[("kind", kind.as_str())], n(&stats.dead_lettered_by_kind[kind as usize]));
+    }
+    o.family("sluice_records_skipped_total", "counter", "Failed records skipped (on_error = skip), by failure kind.");
+    for kind in FailureKind::ALL {
+        o.sample("sluice_records_skipped_total", &[("kind", kind.as_str())], n(&stats.skipped_by_kind[kind as usize]));
+    }
     o.counter("sluice_batches_total", "Batches written.", n(&stats.batches));
     o.counter("sluice_retries_total", "Retried MongoDB writes and dead-letter sends.", n(&stats.retries));
+    o.family("sluice_kafka_commits_total", "counter", "Offset commits to Kafka (automatic and on drain), by result.");
+    o.sample("sluice_kafka_commits_total", &[("result", "ok")], n(&stats.commits.ok));
+    o.sample("sluice_kafka_commits_total", &[("result", "error")], n(&stats.commits.failed));
+
+    o.family(
+        "sluice_sink_write_duration_seconds",
+        "histogram",
+        "Time to write one batch to MongoDB until acknowledged (retries included).",
+    );
+    stats.sink_write_seconds.render(&mut o, "sluice_sink_write_duration_seconds", &[]);
+    o.family("sluice_sink_write_documents", "histogram", "Documents per batch write.");
+    stats.sink_write_documents.render(&mut o, "sluice_sink_write_documents", &[]);
+
+    let plugins = stats.plugins.lock().unwrap().clone();
+    o.family("sluice_plugin_call_duration_seconds", "histogram", "Time of one plugin call (one batch through one plugin).");
+    for (name, m) in &plugins {
+        m.call_seconds.render(&mut o, "sluice_plugin_call_duration_seconds", &[("plugin", name)]);
+    }
+    o.family("sluice_plugin_call_records", "histogram", "Records given to one plugin call.");
+    for (name, m) in &plugins {
+        m.call_records.render(&mut o, "sluice_plugin_call_records", &[("plugin", name)]);
+    }
 
     let spec = hot.current();
     o.family("sluice_chain_generation", "gauge", "The running plugin chain generation (1 at start, +1 per swap or reload).");
@@ -64,13 +176,25 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         let position = i.to_string();
         o.sample("sluice_plugin_info", &[("plugin", &p.name), ("version", &p.version), ("position", &position)], 1);
     }
+    let partitions: Vec<_> = stats.partitions.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     o.family(
         "sluice_partition_chain_generation",
         "gauge",
         "Per assigned partition, the chain generation that made its last written batch (a swap's rollout).",
     );
-    for ((topic, partition), generation) in stats.partition_generation.lock().unwrap().iter() {
-        o.sample("sluice_partition_chain_generation", &[("topic", topic), ("partition", &partition.to_string())], *generation);
+    for ((topic, partition), p) in &partitions {
+        o.sample("sluice_partition_chain_generation", &[("topic", topic), ("partition", &partition.to_string())], n(&p.generation));
+    }
+    o.family(
+        "sluice_consumer_lag",
+        "gauge",
+        "Per assigned partition, records not yet written to MongoDB: the broker's high watermark minus the next offset to write.",
+    );
+    for ((topic, partition), p) in &partitions {
+        let (high, written) = (p.state.high_watermark.load(Ordering::Relaxed), p.state.acked.load(Ordering::Relaxed));
+        if high >= 0 && written >= 0 {
+            o.sample("sluice_consumer_lag", &[("topic", topic), ("partition", &partition.to_string())], (high - written).max(0) as u64);
+        }
     }
     let counts = hot.counts();
     o.family("sluice_plugin_swaps_total", "counter", "Plugin versions swapped in, by trigger (file, api, rollback, reload).");
@@ -98,6 +222,20 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let h = Histogram::new(&[1.0, 5.0]);
+        for v in [0.5, 1.0, 3.0, 7.0] {
+            h.observe(v);
+        }
+        let mut o = Out(String::new());
+        h.render(&mut o, "x", &[("p", "a")]);
+        assert_eq!(
+            o.0,
+            "x_bucket{p=\"a\",le=\"1\"} 2\nx_bucket{p=\"a\",le=\"5\"} 3\nx_bucket{p=\"a\",le=\"+Inf\"} 4\nx_sum{p=\"a\"} 11.5\nx_count{p=\"a\"} 4\n"
+        );
+    }
 
     #[test]
     fn label_values_are_escaped() {

@@ -26,10 +26,11 @@ use crate::bson_json::json_to_bson;
 use crate::chain::{Chain, ChainSpec, Failure, FailureKind, Results};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::dlq::DeadLetters;
+use crate::metrics::{Histogram, PluginMetrics};
 use crate::progress::Progress;
 use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError, WriteOp};
-use crate::source::{PartitionState, Source, SourceEnd, SourceRecord, SourceSettings, SpawnWorker};
+use crate::source::{CommitCounts, PartitionState, Source, SourceEnd, SourceRecord, SourceSettings, SpawnWorker};
 use crate::swap::HotSwap;
 
 /// How to run.
@@ -69,8 +70,8 @@ impl Health {
     }
 }
 
-/// Counters of a run.
-#[derive(Debug, Default)]
+/// Counters and histograms of a run (what `/metrics` shows).
+#[derive(Debug)]
 pub struct Stats {
     pub consumed: AtomicU64,
     pub written: AtomicU64,
@@ -78,22 +79,76 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub skipped: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// By [`FailureKind`] (`kind as usize`).
+    pub skipped_by_kind: [AtomicU64; 8],
+    pub dead_lettered_by_kind: [AtomicU64; 8],
     pub batches: AtomicU64,
     pub retries: AtomicU64,
-    /// Per assigned partition, the chain generation that made its last written
-    /// batch (how far a swap has rolled out).
-    pub partition_generation: std::sync::Mutex<std::collections::BTreeMap<(Arc<str>, i32), u64>>,
+    pub commits: Arc<CommitCounts>,
+    pub sink_write_seconds: Histogram,
+    pub sink_write_documents: Histogram,
+    /// Per plugin name.
+    pub plugins: std::sync::Mutex<std::collections::BTreeMap<String, Arc<PluginMetrics>>>,
+    /// Per assigned partition.
+    pub partitions: std::sync::Mutex<std::collections::BTreeMap<(Arc<str>, i32), Arc<PartitionGauges>>>,
 }
 
-/// Removes a partition's entries from [`Stats`] when its worker ends.
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            consumed: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            skipped_by_kind: Default::default(),
+            dead_lettered_by_kind: Default::default(),
+            batches: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            commits: Default::default(),
+            sink_write_seconds: Histogram::new(crate::metrics::SECONDS),
+            sink_write_documents: Histogram::new(crate::metrics::COUNTS),
+            plugins: Default::default(),
+            partitions: Default::default(),
+        }
+    }
+}
+
+impl Stats {
+    /// Where plugin `name`'s calls are measured.
+    pub fn plugin(&self, name: &str) -> Arc<PluginMetrics> {
+        self.plugins.lock().unwrap().entry(name.to_owned()).or_default().clone()
+    }
+}
+
+/// What `/metrics` shows of one assigned partition.
+#[derive(Debug)]
+pub struct PartitionGauges {
+    /// Offsets (written, high watermark) and queue.
+    pub state: Arc<PartitionState>,
+    /// The chain generation that made its last written batch (how far a swap has rolled out).
+    pub generation: AtomicU64,
+}
+
+/// Lists a partition in [`Stats`] while its worker runs.
 struct Registered<'a> {
     stats: &'a Stats,
     key: (Arc<str>, i32),
+    gauges: Arc<PartitionGauges>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(stats: &'a Stats, topic: Arc<str>, partition: i32, state: Arc<PartitionState>) -> Self {
+        let gauges = Arc::new(PartitionGauges { state, generation: AtomicU64::new(0) });
+        stats.partitions.lock().unwrap().insert((topic.clone(), partition), gauges.clone());
+        Registered { stats, key: (topic, partition), gauges }
+    }
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.stats.partition_generation.lock().unwrap().remove(&self.key);
+        self.stats.partitions.lock().unwrap().remove(&self.key);
     }
 }
 
@@ -215,6 +270,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         until_caught_up: options.until_caught_up,
         connect_timeout: config.kafka.connect_timeout,
         joined: health.joined.clone(),
+        commits: stats.commits.clone(),
     };
     let handle = tokio::runtime::Handle::current();
     let source = tokio::task::spawn_blocking(move || Source::new(&kafka, spawn, handle, settings, progress))
@@ -292,13 +348,14 @@ async fn worker(
     mut rx: mpsc::UnboundedReceiver<SourceRecord>,
     state: Arc<PartitionState>,
 ) {
-    let _registered = Registered { stats: &ctx.stats, key: (topic.clone(), partition) };
+    let registered = Registered::new(&ctx.stats, topic.clone(), partition, state.clone());
     let mut specs = ctx.hot.subscribe();
     let spec = specs.borrow_and_update().clone();
     let Some(mut chain) = build_chain(&ctx, spec, &topic, partition).await else { return };
     let max = ctx.pipeline.batch_max_records;
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
     let mut progress = ProgressSaver::new(ctx.pipeline.progress_interval);
+    let mut failures = FailureLog::new(&topic, partition);
     loop {
         batch.clear();
         let first = tokio::select! {
@@ -307,6 +364,7 @@ async fn worker(
                 None => {
                     // Released (revoke, shutdown): record how far it got.
                     progress.flush(&ctx, &topic, partition).await;
+                    failures.flush();
                     return;
                 }
             },
@@ -369,16 +427,17 @@ async fn worker(
                 return;
             }
         };
-        if let Err(e) = write_batch(&ctx, chain.spec(), &records, results).await {
+        if let Err(e) = write_batch(&ctx, chain.spec(), &records, results, &mut failures).await {
             let _ = ctx.fatal.send(e);
             return;
         }
         batch = records;
         ctx.stats.batches.fetch_add(1, Ordering::Relaxed);
-        ctx.stats.partition_generation.lock().unwrap().insert((topic.clone(), partition), chain.spec().generation);
+        registered.gauges.generation.store(chain.spec().generation, Ordering::Relaxed);
         state.acked.store(next_offset, Ordering::Release);
         state.queued.fetch_sub(n, Ordering::AcqRel);
         state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        failures.flush_if_due();
         progress.written(next_offset);
         if progress.is_due() {
             progress.flush(&ctx, &topic, partition).await;
@@ -433,7 +492,8 @@ impl ProgressSaver {
 async fn build_chain(ctx: &WorkerCtx, spec: Arc<ChainSpec>, topic: &str, partition: i32) -> Option<Chain> {
     let max_value = ctx.pipeline.max_value_bytes;
     let generation = spec.generation;
-    match tokio::task::spawn_blocking(move || Chain::new(spec, max_value)).await {
+    let metrics = spec.plugins.iter().map(|p| ctx.stats.plugin(&p.name)).collect();
+    match tokio::task::spawn_blocking(move || Chain::new(spec, max_value).map(|c| c.with_metrics(metrics))).await {
         Ok(Ok(c)) => Some(c),
         Ok(Err(e)) => {
             let context = format!("starting generation {generation} of the plugin chain for {topic}:{partition}");
@@ -469,7 +529,13 @@ async fn switch(
 
 /// Turn chain results into writes, write them until acknowledged, and decide
 /// every failed record. `Err` means the run must stop.
-async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], results: Results) -> anyhow::Result<()> {
+async fn write_batch(
+    ctx: &WorkerCtx,
+    spec: &ChainSpec,
+    records: &[SourceRecord],
+    results: Results,
+    log: &mut FailureLog,
+) -> anyhow::Result<()> {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
     let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
     let mut failures: Vec<(usize, Failure)> = Vec::new();
@@ -524,7 +590,7 @@ async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord]
             }
         }
     }
-    decide(ctx, spec, records, &failures).await?;
+    decide(ctx, spec, records, &failures, log).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
     let mut backoff = Backoff::new(&ctx.pipeline);
     // Counts this worker as failing while it retries (also if the task is aborted).
@@ -532,9 +598,12 @@ async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord]
     if ops.is_empty() {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     loop {
         let message = match ctx.sink.write(&ops).await {
             Ok(report) => {
+                ctx.stats.sink_write_seconds.observe(started.elapsed().as_secs_f64());
+                ctx.stats.sink_write_documents.observe(ops.len() as f64);
                 ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
                 ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
                 break;
@@ -549,7 +618,7 @@ async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord]
                         rejected.push((i, Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message }));
                     }
                 }
-                decide(ctx, spec, records, &rejected).await?;
+                decide(ctx, spec, records, &rejected, log).await?;
                 break;
             }
             Err(e) => e.to_string(),
@@ -564,6 +633,48 @@ async fn write_batch(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord]
         tracing::info!(topic = %topic, partition, attempts = backoff.attempt + 1, "MongoDB write succeeded after retrying");
     }
     Ok(())
+}
+
+/// Failed records, logged per partition as one line at most every
+/// [`FailureLog::EVERY`] (the first failure at once), never one per record
+/// above debug: a bad stream does not flood the log.
+struct FailureLog {
+    next: tokio::time::Instant,
+    counts: std::collections::BTreeMap<(&'static str, &'static str), u64>,
+    last: Option<String>,
+    where_: String,
+}
+
+impl FailureLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn new(topic: &str, partition: i32) -> Self {
+        FailureLog { next: tokio::time::Instant::now(), counts: Default::default(), last: None, where_: format!("{topic}:{partition}") }
+    }
+
+    fn note(&mut self, rec: &SourceRecord, f: &Failure, action: &'static str) {
+        let plugin = f.plugin.as_deref().unwrap_or("-");
+        tracing::debug!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin, "record {action}: {}", f.message);
+        *self.counts.entry((action, f.kind.as_str())).or_default() += 1;
+        self.last = Some(format!("offset {} ({}, plugin {plugin}): {}", rec.offset, f.kind.as_str(), f.message));
+        self.flush_if_due();
+    }
+
+    fn flush_if_due(&mut self) {
+        if !self.counts.is_empty() && tokio::time::Instant::now() >= self.next {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let summary: Vec<String> = self.counts.iter().map(|((action, kind), n)| format!("{n} {action} ({kind})")).collect();
+        tracing::warn!(partition = %self.where_, "failed records: {}; last: {}", summary.join(", "), self.last.take().unwrap_or_default());
+        self.counts.clear();
+        self.next = tokio::time::Instant::now() + Self::EVERY;
+    }
 }
 
 /// Set `field` to the document `value`: appended, or (when the plugin wrote the
@@ -635,14 +746,21 @@ pub fn parse_derived_id(id: &str) -> Option<(&str, i32, i64, usize)> {
 
 /// The one place that decides what failed records do: dead-letter them (before
 /// their offset can be committed), skip them, or stop the run.
-async fn decide(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], failures: &[(usize, Failure)]) -> anyhow::Result<()> {
+async fn decide(
+    ctx: &WorkerCtx,
+    spec: &ChainSpec,
+    records: &[SourceRecord],
+    failures: &[(usize, Failure)],
+    log: &mut FailureLog,
+) -> anyhow::Result<()> {
     for (i, f) in failures {
         let rec = &records[*i];
         let plugin = f.plugin.as_deref().unwrap_or("-");
         match ctx.pipeline.on_error {
             OnError::Skip => {
                 ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin, "record skipped: {}", f.message);
+                ctx.stats.skipped_by_kind[f.kind as usize].fetch_add(1, Ordering::Relaxed);
+                log.note(rec, f, "skipped");
             }
             OnError::Stop => anyhow::bail!(
                 "record {}:{}@{} failed ({}, plugin {plugin}): {} — stopping (on_error = \"stop\"); its offset is not committed",
@@ -662,10 +780,8 @@ async fn decide(ctx: &WorkerCtx, spec: &ChainSpec, records: &[SourceRecord], fai
                     tokio::time::sleep(wait).await;
                 }
                 ctx.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    topic = %rec.topic, partition = rec.partition, offset = rec.offset, kind = f.kind.as_str(), plugin,
-                    dlq = %dlq.topic_for(&rec.topic), "record dead-lettered: {}", f.message
-                );
+                ctx.stats.dead_lettered_by_kind[f.kind as usize].fetch_add(1, Ordering::Relaxed);
+                log.note(rec, f, "dead-lettered");
             }
         }
     }

@@ -11,7 +11,7 @@
 //! on stop it does the same for all.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,8 @@ pub struct PartitionState {
     pub queued: AtomicUsize,
     /// Their key and value bytes.
     pub queued_bytes: AtomicUsize,
+    /// The broker's high watermark, from librdkafka's statistics; -1 until known.
+    pub high_watermark: AtomicI64,
 }
 
 impl PartitionState {
@@ -56,7 +58,12 @@ impl PartitionState {
     /// committed offset and MongoDB's progress). Committing it again is harmless,
     /// and it brings Kafka's offset up to MongoDB's when a commit was lost.
     fn new(start: Option<i64>) -> Self {
-        PartitionState { acked: AtomicI64::new(start.unwrap_or(-1)), queued: AtomicUsize::new(0), queued_bytes: AtomicUsize::new(0) }
+        PartitionState {
+            acked: AtomicI64::new(start.unwrap_or(-1)),
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            high_watermark: AtomicI64::new(-1),
+        }
     }
 
     /// The size a record counts for in `queued_bytes`.
@@ -99,6 +106,13 @@ struct Assigned {
     assigned_once: bool,
 }
 
+/// Offset commits, as librdkafka reports them.
+#[derive(Debug, Default)]
+pub struct CommitCounts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
 /// How the consumer runs.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
@@ -114,11 +128,13 @@ pub struct SourceSettings {
     pub connect_timeout: Duration,
     /// Set once the group assigned this consumer its partitions (possibly none).
     pub joined: Arc<AtomicBool>,
+    pub commits: Arc<CommitCounts>,
 }
 
 pub struct SourceContext {
     assigned: Mutex<Assigned>,
     joined: Arc<AtomicBool>,
+    commits: Arc<CommitCounts>,
     spawn: SpawnWorker,
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
@@ -133,6 +149,21 @@ impl ClientContext for SourceContext {
             L::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
             L::Notice | L::Info => tracing::info!(target: "librdkafka", "{fac}: {log_message}"),
             L::Debug => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+
+    /// Every `statistics.interval.ms`: note each assigned partition's high watermark (for the lag).
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let a = self.assigned.lock().unwrap();
+        for (name, topic) in &statistics.topics {
+            let Some(parts) = a.by_topic.get(name) else { continue };
+            for (p, stats) in &topic.partitions {
+                if let Some(e) = parts.get(p)
+                    && stats.hi_offset >= 0
+                {
+                    e.state.high_watermark.store(stats.hi_offset, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
@@ -187,8 +218,14 @@ impl ConsumerContext for SourceContext {
 
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
         match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!("offset commit failed (the next commit carries the same offsets): {e}"),
+            Ok(()) => {
+                self.commits.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                self.commits.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("offset commit failed (the next commit carries the same offsets): {e}");
+            }
         }
     }
 }
@@ -375,12 +412,14 @@ impl Source {
         settings: SourceSettings,
         progress: Progress,
     ) -> Result<Source, SourceError> {
-        let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined } = settings;
+        let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined, commits } = settings;
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group_id)
             // A resumed partition is fetched again without waiting out a long poll.
             .set("fetch.wait.max.ms", "100")
+            // High watermarks for the lag metric.
+            .set("statistics.interval.ms", "1000")
             .set("client.id", "sluice")
             .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
             .set("enable.auto.commit", "true")
@@ -390,7 +429,7 @@ impl Source {
             cc.set(k, v);
         }
         cc.set("enable.auto.offset.store", "false");
-        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), joined, spawn, runtime, drain_timeout, progress };
+        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), joined, commits, spawn, runtime, drain_timeout, progress };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
         consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
             brokers: cfg.brokers.clone(),
