@@ -1,4 +1,11 @@
-//! The host configuration: one TOML file, read once at start.
+//! The host configuration: one TOML file, read at start (and again on a reload).
+//!
+//! Environment variables override keys of the file: `SLUICE_<SECTION>_<KEY>`,
+//! e.g. `SLUICE_MONGO_URI`, `SLUICE_KAFKA_GROUP_ID`, `SLUICE_ADMIN_TOKEN`,
+//! `SLUICE_PIPELINE_BATCH_MAX_RECORDS` (sections `kafka`, `mongo`, `pipeline`,
+//! `dlq`, `admin`, `hot_swap`; top-level keys of a section). A key the file has
+//! keeps its type (a group id of digits stays a string); a new one is read as a
+//! TOML value (`5`, `true`, `["a", "b"]`), else as a string.
 //!
 //! Every table rejects unknown keys (a typo is an error that names the key and the
 //! file, never a silently ignored setting). Durations are written the human way
@@ -504,21 +511,44 @@ fn default_max_backoff() -> Duration {
 }
 
 impl Config {
-    /// Read, parse and check `path`; plugin paths become absolute.
+    /// Read, parse and check `path` with the `SLUICE_*` environment overrides;
+    /// plugin paths become absolute.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         // Absolute, so plugin paths stay right whatever the working directory (and the watcher sees them).
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
-        let mut config = Config::parse(&text, path, &base)?;
+        let mut config = Config::parse_with_env(&text, path, &base, std::env::vars())?;
         config.source = Some(path.to_owned());
         Ok(config)
     }
 
     /// Parse `text` (named `path` in errors); relative plugin paths are joined to `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) })?;
-        config.raw = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) })?;
+        Config::parse_with_env(text, path, base, std::iter::empty())
+    }
+
+    /// [`Config::parse`] with overrides from `env` (`SLUICE_<SECTION>_<KEY>` = value).
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_err = |e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) };
+        let mut raw: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        let applied = apply_env(&mut raw, env).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let mut config: Config = if applied.is_empty() {
+            // Straight from the text: errors say where in the file.
+            toml::from_str(text).map_err(parse_err)?
+        } else {
+            tracing::info!(overrides = ?applied, "configuration keys set from the environment");
+            Config::deserialize(raw.clone()).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{} (with environment overrides {})", one_line(&e), applied.join(", ")),
+            })?
+        };
+        config.raw = raw;
         for p in &mut config.plugins {
             if p.path.is_relative() {
                 p.path = base.join(&p.path);
@@ -633,6 +663,43 @@ impl Config {
         let keys: std::collections::BTreeSet<&String> = self.raw.keys().chain(newer.raw.keys()).collect();
         keys.into_iter().filter(|k| *k != "plugins" && self.raw.get(*k) != newer.raw.get(*k)).cloned().collect()
     }
+}
+
+/// The sections `SLUICE_<SECTION>_<KEY>` can set, as they appear in variable names.
+const ENV_SECTIONS: [(&str, &str); 6] =
+    [("KAFKA_", "kafka"), ("MONGO_", "mongo"), ("PIPELINE_", "pipeline"), ("DLQ_", "dlq"), ("ADMIN_", "admin"), ("HOT_SWAP_", "hot_swap")];
+
+/// Set `SLUICE_<SECTION>_<KEY>` variables into `raw`; returns the names applied.
+fn apply_env(raw: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<String>, String> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("SLUICE_")).collect();
+    vars.sort();
+    for (name, value) in vars {
+        let rest = &name["SLUICE_".len()..];
+        let Some((prefix, section)) = ENV_SECTIONS.iter().find(|(p, _)| rest.starts_with(p)) else { continue };
+        let key = rest[prefix.len()..].to_ascii_lowercase();
+        if key.is_empty() {
+            continue;
+        }
+        let table = raw
+            .entry(*section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{name}: `{section}` is not a table in the file"))?;
+        let parsed = |v: &str| toml::from_str::<toml::Table>(&format!("v = {v}")).ok().and_then(|mut t| t.remove("v"));
+        let typed = match table.get(&key) {
+            Some(toml::Value::String(_)) | None if parsed(&value).is_none() => toml::Value::String(value.clone()),
+            Some(toml::Value::String(_)) => toml::Value::String(value.clone()),
+            Some(existing) => match parsed(&value) {
+                Some(v) if v.same_type(existing) => v,
+                _ => return Err(format!("{name} = {value:?} is not of type {}, as {section}.{key} is in the file", existing.type_str())),
+            },
+            None => parsed(&value).unwrap_or(toml::Value::String(value.clone())),
+        };
+        table.insert(key, typed);
+        applied.push(name);
+    }
+    Ok(applied)
 }
 
 /// toml's messages span several lines (with a source excerpt); keep the first
@@ -859,6 +926,49 @@ mod tests {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
         }
+    }
+
+    #[test]
+    fn environment_variables_override_keys() {
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let parse_env = |text: &str, e: &[(&str, &str)]| {
+            Config::parse_with_env(text, Path::new("/etc/sluice/test.toml"), Path::new("/etc/sluice"), env(e))
+        };
+        let text = MINIMAL.replace("group_id = \"g\"", "group_id = \"007\"");
+        let c = parse_env(
+            &text,
+            &[
+                ("SLUICE_KAFKA_BROKERS", "kafka-1:9092,kafka-2:9092"),
+                ("SLUICE_KAFKA_GROUP_ID", "123"),
+                ("SLUICE_KAFKA_TOPICS", r#"["a", "b"]"#),
+                ("SLUICE_MONGO_URI", "mongodb://u:pw@db:27017/?replicaSet=rs0"),
+                ("SLUICE_PIPELINE_BATCH_MAX_RECORDS", "1000"),
+                ("SLUICE_PIPELINE_BATCH_LINGER", "5ms"),
+                ("SLUICE_HOT_SWAP_WATCH", "false"),
+                ("SLUICE_ADMIN_TOKEN", "from-env"),
+                ("SLUICE_CONFIG", "/not/a/section"),
+                ("SLUICE_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+        assert_eq!(c.kafka.group_id, "123", "a string key stays a string");
+        assert_eq!(c.kafka.topics, ["a", "b"]);
+        assert_eq!(c.mongo.uri, "mongodb://u:pw@db:27017/?replicaSet=rs0");
+        assert_eq!(c.pipeline.batch_max_records, 1000);
+        assert_eq!(c.pipeline.batch_linger, Duration::from_millis(5));
+        assert!(!c.hot_swap.watch);
+        assert_eq!(c.admin.token.as_deref(), Some("from-env"));
+        // The overridden values are what a reload compares against.
+        assert!(c.restart_needed(&parse_env(&text, &[]).unwrap()).contains(&"kafka".to_string()));
+
+        let err = parse_env(MINIMAL, &[("SLUICE_PIPELINE_BATCH_SIZE", "3")]).unwrap_err().to_string();
+        assert!(err.contains("batch_size") && err.contains("SLUICE_PIPELINE_BATCH_SIZE"), "{err}");
+        let text = format!("{MINIMAL}\n[pipeline]\nbatch_max_records = 5\n");
+        let err = parse_env(&text, &[("SLUICE_PIPELINE_BATCH_MAX_RECORDS", "lots")]).unwrap_err().to_string();
+        assert!(err.contains("SLUICE_PIPELINE_BATCH_MAX_RECORDS") && err.contains("is not of type integer"), "{err}");
+        let err = parse_env(MINIMAL, &[("SLUICE_PIPELINE_BATCH_MAX_RECORDS", "0")]).unwrap_err().to_string();
+        assert!(err.contains("batch_max_records must be at least 1"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! - [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
 //! - [`produce`]: the tutorial's producer (`sluice produce`).
-//! - [`ops`]: `sluice count` and `sluice reset`.
+//! - [`ops`]: `sluice count`, `sluice reset`, `sluice check`.
+//! - [`testbed`]: `sluice plugin test` (plugins on a file of records, the write plan);
+//!   [`scaffold`]: `sluice plugin new`; [`replay`]: `sluice dlq replay`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -35,9 +37,12 @@ pub mod ops;
 pub mod pipeline;
 pub mod produce;
 pub mod progress;
+pub mod replay;
 pub mod runtime;
+pub mod scaffold;
 pub mod sink;
 pub mod source;
 pub mod swap;
+pub mod testbed;
 
 pub use pipeline::{RunOptions, Summary, run};

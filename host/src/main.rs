@@ -1,14 +1,19 @@
-//! The `sluice` command line: `run`, `produce`.
+//! The `sluice` command line. `sluice --help`, and `--help` on every command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Kafka -> WebAssembly plugins -> MongoDB, no message lost or duplicated")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Kafka -> WebAssembly plugins -> MongoDB, no message lost or duplicated",
+    after_help = "Config keys can be set from the environment: SLUICE_<SECTION>_<KEY>, e.g. SLUICE_MONGO_URI, SLUICE_KAFKA_BROKERS,\nSLUICE_ADMIN_TOKEN, SLUICE_PIPELINE_BATCH_MAX_RECORDS. Logs: SLUICE_LOG (a tracing filter, default info)."
+)]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "SLUICE_LOG_JSON")]
@@ -17,43 +22,36 @@ struct Cli {
     command: Command,
 }
 
+/// The configuration file (TOML; every key is in docs/config.md).
+#[derive(Args)]
+struct ConfigArg {
+    #[arg(long, short, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Consume, transform and write until stopped (SIGINT/SIGTERM). SIGHUP reloads
     /// the config's [[plugins]]; changed plugin files are swapped in while running.
     Run {
-        /// The TOML configuration file.
-        #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Exit 0 once every assigned partition is written up to the end offset seen at assignment.
         #[arg(long)]
         until_caught_up: bool,
     },
-    /// Send the tutorial's messages, {"num": n}, to a topic.
-    Produce {
-        #[arg(long, default_value = "testnum")]
-        topic: String,
-        #[arg(long, default_value_t = 500)]
-        count: u64,
-        /// First number.
-        #[arg(long, default_value_t = 0)]
-        start: u64,
-        /// Pause between messages, e.g. "5s" (default: none).
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-        interval: Duration,
-        /// At most this many messages per second (default: no limit).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_BROKERS")]
-        brokers: String,
-        /// Partitions of the topic if it has to be created.
-        #[arg(long, default_value_t = 1)]
-        partitions: i32,
+    /// Check a configuration without connecting to anything: keys and values,
+    /// plugin files, the contract, init with the params, self-tests.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
     },
+    /// Send messages to a topic: the tutorial's {"num": n}, or JSON lines from a file or stdin.
+    Produce(ProduceArgs),
     /// Print the number of documents in the configured collection.
     Count {
-        #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Also check the tutorial's numbers: exactly one document per `num` in 0..N.
         /// Prints `produced=N stored=S missing=M duplicates=D`; exits 1 unless exact.
         #[arg(long, value_name = "N")]
@@ -65,9 +63,113 @@ enum Command {
     },
     /// Delete the configured topics and consumer group and drop the collection (destructive).
     Reset {
-        #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
+    /// Write and try plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Dead-letter queue tools.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[arg(long, default_value = "testnum")]
+    topic: String,
+    /// How many numbers (without --input).
+    #[arg(long, default_value_t = 500)]
+    count: u64,
+    /// First number.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Send each line of this file (`-`: stdin) as a message instead of numbers.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Key each message with this field of its JSON value.
+    #[arg(long, value_name = "FIELD")]
+    key_field: Option<String>,
+    /// A header for every message; repeat for more.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = key_value)]
+    headers: Vec<(String, String)>,
+    /// Pause between messages, e.g. "5s" (default: none).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    interval: Duration,
+    /// At most this many messages per second (default: no limit).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_BROKERS")]
+    brokers: String,
+    /// Partitions of the topic if it has to be created.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// No progress bar (there is none anyway when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate that builds as it is (a map function with a unit test).
+    New {
+        /// Crate name: lowercase letters, digits, `-`, `_`.
+        name: String,
+        /// Where to create it (default: ./<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The sluice-plugin crate (guest-sdk/) to depend on (default: this source tree's).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Run plugins on records from a file with the real runtime and limits (no Kafka,
+    /// no MongoDB) and print the write plan: per record, the MongoDB operations, or drop, or error.
+    Test {
+        /// The plugin's .wasm; several make a chain, in order.
+        #[arg(required = true, value_name = "PLUGIN.wasm")]
+        plugins: Vec<PathBuf>,
+        /// JSON lines, one record value per line (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Each input line is {"key", "value", "value_raw", "headers"} instead of a value.
+        #[arg(long)]
+        envelope: bool,
+        /// A parameter for the plugins' init; repeat for more.
+        #[arg(long = "params", value_name = "KEY=VALUE", value_parser = key_value)]
+        params: Vec<(String, String)>,
+        /// The topic the records come from (in derived _ids).
+        #[arg(long, default_value = "test")]
+        topic: String,
+        /// Add the chain's versions under this field, as pipeline.versions_field does.
+        #[arg(long, value_name = "FIELD")]
+        versions_field: Option<String>,
+        /// Compare the plan with this file (JSON lines); exit 1 where they differ.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+        /// Records per plugin call.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Send dead-lettered records back through the chain into MongoDB, idempotently;
+    /// report what landed and what failed again.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The dead-letter topic (default: the first configured topic's, by dlq.topic).
+        #[arg(long, value_name = "TOPIC")]
+        from: Option<String>,
+        /// Replay through these plugins instead of the config's chain (a fixed version); repeat for a chain.
+        #[arg(long = "plugin", value_name = "PLUGIN.wasm")]
+        plugins: Vec<PathBuf>,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
@@ -90,25 +192,46 @@ fn main() -> ExitCode {
 }
 
 async fn real_main(command: Command) -> anyhow::Result<()> {
+    use sluice::config::Config;
     match command {
         Command::Run { config, until_caught_up } => {
-            let cfg = sluice::config::Config::load(&config)?;
+            let cfg = Config::load(&config.config)?;
             tracing::debug!(config = ?cfg, "configuration");
             let summary = sluice::run(cfg, sluice::RunOptions { until_caught_up, reload_on_sighup: true }, shutdown_signal()).await?;
             // One machine-readable line on stdout (`duplicates` = inserts found already stored).
             println!("summary: {summary}");
             Ok(())
         }
-        Command::Produce { topic, count, start, interval, rate, brokers, partitions } => {
-            let opts = sluice::produce::ProduceOptions { brokers, topic, count, start, interval, rate, partitions };
+        Command::Check { config } => {
+            let cfg = Config::load(&config.config)?;
+            let report = sluice::ops::check(&cfg)?;
+            println!("{} is valid (nothing was contacted)", config.config.display());
+            print!("{report}");
+            Ok(())
+        }
+        Command::Produce(a) => {
+            let opts = sluice::produce::ProduceOptions {
+                brokers: a.brokers,
+                topic: a.topic,
+                count: a.count,
+                start: a.start,
+                interval: a.interval,
+                rate: a.rate,
+                partitions: a.partitions,
+                input: a.input,
+                key_field: a.key_field,
+                headers: a.headers,
+            };
+            let bar = progress_bar(&opts, a.no_progress);
             let t = std::time::Instant::now();
-            let sent = sluice::produce::produce(&opts).await.context("producing")?;
+            let sent = sluice::produce::produce_with_progress(&opts, |n| bar.set_position(n)).await.context("producing")?;
+            bar.finish_and_clear();
             let secs = t.elapsed().as_secs_f64();
             println!("sent {sent} messages to {} in {secs:.2}s ({:.0}/s)", opts.topic, sent as f64 / secs.max(1e-9));
             Ok(())
         }
         Command::Count { config, expect_nums, by_version } => {
-            let cfg = sluice::config::Config::load(&config)?;
+            let cfg = Config::load(&config.config)?;
             let n = sluice::ops::count(&cfg).await?;
             println!("{n} documents in {}.{}", cfg.mongo.database, cfg.mongo.collection);
             if by_version {
@@ -130,7 +253,7 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reset { config } => {
-            let cfg = sluice::config::Config::load(&config)?;
+            let cfg = Config::load(&config.config)?;
             sluice::ops::reset(&cfg).await?;
             println!(
                 "deleted topics {:?} and group {}, dropped {}.{}",
@@ -138,7 +261,78 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Plugin(PluginCommand::New { name, dir, sdk_path }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = sdk_path.or_else(sluice::scaffold::default_sdk_path).context(
+                "where is the sluice-plugin crate? pass --sdk-path <sluice checkout>/guest-sdk (this binary was not built from one)",
+            )?;
+            let wasm = sluice::scaffold::new_plugin(&name, &dir, &sdk)?;
+            println!("created plugin {name} in {}", dir.display());
+            println!(
+                "next: cd {} && cargo build --release   # makes {}",
+                dir.display(),
+                wasm.strip_prefix(&dir).unwrap_or(&wasm).display()
+            );
+            println!("then: sluice plugin test {} --input records.jsonl", wasm.strip_prefix(&dir).unwrap_or(&wasm).display());
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Test { plugins, input, envelope, params, topic, versions_field, expect, batch }) => {
+            let opts = sluice::testbed::TestOptions { plugins, params, input, envelope, topic, versions_field, batch };
+            let records = sluice::testbed::read_records(&opts)?;
+            let plan = sluice::testbed::run(&opts, &records)?;
+            for line in &plan {
+                println!("{line}");
+            }
+            let count = |key: &str| plan.iter().filter(|l| l.get(key).is_some()).count();
+            eprintln!("{} records: {} written, {} dropped, {} failed", plan.len(), count("ops"), count("dropped"), count("error"));
+            if let Some(expected) = expect {
+                sluice::testbed::check_expected(&plan, &expected)?;
+                eprintln!("the plan matches {}", expected.display());
+            }
+            Ok(())
+        }
+        Command::Dlq(DlqCommand::Replay { config, from, plugins }) => {
+            let cfg = Config::load(&config.config)?;
+            let from = from.unwrap_or_else(|| cfg.dlq.topic_for(&cfg.kafka.topics[0]));
+            let r = sluice::replay::replay(&cfg, &from, &plugins).await?;
+            println!(
+                "replayed {} dead letters from {from}: {} documents written, {} already there, {} dropped, {} failed again",
+                r.read,
+                r.written,
+                r.already_there,
+                r.dropped,
+                r.failed.len()
+            );
+            if r.without_source > 0 {
+                println!("  {} had no sluice.source.* headers (replayed with their dead-letter coordinates)", r.without_source);
+            }
+            for (at, f) in r.failed.iter().take(50) {
+                println!("  failed again: {at} ({}, plugin {}): {}", f.kind.as_str(), f.plugin.as_deref().unwrap_or("-"), f.message);
+            }
+            anyhow::ensure!(r.failed.is_empty(), "{} records failed again (listed above)", r.failed.len());
+            Ok(())
+        }
     }
+}
+
+/// A progress bar with the rate, on stderr when it is a terminal.
+fn progress_bar(opts: &sluice::produce::ProduceOptions, off: bool) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if off {
+        return ProgressBar::hidden();
+    }
+    let bar = match opts.input {
+        None => ProgressBar::with_draw_target(Some(opts.count), ProgressDrawTarget::stderr()),
+        Some(_) => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    let template = match opts.input {
+        None => "{bar:40} {pos}/{len} messages, {per_sec}, {eta} left",
+        Some(_) => "{spinner} {pos} messages, {per_sec}",
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once

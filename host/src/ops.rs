@@ -113,6 +113,34 @@ pub async fn count_by_version(config: &Config) -> anyhow::Result<Vec<VersionCoun
     Ok(out)
 }
 
+/// `sluice check`: what a valid configuration will run, found without
+/// connecting to anything (plugins loaded and validated as at start).
+pub fn check(config: &Config) -> anyhow::Result<String> {
+    let runtime = crate::runtime::Runtime::new()?;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let k = &config.kafka;
+    let _ = writeln!(out, "  kafka: {} group {} topics {:?}", k.brokers, k.group_id, k.topics);
+    let m = &config.mongo;
+    let _ = writeln!(out, "  mongo: {} -> {}.{}", crate::config::redact_uri(&m.uri), m.database, m.collection);
+    if config.plugins.is_empty() {
+        let _ = writeln!(out, "  plugins: none (values are written as they are)");
+    }
+    for p in &config.plugins {
+        let loaded = runtime.load(p)?;
+        let tests = if p.self_test.is_empty() { String::new() } else { format!(", {} self-tests passed", p.self_test.len()) };
+        let _ = writeln!(out, "  plugin {}: version {} ({}){tests}", p.name, loaded.version, p.path.display());
+    }
+    let a = &config.admin;
+    let _ = writeln!(
+        out,
+        "  admin: {}",
+        if a.enabled { format!("http://{}{}", a.address, if a.token.is_some() { " (token)" } else { "" }) } else { "off".into() }
+    );
+    let _ = writeln!(out, "  on_error: {:?}", config.pipeline.on_error);
+    Ok(out)
+}
+
 /// Delete the configured topics and consumer group, and drop the collection.
 pub async fn reset(config: &Config) -> anyhow::Result<()> {
     let k = &config.kafka;

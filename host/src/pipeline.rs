@@ -536,60 +536,8 @@ async fn write_batch(
     results: Results,
     log: &mut FailureLog,
 ) -> anyhow::Result<()> {
-    let mut ops: Vec<WriteOp> = Vec::with_capacity(records.len());
-    let mut op_source: Vec<usize> = Vec::with_capacity(records.len());
-    let mut failures: Vec<(usize, Failure)> = Vec::new();
-    let mut id = String::new();
-    for (i, rec) in records.iter().enumerate() {
-        match results.get(i) {
-            Err(f) => failures.push((i, f.clone())),
-            Ok([]) => {
-                ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(outputs) => {
-                let first_op = ops.len();
-                let mut bad = None;
-                for (j, out) in outputs.iter().enumerate() {
-                    match json_to_bson(results.document(out)) {
-                        Ok(mut doc) => {
-                            if out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none() {
-                                // Derived from the source coordinates: a replay finds it already there.
-                                id.clear();
-                                let _ = write!(id, "{}:{}:{}:{j}", rec.topic, rec.partition, rec.offset);
-                                doc.append_ref("_id", id.as_str());
-                            }
-                            if let Some(field) = &ctx.pipeline.versions_field
-                                && out.op != crate::sink::Op::Delete
-                            {
-                                set_field(&mut doc, field, &spec.versions);
-                            }
-                            ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc });
-                            op_source.push(i);
-                        }
-                        Err(message) => {
-                            // Without plugins the output is the input: a value that is no JSON object is bad input.
-                            // The last plugin made this output.
-                            bad = Some(match spec.plugins.last() {
-                                None => Failure { plugin: None, plugin_version: None, kind: FailureKind::InvalidInput, message },
-                                Some(p) => Failure {
-                                    plugin: Some(p.name.clone()),
-                                    plugin_version: Some(p.version.clone()),
-                                    kind: FailureKind::InvalidOutput,
-                                    message,
-                                },
-                            });
-                            break;
-                        }
-                    }
-                }
-                if let Some(f) = bad {
-                    ops.truncate(first_op);
-                    op_source.truncate(first_op);
-                    failures.push((i, f));
-                }
-            }
-        }
-    }
+    let Plan { ops, op_source, failures, dropped } = plan(spec, ctx.pipeline.versions_field.as_deref(), records, &results);
+    ctx.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
     decide(ctx, spec, records, &failures, log).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
     let mut backoff = Backoff::new(&ctx.pipeline);
@@ -633,6 +581,77 @@ async fn write_batch(
         tracing::info!(topic = %topic, partition, attempts = backoff.attempt + 1, "MongoDB write succeeded after retrying");
     }
     Ok(())
+}
+
+/// What a batch's chain results become in MongoDB.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The writes, in record order.
+    pub ops: Vec<WriteOp>,
+    /// For each op, the index of the record it came from.
+    pub op_source: Vec<usize>,
+    /// Records that failed (in the plugins, or whose output is not a storable document).
+    pub failures: Vec<(usize, Failure)>,
+    /// Records the plugins dropped.
+    pub dropped: u64,
+}
+
+/// Turn chain results into MongoDB operations, as the pipeline writes them: each
+/// output parsed to BSON, inserts without `_id` given `topic:partition:offset:index`,
+/// and the chain's versions under `versions_field` (when set) on inserts and upserts.
+pub fn plan(spec: &ChainSpec, versions_field: Option<&str>, records: &[SourceRecord], results: &Results) -> Plan {
+    let mut plan = Plan { ops: Vec::with_capacity(records.len()), op_source: Vec::with_capacity(records.len()), ..Plan::default() };
+    let mut id = String::new();
+    for (i, rec) in records.iter().enumerate() {
+        let outputs = match results.get(i) {
+            Err(f) => {
+                plan.failures.push((i, f.clone()));
+                continue;
+            }
+            Ok([]) => {
+                plan.dropped += 1;
+                continue;
+            }
+            Ok(outputs) => outputs,
+        };
+        let first_op = plan.ops.len();
+        for (j, out) in outputs.iter().enumerate() {
+            let mut doc = match json_to_bson(results.document(out)) {
+                Ok(doc) => doc,
+                Err(message) => {
+                    // Without plugins the output is the input: a value that is no JSON object is bad input;
+                    // otherwise the last plugin made this output.
+                    let f = match spec.plugins.last() {
+                        None => Failure { plugin: None, plugin_version: None, kind: FailureKind::InvalidInput, message },
+                        Some(p) => Failure {
+                            plugin: Some(p.name.clone()),
+                            plugin_version: Some(p.version.clone()),
+                            kind: FailureKind::InvalidOutput,
+                            message,
+                        },
+                    };
+                    plan.ops.truncate(first_op);
+                    plan.op_source.truncate(first_op);
+                    plan.failures.push((i, f));
+                    break;
+                }
+            };
+            if out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none() {
+                // Derived from the source coordinates: a replay finds it already there.
+                id.clear();
+                let _ = write!(id, "{}:{}:{}:{j}", rec.topic, rec.partition, rec.offset);
+                doc.append_ref("_id", id.as_str());
+            }
+            if let Some(field) = versions_field
+                && out.op != crate::sink::Op::Delete
+            {
+                set_field(&mut doc, field, &spec.versions);
+            }
+            plan.ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc });
+            plan.op_source.push(i);
+        }
+    }
+    plan
 }
 
 /// Failed records, logged per partition as one line at most every

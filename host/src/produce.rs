@@ -1,7 +1,9 @@
 //! `sluice produce`: the tutorial's producer. Sends `{"num": n}` for n in
-//! `start..start+count` to a topic, creating it first with the requested number of
-//! partitions if it does not exist. Fast by default (batched, asynchronous
-//! delivery); `interval` paces it like the tutorial.
+//! `start..start+count` to a topic, or JSON lines from a file or standard input,
+//! creating the topic first with the requested number of partitions if it does
+//! not exist. A key can come from a field of each value, and headers can be
+//! added. Fast by default (batched, asynchronous delivery); `interval` and
+//! `rate` pace it.
 
 use std::time::Duration;
 
@@ -24,6 +26,30 @@ pub struct ProduceOptions {
     pub rate: u64,
     /// Partitions for the topic if it has to be created.
     pub partitions: i32,
+    /// Send these JSON lines (a file, or `-` for standard input) instead of the numbers.
+    pub input: Option<std::path::PathBuf>,
+    /// The key of each message: this field of its JSON value (strings as they are, other values as JSON).
+    pub key_field: Option<String>,
+    /// Headers added to every message.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ProduceOptions {
+    /// The tutorial's numbers: `{"num": n}` for n in `start..start+count`.
+    pub fn numbers(brokers: &str, topic: &str, start: u64, count: u64) -> ProduceOptions {
+        ProduceOptions {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            count,
+            start,
+            interval: Duration::ZERO,
+            rate: 0,
+            partitions: 1,
+            input: None,
+            key_field: None,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Create `topic` with `partitions` partitions unless it exists.
@@ -42,8 +68,13 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
     Ok(())
 }
 
-/// Send the numbers; returns once every message is acknowledged by the broker.
+/// Send the messages; returns once every one is acknowledged by the broker.
 pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
+    produce_with_progress(o, |_| {}).await
+}
+
+/// [`produce`], calling `progress` with the number acknowledged so far (now and then).
+pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -> anyhow::Result<u64> {
     ensure_topic(&o.brokers, &o.topic, o.partitions).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &o.brokers)
@@ -57,18 +88,65 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
     let started = tokio::time::Instant::now();
     let mut sent = 0u64;
     use futures::StreamExt;
-    for n in o.start..o.start + o.count {
-        let payload = format!("{{\"num\":{n}}}");
-        let record: FutureRecord<'_, (), String> = FutureRecord::to(&o.topic).payload(&payload);
-        let fut = producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("queueing message {n}: {e}"))?;
+    let mut headers = rdkafka::message::OwnedHeaders::new();
+    for (k, v) in &o.headers {
+        headers = headers.insert(rdkafka::message::Header { key: k, value: Some(v) });
+    }
+    let mut lines = match &o.input {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdin().lock()) as Box<dyn std::io::BufRead>),
+        Some(p) => Some(Box::new(std::io::BufReader::new(std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?))
+            as Box<dyn std::io::BufRead>),
+    };
+    let mut line = String::new();
+    let mut n = o.start;
+    loop {
+        let payload = match &mut lines {
+            None if n >= o.start + o.count => break,
+            None => format!("{{\"num\":{n}}}"),
+            Some(reader) => {
+                line.clear();
+                if reader.read_line(&mut line).context("reading the input")? == 0 {
+                    break;
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                line.trim_end_matches(['\n', '\r']).to_owned()
+            }
+        };
+        let key = match &o.key_field {
+            None => None,
+            Some(field) => {
+                let v: serde_json::Value = serde_json::from_str(&payload)
+                    .with_context(|| format!("message {}: not JSON, so no key field `{field}`", n - o.start + 1))?;
+                match v.get(field) {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                    None => bail!("message {}: no field `{field}` for the key in {payload}", n - o.start + 1),
+                }
+            }
+        };
+        let mut record: FutureRecord<'_, String, String> = FutureRecord::to(&o.topic).payload(&payload);
+        if let Some(k) = &key {
+            record = record.key(k);
+        }
+        if !o.headers.is_empty() {
+            record = record.headers(headers.clone());
+        }
+        let fut = producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("queueing message {}: {e}", n - o.start + 1))?;
         pending.push(fut);
+        n += 1;
         while pending.len() >= 10_000 {
             check(pending.next().await)?;
             sent += 1;
+            if sent.is_multiple_of(1000) {
+                progress(sent);
+            }
         }
         if o.rate > 0 {
             // Pace in 10 ms steps: after k messages, wait until k / rate seconds have passed.
-            let sent_so_far = n - o.start + 1;
+            let sent_so_far = n - o.start;
             if sent_so_far.is_multiple_of((o.rate / 100).max(1)) {
                 let due = started + Duration::from_secs_f64(sent_so_far as f64 / o.rate as f64);
                 tokio::time::sleep_until(due).await;
@@ -79,13 +157,18 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
                 check(Some(r))?;
                 sent += 1;
             }
+            progress(sent);
             tokio::time::sleep(o.interval).await;
         }
     }
     while let Some(r) = pending.next().await {
         check(Some(r))?;
         sent += 1;
+        if sent.is_multiple_of(1000) {
+            progress(sent);
+        }
     }
+    progress(sent);
     producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
     Ok(sent)
 }

@@ -77,15 +77,7 @@ impl TestEnv {
 
     /// Send `{"num": n}` for n in 0..count.
     pub async fn produce_nums(&self, count: u64) -> anyhow::Result<()> {
-        let opts = sluice::produce::ProduceOptions {
-            brokers: brokers(),
-            topic: self.topic.clone(),
-            count,
-            start: 0,
-            interval: Duration::ZERO,
-            rate: 0,
-            partitions: 1,
-        };
+        let opts = sluice::produce::ProduceOptions::numbers(&brokers(), &self.topic, 0, count);
         let sent = sluice::produce::produce(&opts).await?;
         anyhow::ensure!(sent == count, "sent {sent} of {count}");
         Ok(())

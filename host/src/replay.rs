@@ -1,0 +1,166 @@
+//! `sluice dlq replay`: send dead-lettered records back through a (possibly
+//! fixed) plugin chain into MongoDB, and report what landed and what failed
+//! again.
+//!
+//! Each dead letter becomes the record it was: its original topic, partition,
+//! offset and timestamp come from the `sluice.source.*` headers, its key, value
+//! and headers (without the `sluice.*` ones) are as they were. So the documents
+//! get the `_id`s they would have had (`topic:partition:offset:index`), and a
+//! replay is idempotent: replaying again finds them already there. The dead-letter
+//! topic is read from its start to its end at the time of the replay; nothing is
+//! committed, and records that fail again are reported, not dead-lettered again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::chain::{Chain, ChainSpec, Failure};
+use crate::config::{Config, PluginConfig};
+use crate::pipeline::plan;
+use crate::runtime::Runtime;
+use crate::sink::{Sink, SinkError};
+use crate::source::SourceRecord;
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub read: u64,
+    /// Documents MongoDB acknowledged (inserted, upserted, deleted).
+    pub written: u64,
+    /// Inserts that found their `_id` already there (an earlier replay).
+    pub already_there: u64,
+    pub dropped: u64,
+    /// Dead letters without `sluice.source.*` headers (replayed with the dead-letter coordinates).
+    pub without_source: u64,
+    /// `topic:partition@offset` of the original record, and why it failed again.
+    pub failed: Vec<(String, Failure)>,
+}
+
+/// Replay every record of dead-letter topic `from` through `plugins` (the
+/// config's chain when empty) into the config's MongoDB.
+pub async fn replay(config: &Config, from: &str, plugins: &[PathBuf]) -> anyhow::Result<ReplayReport> {
+    let runtime = Runtime::new().context("starting the wasm runtime")?;
+    let configs: Vec<PluginConfig> = if plugins.is_empty() {
+        config.plugins.clone()
+    } else {
+        plugins.iter().map(|p| PluginConfig::new(p.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin"), p.clone())).collect()
+    };
+    let loaded = configs.iter().map(|p| runtime.load(p)).collect::<Result<Vec<_>, _>>()?;
+    let spec = Arc::new(ChainSpec::new(1, loaded));
+    let mut chain = Chain::new(spec.clone(), config.pipeline.max_value_bytes)?;
+    let sink = Sink::connect(&config.mongo).await?;
+
+    let (kafka, topic) = (config.kafka.clone(), from.to_owned());
+    let records = tokio::task::spawn_blocking(move || read_all(&kafka, &topic)).await??;
+    let mut report = ReplayReport {
+        read: records.len() as u64,
+        without_source: records.iter().filter(|(_, had_source)| !had_source).count() as u64,
+        ..ReplayReport::default()
+    };
+    let records: Vec<SourceRecord> = records.into_iter().map(|(r, _)| r).collect();
+    for batch in records.chunks(config.pipeline.batch_max_records) {
+        let results = chain.process(batch)?;
+        let p = plan(&spec, config.pipeline.versions_field.as_deref(), batch, &results);
+        report.dropped += p.dropped;
+        let coords = |i: usize| format!("{}:{}@{}", batch[i].topic, batch[i].partition, batch[i].offset);
+        report.failed.extend(p.failures.iter().map(|(i, f)| (coords(*i), f.clone())));
+        if p.ops.is_empty() {
+            continue;
+        }
+        match sink.write(&p.ops).await {
+            Ok(w) => {
+                report.written += w.inserted + w.upserted + w.deleted;
+                report.already_there += w.duplicates;
+            }
+            Err(SinkError::Rejected(rejections)) => {
+                let mut seen = std::collections::HashSet::new();
+                for r in rejections {
+                    let i = p.op_source[r.index];
+                    if seen.insert(i) {
+                        let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
+                        let f = Failure { plugin: None, plugin_version: None, kind: crate::chain::FailureKind::SinkRejected, message };
+                        report.failed.push((coords(i), f));
+                    }
+                }
+                // The others of the batch are written; count them as such.
+                report.written += (p.ops.len() - seen.len()) as u64;
+            }
+            Err(e) => return Err(e).context("writing to MongoDB (the replay can be run again: it is idempotent)"),
+        }
+    }
+    Ok(report)
+}
+
+/// Every record of `topic`, from the start to the end offsets seen now, each
+/// rebuilt from its `sluice.source.*` headers (`true` when it had them).
+fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<Vec<(SourceRecord, bool)>> {
+    let mut cc = kafka.client_config();
+    cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cc.create().context("creating the dead-letter reader")?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading the metadata of {topic}"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic).filter(|t| !t.partitions().is_empty()) else {
+        bail!("topic {topic} does not exist on {}", kafka.brokers);
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in t.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+        if high > low {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            bail!("reading {topic} took longer than 2 minutes");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let m = m?;
+        if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+            ends.remove(&m.partition());
+        }
+        let mut headers = Vec::new();
+        let mut source: HashMap<&str, String> = HashMap::new();
+        if let Some(hs) = m.headers() {
+            for h in hs.iter() {
+                match h.key.strip_prefix("sluice.source.") {
+                    Some(k) => {
+                        source.insert(k, String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+                    }
+                    None if h.key.starts_with("sluice.") => {}
+                    None => headers.push((h.key.to_owned(), h.value.map(<[u8]>::to_vec))),
+                }
+            }
+        }
+        let original =
+            (|| Some((source.get("topic")?.clone(), source.get("partition")?.parse().ok()?, source.get("offset")?.parse().ok()?)))();
+        let had_source = original.is_some();
+        let (t, p, o) = original.unwrap_or_else(|| (topic.to_owned(), m.partition(), m.offset()));
+        let record = SourceRecord {
+            topic: Arc::from(t.as_str()),
+            partition: p,
+            offset: o,
+            timestamp: source.get("timestamp").and_then(|ts| ts.parse().ok()),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        };
+        out.push((record, had_source));
+    }
+    Ok(out)
+}

@@ -1,0 +1,122 @@
+//! `sluice plugin new <name>`: a plugin crate that builds as it is: a `map`
+//! function with a unit test, the wasm32 target set for `cargo build`, an
+//! LTO-and-strip release profile, sample records and a README with the next
+//! commands (test natively, build, try with `sluice plugin test`, deploy).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// Where the guest SDK of this source tree is, if this binary was built from one.
+pub fn default_sdk_path() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    std::fs::canonicalize(p).ok().filter(|p| p.join("Cargo.toml").exists())
+}
+
+/// Write the crate `name` into `dir` (which must not exist yet); returns the
+/// path of the `.wasm` a release build makes.
+pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<PathBuf> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        bail!("plugin name {name:?}: use lowercase letters, digits, `-` and `_`, starting with a letter");
+    }
+    if dir.exists() {
+        bail!("{} exists already: choose another name or --dir", dir.display());
+    }
+    let sdk = std::fs::canonicalize(sdk).with_context(|| format!("the guest SDK at {}", sdk.display()))?;
+    if !sdk.join("Cargo.toml").exists() {
+        bail!("{} is not the sluice-plugin crate (no Cargo.toml)", sdk.display());
+    }
+    let ident = name.replace('-', "_");
+    let files = [
+        (
+            "Cargo.toml",
+            format!(
+                r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+# cdylib: the .wasm plugin; rlib: `cargo test` runs the function natively.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+sluice-plugin = {{ path = "{sdk}" }}
+
+[profile.release]
+opt-level = 3
+lto = true
+codegen-units = 1
+strip = true
+panic = "abort"
+
+# A workspace of its own.
+[workspace]
+"#,
+                sdk = sdk.display()
+            ),
+        ),
+        (".cargo/config.toml", "# Plugins are built for WebAssembly.\n[build]\ntarget = \"wasm32-unknown-unknown\"\n".to_owned()),
+        (".gitignore", "/target\n".to_owned()),
+        (
+            "src/lib.rs",
+            format!(
+                r##"//! {name}: a Sluice plugin. It adds `doubled` (twice `num`) to each record's
+//! JSON document; a record without an integer `num` fails (and only that record).
+
+use sluice_plugin::{{Record, Result, Value, anyhow, map}};
+
+#[map]
+pub fn {ident}(mut doc: Value, _record: &Record) -> Result<Value> {{
+    let n = doc.get("num").and_then(Value::as_i64).ok_or_else(|| anyhow!("no integer field `num` in {{doc}}"))?;
+    doc["doubled"] = (n * 2).into();
+    Ok(doc)
+}}
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use sluice_plugin::json;
+
+    #[test]
+    fn adds_doubled() {{
+        let record = Record::new("t", 0, 0, r#"{{"num": 21}}"#);
+        assert_eq!({ident}(json!({{"num": 21}}), &record).unwrap(), json!({{"num": 21, "doubled": 42}}));
+        assert!({ident}(json!({{"n": 1}}), &record).is_err());
+    }}
+}}
+"##
+            ),
+        ),
+        ("records.jsonl", "{\"num\": 1}\n{\"num\": 2}\n{\"n\": 3}\n".to_owned()),
+        (
+            "README.md",
+            format!(
+                r#"# {name}
+
+A Sluice plugin: one plain function in `src/lib.rs`, exported through the
+contract by `#[map]`.
+
+```sh
+cargo test --target "$(rustc -vV | sed -n 's/^host: //p')"   # the function, natively
+cargo build --release                                        # -> target/wasm32-unknown-unknown/release/{ident}.wasm
+sluice plugin test target/wasm32-unknown-unknown/release/{ident}.wasm --input records.jsonl
+```
+
+To deploy, list the `.wasm` under `[[plugins]]` in the host's config; to
+replace a running version, write the file, or upload it:
+`curl -X PUT --data-binary @target/wasm32-unknown-unknown/release/{ident}.wasm localhost:9464/plugins/{name}`.
+"#
+            ),
+        ),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().expect("a parent")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir.join(format!("target/wasm32-unknown-unknown/release/{ident}.wasm")))
+}

@@ -1,0 +1,159 @@
+//! `sluice plugin test`: run a plugin, or a chain, on records from a file with
+//! the real runtime and limits, without Kafka or MongoDB, and print the write
+//! plan: per input record, the MongoDB operations the host would run (insert,
+//! upsert or delete; collection; `_id`; document), or that it was dropped, or
+//! why it failed. With an expected plan it becomes a check for CI.
+//!
+//! Input: JSON lines. By default each line is a record's value. With
+//! `envelope`, each line is `{"key": "…", "value": <JSON or null>,
+//! "value_raw": "<bytes as text>", "headers": {"name": "value" or null}}`
+//! (all optional; `value: null` is a tombstone). Record `i` is offset `i` of
+//! partition 0 of the given topic.
+//!
+//! Output: one JSON line per record, e.g.
+//! `{"offset":0,"ops":[{"op":"insert","collection":null,"_id":"test:0:0:0","document":{…}}]}`,
+//! `{"offset":1,"dropped":true}`,
+//! `{"offset":2,"error":{"kind":"plugin-error","plugin":"p","version":"…","message":"…"}}`.
+//! (Whether MongoDB accepts a document is only known when writing: a refused
+//! document shows here as an insert.)
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use mongodb::bson::Bson;
+use serde_json::{Value, json};
+
+use crate::chain::{Chain, ChainSpec};
+use crate::config::PluginConfig;
+use crate::pipeline::{Plan, plan};
+use crate::runtime::Runtime;
+use crate::sink::Op;
+use crate::source::SourceRecord;
+
+/// What to run and on what.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// The chain, in order; each plugin is named after its file.
+    pub plugins: Vec<PathBuf>,
+    /// Given to every plugin's init.
+    pub params: Vec<(String, String)>,
+    /// JSON lines; `-` = standard input.
+    pub input: PathBuf,
+    pub envelope: bool,
+    pub topic: String,
+    /// As `pipeline.versions_field` would add it.
+    pub versions_field: Option<String>,
+    pub batch: usize,
+}
+
+/// Read the input records.
+pub fn read_records(opts: &TestOptions) -> anyhow::Result<Vec<SourceRecord>> {
+    let reader: Box<dyn BufRead> = if opts.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(&opts.input).with_context(|| format!("reading {}", opts.input.display()))?))
+    };
+    let topic: Arc<str> = Arc::from(opts.topic.as_str());
+    let mut records = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", opts.input.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut record = SourceRecord {
+            topic: topic.clone(),
+            partition: 0,
+            offset: records.len() as i64,
+            timestamp: None,
+            key: None,
+            value: Some(line.as_bytes().to_vec()),
+            headers: Vec::new(),
+        };
+        if opts.envelope {
+            let at = || format!("{} line {}", opts.input.display(), n + 1);
+            let e: Value = serde_json::from_str(&line).with_context(|| format!("{}: not a JSON envelope", at()))?;
+            let Some(e) = e.as_object() else { bail!("{}: an envelope is a JSON object", at()) };
+            record.key = e.get("key").and_then(Value::as_str).map(|k| k.as_bytes().to_vec());
+            record.value = match (e.get("value_raw"), e.get("value")) {
+                (Some(Value::String(raw)), _) => Some(raw.as_bytes().to_vec()),
+                (_, None | Some(Value::Null)) => None,
+                (_, Some(v)) => Some(serde_json::to_vec(v)?),
+            };
+            if let Some(h) = e.get("headers").and_then(Value::as_object) {
+                record.headers = h.iter().map(|(k, v)| (k.clone(), v.as_str().map(|s| s.as_bytes().to_vec()))).collect();
+            }
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Run the chain over `records`; one plan line per record.
+pub fn run(opts: &TestOptions, records: &[SourceRecord]) -> anyhow::Result<Vec<Value>> {
+    let runtime = Runtime::new().context("starting the wasm runtime")?;
+    let mut plugins = Vec::new();
+    for path in &opts.plugins {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
+        let mut cfg = PluginConfig::new(name, path.clone());
+        cfg.params = opts.params.iter().cloned().collect();
+        plugins.push(runtime.load(&cfg)?);
+    }
+    let spec = Arc::new(ChainSpec::new(1, plugins));
+    let mut chain = Chain::new(spec.clone(), 1 << 20)?;
+    let mut lines = Vec::with_capacity(records.len());
+    for batch in records.chunks(opts.batch.max(1)) {
+        let results = chain.process(batch)?;
+        let p = plan(&spec, opts.versions_field.as_deref(), batch, &results);
+        lines.extend(plan_lines(batch, &p));
+    }
+    Ok(lines)
+}
+
+/// The plan of one batch as JSON lines, one per record.
+pub fn plan_lines(records: &[SourceRecord], p: &Plan) -> Vec<Value> {
+    let mut lines: Vec<Value> = records.iter().map(|r| json!({ "offset": r.offset, "ops": [] })).collect();
+    for (op, &i) in p.ops.iter().zip(&p.op_source) {
+        let doc = op.doc.to_document().map(|d| Bson::Document(d).into_relaxed_extjson()).unwrap_or(Value::Null);
+        let entry = json!({
+            "op": match op.op { Op::Insert => "insert", Op::Upsert => "upsert", Op::Delete => "delete" },
+            "collection": op.collection,
+            "_id": doc.get("_id").cloned().unwrap_or(Value::Null),
+            "document": doc,
+        });
+        lines[i]["ops"].as_array_mut().expect("ops").push(entry);
+    }
+    for (i, f) in &p.failures {
+        lines[*i] = json!({
+            "offset": records[*i].offset,
+            "error": { "kind": f.kind.as_str(), "plugin": f.plugin, "version": f.plugin_version, "message": f.message },
+        });
+    }
+    for line in &mut lines {
+        if line.get("ops").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+            *line = json!({ "offset": line["offset"], "dropped": true });
+        }
+    }
+    lines
+}
+
+/// Compare a plan with an expected one (JSON lines); `Err` says where they differ.
+pub fn check_expected(got: &[Value], expected_file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(expected_file).with_context(|| format!("reading {}", expected_file.display()))?;
+    let expected: Vec<Value> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| serde_json::from_str(l).with_context(|| format!("{} line {}: not JSON", expected_file.display(), n + 1)))
+        .collect::<anyhow::Result<_>>()?;
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        if g != e {
+            bail!("record {i} differs from {}:\n  expected: {e}\n  got:      {g}", expected_file.display());
+        }
+    }
+    if got.len() != expected.len() {
+        bail!("{} records in the plan, {} expected in {}", got.len(), expected.len(), expected_file.display());
+    }
+    Ok(())
+}
