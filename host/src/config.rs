@@ -928,6 +928,40 @@ mod tests {
         }
     }
 
+    /// docs/config.md's example parses, and the defaults it states are the code's.
+    #[test]
+    fn the_documented_example_parses_with_the_defaults_it_states() {
+        let md = include_str!("../../docs/config.md");
+        let start = md.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + md[start..].find("```").expect("its end");
+        let c = parse(&md[start..end]).unwrap_or_else(|e| panic!("docs/config.md: {e}"));
+        let d = parse(MINIMAL).unwrap();
+        let (p, dp) = (&c.pipeline, &d.pipeline);
+        assert_eq!(
+            (p.batch_max_records, p.batch_linger, p.max_queued(), p.max_queued_bytes_per_partition, p.on_error, p.max_value_bytes),
+            (dp.batch_max_records, dp.batch_linger, dp.max_queued(), dp.max_queued_bytes_per_partition, dp.on_error, dp.max_value_bytes)
+        );
+        assert_eq!(
+            (p.drain_timeout, p.progress_interval, p.shutdown_timeout, p.retry_backoff, p.retry_max_backoff, &p.versions_field),
+            (dp.drain_timeout, dp.progress_interval, dp.shutdown_timeout, dp.retry_backoff, dp.retry_max_backoff, &dp.versions_field)
+        );
+        assert_eq!(c.plugins[0].limits, PluginLimits::default());
+        assert_eq!(c.hot_swap, d.hot_swap);
+        assert_eq!(
+            (c.admin.enabled, c.admin.address, c.admin.max_upload_bytes),
+            (d.admin.enabled, d.admin.address, d.admin.max_upload_bytes)
+        );
+        assert_eq!((c.dlq.topic.as_str(), c.dlq.create_topics), (d.dlq.topic.as_str(), d.dlq.create_topics));
+        let (m, dm) = (&c.mongo, &d.mongo);
+        assert_eq!((m.connect_timeout, &m.offsets_collection), (dm.connect_timeout, &dm.offsets_collection));
+        assert_eq!(
+            (&m.write_concern.w, m.write_concern.journal, m.write_concern.timeout),
+            (&dm.write_concern.w, dm.write_concern.journal, dm.write_concern.timeout)
+        );
+        assert_eq!((c.kafka.auto_offset_reset, c.kafka.connect_timeout), (d.kafka.auto_offset_reset, d.kafka.connect_timeout));
+        assert_eq!(c.plugins[0].self_test.len(), 1);
+    }
+
     #[test]
     fn environment_variables_override_keys() {
         let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
