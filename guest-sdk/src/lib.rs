@@ -271,8 +271,11 @@ pub mod __private {
             }
         }
 
-        /// Emit a document serialised from `value`.
+        /// Emit a document serialised from `value` (a JSON object).
         pub fn emit_json(&mut self, op: Operation, value: &Value, collection: Option<&str>) -> Result<()> {
+            if !value.is_object() {
+                bail!("the output is not a JSON object: {value}");
+            }
             let start = self.data.len();
             serde_json::to_writer(&mut self.data, value).map_err(|e| anyhow!("cannot serialise output: {e}"))?;
             self.push_output(op, start, collection);
@@ -329,6 +332,9 @@ pub mod __private {
 
     pub fn filter_one(record: &Record, f: &mut impl FnMut(&Value, &Record) -> Result<bool>, w: &mut ResultWriter) -> Result<()> {
         let value = record.json()?;
+        if !value.is_object() {
+            bail!("value is not a JSON object: {value}");
+        }
         if f(&value, record)? {
             // Kept unchanged: the bytes as they came, no serialising again.
             w.emit_raw(Operation::Insert, record.value.unwrap_or_default(), None);
@@ -380,7 +386,7 @@ pub mod __private {
         data: &[u8],
         mut one: impl FnMut(&Record, &mut ResultWriter) -> Result<()>,
     ) -> ResultWriter {
-        let mut w = ResultWriter::with_capacity(offsets.len(), data.len() + data.len() / 2);
+        let mut w = ResultWriter::with_capacity(offsets.len(), data.len());
         for (i, (&offset, &ts)) in offsets.iter().zip(timestamps).enumerate() {
             let s = &spans[6 * i..6 * i + 6];
             let headers = (s[4]..s[4] + s[5])
@@ -492,6 +498,10 @@ mod tests {
         assert_eq!(one(|w| map_one(&rec(r#"{"num":0}"#), &mut f, w)), Outcome::Drop);
         assert_eq!(one(|w| map_one(&rec(r#"{"num":5}"#), &mut f, w)), Outcome::Emit(vec![Output::insert(json!({"n": 5}))]));
         assert_eq!(one(|w| map_one(&rec(r#"{}"#), &mut f, w)), Outcome::Error("reading: no num".into()));
+        let mut to_array = |_: Value, _: &Record| -> Result<Value> { Ok(json!([1])) };
+        assert_eq!(one(|w| map_one(&rec(r#"{}"#), &mut to_array, w)), Outcome::Error("the output is not a JSON object: [1]".into()));
+        let mut keep = |_: &Value, _: &Record| Ok(true);
+        assert_eq!(one(|w| filter_one(&rec("[1]"), &mut keep, w)), Outcome::Error("value is not a JSON object: [1]".into()));
     }
 
     #[test]

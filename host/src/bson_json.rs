@@ -7,7 +7,9 @@
 //! bits become int32, larger ones int64, other numbers doubles; key order is kept.
 //! An object whose first key starts with `$` is MongoDB extended JSON
 //! (`{"$oid": …}`, `{"$date": …}`, `{"$numberLong": …}`, …) and is converted by
-//! the bson crate. Keys may not contain a NUL byte (BSON cannot store it).
+//! the bson crate. Keys may not contain a NUL byte (BSON cannot store it), and
+//! an object may not have the same key twice (MongoDB's behaviour with such a
+//! document is undefined): both are errors, never a panic or a silent choice.
 
 use mongodb::bson::RawDocumentBuf;
 use serde::Deserializer as _;
@@ -143,6 +145,8 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
         let buf = self.buf;
         let start = Self::open(buf);
         let mut first = true;
+        // Where this object's keys lie in `buf`, to refuse a repeated one.
+        let mut keys: Vec<(usize, usize)> = Vec::new();
         loop {
             let at = buf.len();
             buf.push(0);
@@ -150,6 +154,12 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 buf.truncate(at);
                 break;
             }
+            let key = (at + 1, buf.len() - 1);
+            if keys.iter().any(|&(s, e)| buf[s..e] == buf[key.0..key.1]) {
+                let name = String::from_utf8_lossy(&buf[key.0..key.1]).into_owned();
+                return Err(de::Error::custom(format!("key {name:?} appears twice in one object")));
+            }
+            keys.push(key);
             if first && buf.get(at + 1) == Some(&b'$') {
                 // Extended JSON: read the whole object as JSON and let the bson crate convert it.
                 let key = String::from_utf8_lossy(&buf[at + 1..buf.len() - 1]).into_owned();
@@ -173,10 +183,9 @@ fn extended<'de, A: MapAccess<'de>>(buf: &mut Vec<u8>, first: String, mut map: A
         object.insert(k, v);
     }
     let value = mongodb::bson::Bson::try_from(serde_json::Value::Object(object)).map_err(de::Error::custom)?;
-    let raw = mongodb::bson::RawBson::try_from(value).map_err(de::Error::custom)?;
     // Encoded as the only element of a document, keyed "": [len][type][""\0][value][\0].
-    let mut one = RawDocumentBuf::new();
-    one.append("", raw);
+    // (The encoder errs, where appending would panic, on a NUL in a regex or key.)
+    let one = RawDocumentBuf::from_document(&mongodb::bson::doc! { "": value }).map_err(de::Error::custom)?;
     let bytes = one.as_bytes();
     buf.extend_from_slice(&bytes[6..bytes.len() - 1]);
     Ok(bytes[4])
@@ -252,6 +261,8 @@ mod tests {
             (br#"{"num": 9, oops"#, "output is not JSON"),
             (br#"{"a\u0000b": 1}"#, "cannot be stored as BSON: key \"a\\0b\" contains a NUL byte"),
             (br#"{"x": {"$date": "not a date"}}"#, "cannot be stored as BSON"),
+            (br#"{"a": 1, "b": 2, "a": 3}"#, "cannot be stored as BSON: key \"a\" appears twice"),
+            (br#"{"r": {"$regularExpression": {"pattern": "a\u0000", "options": ""}}}"#, "cannot be stored as BSON"),
         ] {
             let e = json_to_bson(json).unwrap_err();
             assert!(e.contains(needle), "{}: {e}", String::from_utf8_lossy(json));

@@ -425,5 +425,7 @@ enum StageError {
 
 /// The SDK reports unparsable input with these prefixes.
 fn is_input_error(message: &str) -> bool {
-    message.starts_with("value is not JSON") || message.starts_with("record has no value")
+    message.starts_with("value is not JSON")
+        || message.starts_with("value is not a JSON object")
+        || message.starts_with("record has no value")
 }

@@ -536,17 +536,35 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let parse_err = |e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) };
-        let mut raw: toml::Table = toml::from_str(text).map_err(parse_err)?;
-        let applied = apply_env(&mut raw, env).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let file: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let invalid = |message| ConfigError::Invalid { path: path.to_owned(), message };
+        let mut raw = file.clone();
+        let applied = apply_env(&mut raw, &env, false).map_err(invalid)?;
         let mut config: Config = if applied.is_empty() {
             // Straight from the text: errors say where in the file.
             toml::from_str(text).map_err(parse_err)?
         } else {
             tracing::info!(overrides = ?applied, "configuration keys set from the environment");
-            Config::deserialize(raw.clone()).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                message: format!("{} (with environment overrides {})", one_line(&e), applied.join(", ")),
-            })?
+            match Config::deserialize(raw.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    // A value read as a number or boolean may have been meant as text
+                    // (a token of digits): try the keys the file lacks as strings.
+                    let mut as_text = file.clone();
+                    apply_env(&mut as_text, &env, true).map_err(invalid)?;
+                    match Config::deserialize(as_text.clone()) {
+                        Ok(c) => {
+                            raw = as_text;
+                            c
+                        }
+                        Err(_) => {
+                            let message = format!("{} (with environment overrides {})", one_line(&e), applied.join(", "));
+                            return Err(ConfigError::Parse { path: path.to_owned(), message });
+                        }
+                    }
+                }
+            }
         };
         config.raw = raw;
         for p in &mut config.plugins {
@@ -579,6 +597,12 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(format!("{what} is empty"));
             }
+        }
+        if m.collection == m.offsets_collection {
+            return Err(format!(
+                "mongo.collection and mongo.offsets_collection are both {:?}: documents and Sluice's progress must not share a collection",
+                m.collection
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.plugins {
@@ -669,10 +693,11 @@ impl Config {
 const ENV_SECTIONS: [(&str, &str); 6] =
     [("KAFKA_", "kafka"), ("MONGO_", "mongo"), ("PIPELINE_", "pipeline"), ("DLQ_", "dlq"), ("ADMIN_", "admin"), ("HOT_SWAP_", "hot_swap")];
 
-/// Set `SLUICE_<SECTION>_<KEY>` variables into `raw`; returns the names applied.
-fn apply_env(raw: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<String>, String> {
+/// Set `SLUICE_<SECTION>_<KEY>` variables into `raw` (keys the file lacks as
+/// TOML values, or with `text`, as strings); returns the names applied.
+fn apply_env(raw: &mut toml::Table, env: &[(String, String)], text: bool) -> Result<Vec<String>, String> {
     let mut applied = Vec::new();
-    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("SLUICE_")).collect();
+    let mut vars: Vec<&(String, String)> = env.iter().filter(|(k, _)| k.starts_with("SLUICE_")).collect();
     vars.sort();
     for (name, value) in vars {
         let rest = &name["SLUICE_".len()..];
@@ -688,16 +713,17 @@ fn apply_env(raw: &mut toml::Table, env: impl IntoIterator<Item = (String, Strin
             .ok_or_else(|| format!("{name}: `{section}` is not a table in the file"))?;
         let parsed = |v: &str| toml::from_str::<toml::Table>(&format!("v = {v}")).ok().and_then(|mut t| t.remove("v"));
         let typed = match table.get(&key) {
-            Some(toml::Value::String(_)) | None if parsed(&value).is_none() => toml::Value::String(value.clone()),
+            Some(toml::Value::String(_)) | None if parsed(value).is_none() => toml::Value::String(value.clone()),
             Some(toml::Value::String(_)) => toml::Value::String(value.clone()),
-            Some(existing) => match parsed(&value) {
+            Some(existing) => match parsed(value) {
                 Some(v) if v.same_type(existing) => v,
                 _ => return Err(format!("{name} = {value:?} is not of type {}, as {section}.{key} is in the file", existing.type_str())),
             },
-            None => parsed(&value).unwrap_or(toml::Value::String(value.clone())),
+            None if text => toml::Value::String(value.clone()),
+            None => parsed(value).unwrap_or(toml::Value::String(value.clone())),
         };
         table.insert(key, typed);
-        applied.push(name);
+        applied.push(name.clone());
     }
     Ok(applied)
 }
@@ -922,6 +948,7 @@ mod tests {
                 "shorter than Kafka's session.timeout.ms (10000 ms)",
             ),
             (format!("{MINIMAL}\n[pipeline]\nshutdown_timeout = \"5s\"\n"), "shutdown_timeout"),
+            (MINIMAL.replace("collection = \"c\"", "collection = \"sluice_offsets\""), "must not share a collection"),
         ] {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
@@ -996,6 +1023,9 @@ mod tests {
         // The overridden values are what a reload compares against.
         assert!(c.restart_needed(&parse_env(&text, &[]).unwrap()).contains(&"kafka".to_string()));
 
+        // A secret of digits, absent from the file, is still text.
+        let c = parse_env(MINIMAL, &[("SLUICE_ADMIN_TOKEN", "123456"), ("SLUICE_DLQ_TOPIC", "2024")]).unwrap();
+        assert_eq!((c.admin.token.as_deref(), c.dlq.topic.as_str()), (Some("123456"), "2024"));
         let err = parse_env(MINIMAL, &[("SLUICE_PIPELINE_BATCH_SIZE", "3")]).unwrap_err().to_string();
         assert!(err.contains("batch_size") && err.contains("SLUICE_PIPELINE_BATCH_SIZE"), "{err}");
         let text = format!("{MINIMAL}\n[pipeline]\nbatch_max_records = 5\n");

@@ -148,7 +148,11 @@ impl<'a> Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.stats.partitions.lock().unwrap().remove(&self.key);
+        // Only its own entry: a newer worker of the same partition may have registered since.
+        let mut partitions = self.stats.partitions.lock().unwrap();
+        if partitions.get(&self.key).is_some_and(|g| Arc::ptr_eq(g, &self.gauges)) {
+            partitions.remove(&self.key);
+        }
     }
 }
 
@@ -248,6 +252,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<anyhow::Error>();
     let worker_ctx = Arc::new(WorkerCtx {
         hot: hot.clone(),
+        offsets_collection: config.mongo.offsets_collection.clone(),
         health: health.clone(),
         dlq,
         sink,
@@ -259,7 +264,18 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let spawn: SpawnWorker = {
         let ctx = worker_ctx.clone();
         let handle = tokio::runtime::Handle::current();
-        Arc::new(move |topic, partition, rx, state| handle.spawn(worker(ctx.clone(), topic, partition, rx, state)))
+        Arc::new(move |topic, partition, rx, state| {
+            let ctx = ctx.clone();
+            handle.spawn(async move {
+                use futures::FutureExt as _;
+                let (fatal, at) = (ctx.fatal.clone(), format!("{topic}:{partition}"));
+                // A bug must stop the run (its records are replayed), never leave a partition unserved.
+                if let Err(panic) = std::panic::AssertUnwindSafe(worker(ctx, topic, partition, rx, state)).catch_unwind().await {
+                    let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                    let _ = fatal.send(anyhow::anyhow!("the worker of {at} panicked: {}", why.unwrap_or_default()));
+                }
+            })
+        })
     };
 
     let kafka = config.kafka.clone();
@@ -332,6 +348,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 
 struct WorkerCtx {
     hot: Arc<HotSwap>,
+    offsets_collection: String,
     health: Arc<Health>,
     dlq: Option<DeadLetters>,
     sink: Sink,
@@ -377,6 +394,11 @@ async fn worker(
             // Idle with progress not yet saved.
             _ = progress.due(), if progress.pending() => {
                 progress.flush(&ctx, &topic, partition).await;
+                continue;
+            }
+            // Idle with failures not yet logged.
+            _ = tokio::time::sleep_until(failures.next), if !failures.counts.is_empty() => {
+                failures.flush();
                 continue;
             }
         };
@@ -536,7 +558,8 @@ async fn write_batch(
     results: Results,
     log: &mut FailureLog,
 ) -> anyhow::Result<()> {
-    let Plan { ops, op_source, failures, dropped } = plan(spec, ctx.pipeline.versions_field.as_deref(), records, &results);
+    let target = Target { versions_field: ctx.pipeline.versions_field.as_deref(), offsets_collection: &ctx.offsets_collection };
+    let Plan { ops, op_source, failures, dropped } = plan(spec, &target, records, &results);
     ctx.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
     decide(ctx, spec, records, &failures, log).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
@@ -547,28 +570,10 @@ async fn write_batch(
         return Ok(());
     }
     let started = std::time::Instant::now();
-    loop {
+    let (report, rejections) = loop {
         let message = match ctx.sink.write(&ops).await {
-            Ok(report) => {
-                ctx.stats.sink_write_seconds.observe(started.elapsed().as_secs_f64());
-                ctx.stats.sink_write_documents.observe(ops.len() as f64);
-                ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
-                ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
-                break;
-            }
-            Err(SinkError::Rejected(rejections)) => {
-                let mut seen = std::collections::HashSet::new();
-                let mut rejected = Vec::new();
-                for r in rejections {
-                    let i = op_source[r.index];
-                    if seen.insert(i) {
-                        let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
-                        rejected.push((i, Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message }));
-                    }
-                }
-                decide(ctx, spec, records, &rejected, log).await?;
-                break;
-            }
+            Ok(report) => break (report, Vec::new()),
+            Err(SinkError::Rejected { rejections, report }) => break (report, rejections),
             Err(e) => e.to_string(),
         };
         failing.get_or_insert_with(|| Failing::new(&ctx.health.sink_failing));
@@ -576,6 +581,13 @@ async fn write_batch(
         let wait = backoff.next();
         tracing::warn!(topic = %topic, partition, attempt = backoff.attempt, retry_in = ?wait, "{message}");
         tokio::time::sleep(wait).await;
+    };
+    ctx.stats.sink_write_seconds.observe(started.elapsed().as_secs_f64());
+    ctx.stats.sink_write_documents.observe(ops.len() as f64);
+    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
+    ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
+    if !rejections.is_empty() {
+        decide(ctx, spec, records, &rejected(&rejections, &op_source), log).await?;
     }
     if backoff.attempt > 0 {
         tracing::info!(topic = %topic, partition, attempts = backoff.attempt + 1, "MongoDB write succeeded after retrying");
@@ -596,10 +608,35 @@ pub struct Plan {
     pub dropped: u64,
 }
 
+/// Where outputs go and what they carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// `pipeline.versions_field`.
+    pub versions_field: Option<&'a str>,
+    /// `mongo.offsets_collection`: Sluice's own; no plugin output may go there.
+    pub offsets_collection: &'a str,
+}
+
+impl Target<'_> {
+    /// Why a plugin may not write to collection `name`, if it may not.
+    fn refuses(&self, name: &str) -> Option<String> {
+        if name.is_empty() || name.len() > 200 || name.contains(['\0', '$']) {
+            Some(format!("collection name {name:?} is not valid (empty, too long, or with `$` or NUL)"))
+        } else if name.starts_with("system.") {
+            Some(format!("collection {name:?} is reserved by MongoDB"))
+        } else if name == self.offsets_collection {
+            Some(format!("collection {name:?} is Sluice's progress store (mongo.offsets_collection)"))
+        } else {
+            None
+        }
+    }
+}
+
 /// Turn chain results into MongoDB operations, as the pipeline writes them: each
 /// output parsed to BSON, inserts without `_id` given `topic:partition:offset:index`,
 /// and the chain's versions under `versions_field` (when set) on inserts and upserts.
-pub fn plan(spec: &ChainSpec, versions_field: Option<&str>, records: &[SourceRecord], results: &Results) -> Plan {
+/// An output for a collection a plugin may not write to fails its record.
+pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], results: &Results) -> Plan {
     let mut plan = Plan { ops: Vec::with_capacity(records.len()), op_source: Vec::with_capacity(records.len()), ..Plan::default() };
     let mut id = String::new();
     for (i, rec) in records.iter().enumerate() {
@@ -616,7 +653,11 @@ pub fn plan(spec: &ChainSpec, versions_field: Option<&str>, records: &[SourceRec
         };
         let first_op = plan.ops.len();
         for (j, out) in outputs.iter().enumerate() {
-            let mut doc = match json_to_bson(results.document(out)) {
+            let parsed = match out.collection.as_deref().and_then(|c| target.refuses(c)) {
+                Some(refusal) => Err(refusal),
+                None => json_to_bson(results.document(out)),
+            };
+            let mut doc = match parsed {
                 Ok(doc) => doc,
                 Err(message) => {
                     // Without plugins the output is the input: a value that is no JSON object is bad input;
@@ -642,7 +683,7 @@ pub fn plan(spec: &ChainSpec, versions_field: Option<&str>, records: &[SourceRec
                 let _ = write!(id, "{}:{}:{}:{j}", rec.topic, rec.partition, rec.offset);
                 doc.append_ref("_id", id.as_str());
             }
-            if let Some(field) = versions_field
+            if let Some(field) = target.versions_field
                 && out.op != crate::sink::Op::Delete
             {
                 set_field(&mut doc, field, &spec.versions);
@@ -652,6 +693,19 @@ pub fn plan(spec: &ChainSpec, versions_field: Option<&str>, records: &[SourceRec
         }
     }
     plan
+}
+
+/// The records whose documents MongoDB refused (once each), as failures.
+pub fn rejected(rejections: &[crate::sink::Rejection], op_source: &[usize]) -> Vec<(usize, Failure)> {
+    let mut seen = std::collections::HashSet::new();
+    rejections
+        .iter()
+        .filter(|r| seen.insert(op_source[r.index]))
+        .map(|r| {
+            let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
+            (op_source[r.index], Failure { plugin: None, plugin_version: None, kind: FailureKind::SinkRejected, message })
+        })
+        .collect()
 }
 
 /// Failed records, logged per partition as one line at most every
@@ -844,5 +898,24 @@ mod tests {
         assert_eq!(parse_derived_id("a:b:2:41:3"), Some(("a:b", 2, 41, 3)));
         assert_eq!(parse_derived_id("testnum:2:x:3"), None);
         assert_eq!(parse_derived_id("2:41:3"), None);
+    }
+
+    #[test]
+    fn plugins_may_not_write_to_sluice_s_or_mongodb_s_own_collections() {
+        use crate::chain::{ChainOutput, Results};
+        use crate::sink::Op;
+        let target = Target { versions_field: None, offsets_collection: "progress" };
+        for name in ["progress", "system.users", "", "a$b", "a\0b"] {
+            assert!(target.refuses(name).is_some(), "{name:?}");
+        }
+        assert_eq!(target.refuses("orders"), None);
+        let rec = SourceRecord { topic: Arc::from("t"), partition: 0, offset: 7, timestamp: None, key: None, value: None, headers: vec![] };
+        let out = |c: &str| ChainOutput { op: Op::Upsert, collection: Some(c.into()), document: 0..12 };
+        let results =
+            Results { outputs: vec![out("orders"), out("progress")], records: vec![Ok(0..1), Ok(1..2)], data: br#"{"_id": "x"}"#.to_vec() };
+        let p = plan(&ChainSpec::new(1, vec![]), &target, &[rec.clone(), rec], &results);
+        assert_eq!((p.ops.len(), p.op_source.as_slice()), (1, &[0][..]));
+        assert_eq!(p.failures.len(), 1);
+        assert!(p.failures[0].1.message.contains("progress store"), "{:?}", p.failures);
     }
 }

@@ -1,10 +1,11 @@
 //! Progress kept in the sink: the next offset to consume per (group, topic,
-//! partition), written to a MongoDB collection after every batch write.
+//! partition), written to a MongoDB collection by each partition worker at most
+//! once per `pipeline.progress_interval` (1 s) and when the partition is released.
 //!
 //! On assignment the consumer starts each partition at the later of Kafka's
-//! committed offset and the one stored here. So a crash between the MongoDB write
-//! and the Kafka commit replays nothing, and Kafka offsets that expired (or a
-//! group that was deleted) do not rewind the pipeline. The stored value only
+//! committed offset and the one stored here. So a crash replays at most about
+//! the last interval (idempotently), and Kafka offsets that expired (or a group
+//! that was deleted, or a commit lost in a broker restart) do not rewind the pipeline. The stored value only
 //! grows (`$max`), so a late writer from a revoked partition cannot move it back.
 
 use std::collections::HashMap;

@@ -22,7 +22,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::chain::{Chain, ChainSpec, Failure};
 use crate::config::{Config, PluginConfig};
-use crate::pipeline::plan;
+use crate::pipeline::{Target, plan, rejected};
 use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError};
 use crate::source::SourceRecord;
@@ -66,33 +66,25 @@ pub async fn replay(config: &Config, from: &str, plugins: &[PathBuf]) -> anyhow:
     let records: Vec<SourceRecord> = records.into_iter().map(|(r, _)| r).collect();
     for batch in records.chunks(config.pipeline.batch_max_records) {
         let results = chain.process(batch)?;
-        let p = plan(&spec, config.pipeline.versions_field.as_deref(), batch, &results);
+        let target =
+            Target { versions_field: config.pipeline.versions_field.as_deref(), offsets_collection: &config.mongo.offsets_collection };
+        let p = plan(&spec, &target, batch, &results);
         report.dropped += p.dropped;
         let coords = |i: usize| format!("{}:{}@{}", batch[i].topic, batch[i].partition, batch[i].offset);
         report.failed.extend(p.failures.iter().map(|(i, f)| (coords(*i), f.clone())));
         if p.ops.is_empty() {
             continue;
         }
-        match sink.write(&p.ops).await {
-            Ok(w) => {
-                report.written += w.inserted + w.upserted + w.deleted;
-                report.already_there += w.duplicates;
+        let w = match sink.write(&p.ops).await {
+            Ok(w) => w,
+            Err(SinkError::Rejected { rejections, report: w }) => {
+                report.failed.extend(rejected(&rejections, &p.op_source).into_iter().map(|(i, f)| (coords(i), f)));
+                w
             }
-            Err(SinkError::Rejected(rejections)) => {
-                let mut seen = std::collections::HashSet::new();
-                for r in rejections {
-                    let i = p.op_source[r.index];
-                    if seen.insert(i) {
-                        let message = format!("MongoDB refused the document (code {}): {}", r.code, r.message);
-                        let f = Failure { plugin: None, plugin_version: None, kind: crate::chain::FailureKind::SinkRejected, message };
-                        report.failed.push((coords(i), f));
-                    }
-                }
-                // The others of the batch are written; count them as such.
-                report.written += (p.ops.len() - seen.len()) as u64;
-            }
-            Err(e) => return Err(e).context("writing to MongoDB (the replay can be run again: it is idempotent)"),
-        }
+            Err(e) => return Err(e).context("writing to MongoDB (the replay can be run again)"),
+        };
+        report.written += w.inserted + w.upserted + w.deleted;
+        report.already_there += w.duplicates;
     }
     Ok(report)
 }
@@ -124,14 +116,21 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<V
         return Ok(out);
     }
     consumer.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut last_progress = std::time::Instant::now();
     while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            bail!("reading {topic} took longer than 2 minutes");
+        if last_progress.elapsed() > Duration::from_secs(30) {
+            bail!("reading {topic}: nothing for 30 s with {} partition(s) not read to their end", ends.len());
         }
         let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
         let m = m?;
-        if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+        last_progress = std::time::Instant::now();
+        // Only up to the end seen at the start: later dead letters wait for the next replay.
+        let Some(&end) = ends.get(&m.partition()) else { continue };
+        if m.offset() >= end {
+            ends.remove(&m.partition());
+            continue;
+        }
+        if m.offset() + 1 >= end {
             ends.remove(&m.partition());
         }
         let mut headers = Vec::new();

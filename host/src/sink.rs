@@ -70,9 +70,9 @@ pub enum SinkError {
     /// Worth retrying: network, election, timeout, write concern.
     #[error("MongoDB write failed (will retry): {0}")]
     Transient(mongodb::error::Error),
-    /// Some documents were refused; the others in the batch are written.
-    #[error("MongoDB refused {} document(s): {}", .0.len(), .0.first().map(|r| r.message.as_str()).unwrap_or(""))]
-    Rejected(Vec<Rejection>),
+    /// Some documents were refused; the others in the batch are written (`report`).
+    #[error("MongoDB refused {} document(s): {}", .rejections.len(), .rejections.first().map(|r| r.message.as_str()).unwrap_or(""))]
+    Rejected { rejections: Vec<Rejection>, report: WriteReport },
 }
 
 /// A connected MongoDB writer. Cheap to clone (the client is shared).
@@ -145,7 +145,7 @@ impl Sink {
             }
             start = end;
         }
-        if rejected.is_empty() { Ok(report) } else { Err(SinkError::Rejected(rejected)) }
+        if rejected.is_empty() { Ok(report) } else { Err(SinkError::Rejected { rejections: rejected, report }) }
     }
 
     async fn insert_run(

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use crate::chain::{Chain, ChainSpec};
 use crate::config::PluginConfig;
-use crate::pipeline::{Plan, plan};
+use crate::pipeline::{Plan, Target, plan};
 use crate::runtime::Runtime;
 use crate::sink::Op;
 use crate::source::SourceRecord;
@@ -105,7 +105,8 @@ pub fn run(opts: &TestOptions, records: &[SourceRecord]) -> anyhow::Result<Vec<V
     let mut lines = Vec::with_capacity(records.len());
     for batch in records.chunks(opts.batch.max(1)) {
         let results = chain.process(batch)?;
-        let p = plan(&spec, opts.versions_field.as_deref(), batch, &results);
+        let target = Target { versions_field: opts.versions_field.as_deref(), offsets_collection: crate::progress::DEFAULT_COLLECTION };
+        let p = plan(&spec, &target, batch, &results);
         lines.extend(plan_lines(batch, &p));
     }
     Ok(lines)

@@ -55,10 +55,11 @@ async fn a_refused_document_is_reported_and_the_rest_written() {
     let (sink, _) = sink(&env).await;
     let ops = vec![insert(doc! { "_id": "a", "n": 1 }), WriteOp::new(Op::Upsert, &doc! { "n": 2 }), insert(doc! { "_id": "b", "n": 3 })];
     match sink.write(&ops).await {
-        Err(SinkError::Rejected(r)) => {
+        Err(SinkError::Rejected { rejections: r, report }) => {
             assert_eq!(r.len(), 1);
             assert_eq!(r[0].index, 1);
             assert!(r[0].message.contains("_id"), "{:?}", r[0]);
+            assert_eq!(report.inserted, 2, "what was written is counted: {report:?}");
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
