@@ -194,6 +194,13 @@ impl std::fmt::Display for Summary {
 /// failed record under `on_error = "stop"`, a plugin that cannot be
 /// re-instantiated) stops the run and is returned.
 pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    // First of all: until a handler exists, SIGHUP's default action kills the
+    // process (compiling the plugins below takes seconds). One that arrives
+    // before the reload loop starts is kept and acted on then.
+    let hup = match options.reload_on_sighup {
+        true => Some(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("installing the SIGHUP handler")?),
+        false => None,
+    };
     let runtime = Arc::new(Runtime::new().context("starting the wasm runtime")?);
     let hot = Arc::new(HotSwap::start(runtime, &config)?);
     for p in &hot.current().plugins {
@@ -217,8 +224,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
             watcher.abort();
         });
     }
-    if options.reload_on_sighup {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    if let Some(mut hup) = hup {
         let (hot, cancel) = (hot.clone(), cancel.clone());
         tokio::spawn(async move {
             loop {

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::chain::ChainSpec;
 use crate::config::{Config, ConfigError, HotSwapConfig, PluginConfig};
@@ -135,16 +136,32 @@ struct Status {
     /// Per plugin, earlier versions, oldest first.
     history: HashMap<String, Vec<Kept>>,
     since: HashMap<String, (u64, Trigger)>,
-    /// Per plugin, the path and version its file held when last read or written
-    /// by us: the watcher and reloads act when the file changes, not when it
-    /// differs from what runs (an upload that is not persisted must not be undone
-    /// by an unrelated event).
-    file_seen: HashMap<String, (PathBuf, String)>,
+    /// Per plugin, what its file held when last read or written by us: the
+    /// watcher and reloads act when the file changes, not when it differs from
+    /// what runs (an upload that is not persisted must not be undone by an
+    /// unrelated event).
+    file_seen: HashMap<String, FileSeen>,
     /// Directory checks the watcher asked for.
     file_checks: u64,
     rejected: HashMap<String, Rejected>,
     swaps: BTreeMap<(String, Trigger), u64>,
     rejections: BTreeMap<(String, Trigger), u64>,
+}
+
+#[derive(PartialEq, Eq)]
+struct FileSeen {
+    path: PathBuf,
+    version: String,
+    /// The watcher refused this version: it does not retry it until the file
+    /// changes, but to a reload it counts as a change (the reload's params or
+    /// self-tests may be what it was waiting for).
+    refused: bool,
+}
+
+impl FileSeen {
+    fn new(path: &Path, version: &str) -> FileSeen {
+        FileSeen { path: path.to_owned(), version: version.to_owned(), refused: false }
+    }
 }
 
 /// Counters of swaps and rejections, by plugin and trigger (for `/metrics`).
@@ -176,7 +193,7 @@ impl HotSwap {
         let mut status = Status::default();
         for p in &plugins {
             status.since.insert(p.name.clone(), (now(), Trigger::Start));
-            status.file_seen.insert(p.name.clone(), (p.path.clone(), p.version.clone()));
+            status.file_seen.insert(p.name.clone(), FileSeen::new(&p.path, &p.version));
         }
         let (tx, _) = watch::channel(Arc::new(ChainSpec::new(1, plugins)));
         Ok(HotSwap {
@@ -286,24 +303,29 @@ impl HotSwap {
                     continue;
                 }
             };
-            let seen = (p.path.clone(), version_of(&bytes));
-            let before = self.status.lock().unwrap().file_seen.insert(p.name.clone(), seen.clone());
-            if before.as_ref() == Some(&seen) || seen.1 == p.version {
+            let version = version_of(&bytes);
+            if self.status.lock().unwrap().file_seen.get(&p.name).is_some_and(|s| s.path == p.path && s.version == version) {
                 continue;
             }
-            if let Ok(plugin) = self.validate(p.config.clone(), bytes, Trigger::File).await {
-                replacements.push(plugin);
+            let mut refused = false;
+            if version != p.version {
+                match self.validate(p.config.clone(), bytes, Trigger::File).await {
+                    Ok(plugin) => replacements.push(plugin),
+                    Err(_) => refused = true,
+                }
             }
+            self.status.lock().unwrap().file_seen.insert(p.name.clone(), FileSeen { path: p.path.clone(), version, refused });
         }
         (!replacements.is_empty()).then(|| self.replace_chain(&spec, with_replaced(&spec, replacements), Trigger::File, true))
     }
 
     /// Read the configuration file again and apply its `[[plugins]]`, all or
     /// nothing: plugins added, removed, reordered, or with new params, limits or
-    /// self-tests. A plugin whose file changed since it was last read runs the
-    /// file's version; otherwise it keeps the version it runs (an upload that was
-    /// not persisted stays). Unchanged plugins keep their compiled instance.
-    /// Other sections that changed are reported as needing a restart.
+    /// self-tests. A plugin whose file changed since it was last read, or holds a
+    /// version the watcher refused, runs the file's version; otherwise it keeps
+    /// the version it runs (an upload that was not persisted stays). Unchanged
+    /// plugins keep their compiled instance. Other sections that changed are
+    /// reported as needing a restart.
     pub async fn reload(&self) -> Result<SwapReport, SwapError> {
         let mut running = self.running.lock().await;
         let Some(path) = running.source.clone() else { return Err(SwapError::NoConfigFile) };
@@ -319,7 +341,8 @@ impl HotSwap {
         let mut seen = Vec::with_capacity(newer.plugins.len());
         for pc in &newer.plugins {
             let bytes = read_plugin(pc).inspect_err(|e| self.reject(&pc.name, None, Trigger::Reload, &e.to_string()))?;
-            let file = (pc.path.clone(), version_of(&bytes));
+            let file = FileSeen::new(&pc.path, &version_of(&bytes));
+            // A version the watcher refused is not equal: it is validated again.
             let file_unchanged = self.status.lock().unwrap().file_seen.get(&pc.name) == Some(&file);
             let plugin = match spec.plugin(&pc.name) {
                 Some(cur) if file_unchanged && cur.config == *pc => cur.clone(),
@@ -391,7 +414,7 @@ impl HotSwap {
             self.reject(&plugin.name, Some(plugin.version.clone()), trigger, &e.to_string());
             return Err(e);
         }
-        self.status.lock().unwrap().file_seen.insert(plugin.name.clone(), (plugin.path.clone(), plugin.version.clone()));
+        self.status.lock().unwrap().file_seen.insert(plugin.name.clone(), FileSeen::new(&plugin.path, &plugin.version));
         Ok(())
     }
 
@@ -495,18 +518,59 @@ fn is_change(kind: &notify::EventKind) -> bool {
     }
 }
 
+/// Directories with events not yet checked: per directory, when its first
+/// pending event came and when its check is due.
+struct Pending {
+    debounce: Duration,
+    /// The longest a directory waits after its first pending event, so that one
+    /// with a file written more often than every `debounce` is still checked.
+    max_wait: Duration,
+    due: HashMap<PathBuf, (Instant, Instant)>,
+}
+
+impl Pending {
+    fn new(debounce: Duration) -> Pending {
+        Pending { debounce, max_wait: (debounce * 10).max(Duration::from_secs(1)), due: HashMap::new() }
+    }
+
+    /// An event at `now` in `dir`, or in any directory (`None`: a rescan); one
+    /// not `watched` is ignored. A directory is checked after `debounce` of quiet,
+    /// at the latest `max_wait` after its first pending event.
+    fn event(&mut self, dir: Option<&Path>, watched: &HashSet<PathBuf>, now: Instant) {
+        for dir in watched.iter().filter(|w| dir.is_none_or(|d| d == *w)) {
+            let (first, at) = self.due.entry(dir.clone()).or_insert((now, now));
+            *at = (now + self.debounce).min(*first + self.max_wait);
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.due.values().map(|(_, at)| *at).min()
+    }
+
+    /// The directories due at `now`, no longer pending.
+    fn take_due(&mut self, now: Instant) -> Vec<PathBuf> {
+        self.due.extract_if(|_, (_, at)| *at <= now).map(|(dir, _)| dir).collect()
+    }
+}
+
 /// Watch the directories of the running chain's plugin files; after `debounce`
-/// of quiet in a directory, ask [`HotSwap::files_changed`] to look at it. Follows
-/// reloads (new paths are watched, dropped ones no longer).
+/// of quiet in a directory (or at most `max(10 × debounce, 1s)` after its first
+/// change), ask [`HotSwap::files_changed`] to look at it. Follows reloads (new
+/// paths are watched, dropped ones no longer).
 pub fn spawn_watcher(hot: Arc<HotSwap>, debounce: Duration) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     use notify::{RecursiveMode, Watcher as _};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    // A directory with a change, or `None`: any watched directory may have changed.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<PathBuf>>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        // Events were lost (the kernel's queue overflowed).
+        Ok(e) if e.need_rescan() => {
+            let _ = tx.send(None);
+        }
         // Content or name changes only: reading a file (ours included) is no change.
         Ok(e) if is_change(&e.kind) => {
             for p in e.paths {
                 if let Some(dir) = p.parent() {
-                    let _ = tx.send(dir.to_owned());
+                    let _ = tx.send(Some(dir.to_owned()));
                 }
             }
         }
@@ -531,13 +595,12 @@ pub fn spawn_watcher(hot: Arc<HotSwap>, debounce: Duration) -> Result<tokio::tas
     };
     let mut dirs = sync(&mut watcher, &specs.borrow_and_update());
     Ok(tokio::spawn(async move {
-        let mut due: HashMap<PathBuf, tokio::time::Instant> = HashMap::new();
+        let mut pending = Pending::new(debounce);
         loop {
-            let next = due.values().min().copied();
+            let next = pending.next();
             tokio::select! {
                 dir = rx.recv() => match dir {
-                    Some(dir) if dirs.contains(&dir) => { due.insert(dir, tokio::time::Instant::now() + debounce); }
-                    Some(_) => {}
+                    Some(dir) => pending.event(dir.as_deref(), &dirs, Instant::now()),
                     None => break,
                 },
                 changed = specs.changed() => {
@@ -545,15 +608,89 @@ pub fn spawn_watcher(hot: Arc<HotSwap>, debounce: Duration) -> Result<tokio::tas
                     let spec = specs.borrow_and_update().clone();
                     dirs = sync(&mut watcher, &spec);
                 }
-                _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => {
-                    let now = tokio::time::Instant::now();
-                    let ready: Vec<PathBuf> = due.iter().filter(|(_, t)| **t <= now).map(|(d, _)| d.clone()).collect();
-                    for dir in ready {
-                        due.remove(&dir);
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    for dir in pending.take_due(Instant::now()) {
                         hot.files_changed(&dir).await;
                     }
                 }
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(name: &str) -> PathBuf {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-unknown-unknown/release").join(format!("{name}.wasm"));
+        assert!(p.exists(), "{} is missing: run `make plugins`", p.display());
+        p
+    }
+
+    /// A config of one plugin, `t` at `dir/t.wasm`, with `square_field` = `field`
+    /// (enrich refuses a name with a dot; passthrough takes anything).
+    fn write_config(dir: &Path, field: &str) -> PathBuf {
+        let path = dir.join("host.toml");
+        let text = format!(
+            "[kafka]\nbrokers = \"b\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[mongo]\nuri = \"mongodb://m\"\ndatabase = \"d\"\ncollection = \"c\"\n\
+             [[plugins]]\nname = \"t\"\npath = \"t.wasm\"\nparams = {{ square_field = \"{field}\" }}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_file_the_watcher_refused_is_applied_by_the_reload_that_fixes_its_params() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.wasm");
+        std::fs::copy(built("passthrough"), &file).unwrap();
+        let config = Config::load(&write_config(dir.path(), "a.b")).unwrap();
+        let hot = HotSwap::start(Arc::new(Runtime::new().unwrap()), &config).unwrap();
+        let (watched, enrich) = (watch_dir(&file).unwrap(), std::fs::read(built("enrich")).unwrap());
+
+        std::fs::write(&file, &enrich).unwrap();
+        assert!(hot.files_changed(&watched).await.is_none(), "refused: its init refuses `a.b`");
+        assert!(hot.files_changed(&watched).await.is_none());
+        assert_eq!(hot.counts().rejections, [("t".to_owned(), Trigger::File, 1)], "not retried while the file stays");
+        // A reload validates the refused file (params unchanged: refused again, nothing changes).
+        assert!(matches!(hot.reload().await, Err(SwapError::Rejected(_))));
+        assert_eq!(hot.current().generation, 1);
+
+        write_config(dir.path(), "sq");
+        assert!(hot.reload().await.unwrap().swapped);
+        assert_eq!(hot.current().plugins[0].version, version_of(&enrich));
+        // The file's version runs: nothing left to apply.
+        assert!(!hot.reload().await.unwrap().swapped);
+        assert!(hot.files_changed(&watched).await.is_none());
+    }
+
+    #[test]
+    fn a_directory_is_checked_after_a_quiet_debounce_or_at_most_the_maximum_wait() {
+        let ms = Duration::from_millis;
+        let (a, b) = (PathBuf::from("/a"), PathBuf::from("/b"));
+        let watched = HashSet::from([a.clone(), b.clone()]);
+        let mut pending = Pending::new(ms(100));
+        let t0 = Instant::now();
+        pending.event(Some(Path::new("/elsewhere")), &watched, t0);
+        assert_eq!(pending.next(), None, "not watched");
+
+        // `a` written every 50 ms for 3 s: checked once a second all the same.
+        let mut checks = Vec::new();
+        for i in 0..=60 {
+            let now = t0 + ms(50 * i);
+            checks.extend(pending.take_due(now).into_iter().map(|d| (d, now - t0)));
+            pending.event(Some(&a), &watched, now);
+        }
+        assert_eq!(checks, [(a.clone(), ms(1000)), (a.clone(), ms(2000)), (a.clone(), ms(3000))]);
+        // Quiet: checked `debounce` after the last event.
+        assert_eq!(pending.next(), Some(t0 + ms(3100)));
+
+        // A rescan: every watched directory.
+        pending.event(None, &watched, t0 + ms(3050));
+        let mut due = pending.take_due(t0 + ms(3150));
+        due.sort();
+        assert_eq!(due, [a, b]);
+        assert_eq!(pending.next(), None);
+    }
 }
