@@ -191,9 +191,8 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         "Per assigned partition, records not yet written to MongoDB: the broker's high watermark minus the next offset to write.",
     );
     for ((topic, partition), p) in &partitions {
-        let (high, written) = (p.state.high_watermark.load(Ordering::Relaxed), p.state.acked.load(Ordering::Relaxed));
-        if high >= 0 && written >= 0 {
-            o.sample("sluice_consumer_lag", &[("topic", topic), ("partition", &partition.to_string())], (high - written).max(0) as u64);
+        if let Some(lag) = p.state.lag() {
+            o.sample("sluice_consumer_lag", &[("topic", topic), ("partition", &partition.to_string())], lag);
         }
     }
     let counts = hot.counts();

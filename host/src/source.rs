@@ -49,8 +49,14 @@ pub struct PartitionState {
     pub queued: AtomicUsize,
     /// Their key and value bytes.
     pub queued_bytes: AtomicUsize,
-    /// The broker's high watermark, from librdkafka's statistics; -1 until known.
+    /// The broker's high watermark, from librdkafka's statistics (asked of the
+    /// broker while the partition is paused: librdkafka does not fetch it then,
+    /// so its statistics stand still); -1 until known.
     pub high_watermark: AtomicI64,
+    /// Where consumption began when neither Kafka nor MongoDB had an offset (the
+    /// low or high watermark, by `auto_offset_reset`); -1 until known or when
+    /// there was an offset. With `acked` still -1, the lag counts from here.
+    pub origin: AtomicI64,
 }
 
 impl PartitionState {
@@ -63,7 +69,19 @@ impl PartitionState {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             high_watermark: AtomicI64::new(-1),
+            origin: AtomicI64::new(-1),
         }
+    }
+
+    /// Records not yet written: the high watermark minus the next offset to
+    /// write (`None` until both are known).
+    pub fn lag(&self) -> Option<u64> {
+        let high = self.high_watermark.load(Ordering::Relaxed);
+        let next = match self.acked.load(Ordering::Relaxed) {
+            -1 => self.origin.load(Ordering::Relaxed),
+            acked => acked,
+        };
+        (high >= 0 && next >= 0).then(|| (high - next).max(0) as u64)
     }
 
     /// The size a record counts for in `queued_bytes`.
@@ -94,7 +112,8 @@ struct Entry {
     /// The offset last stored with librdkafka.
     stored: i64,
     paused: bool,
-    /// For caught-up: where consumption started and the end offset seen then.
+    /// Where consumption started and the end offset seen then (caught-up, and
+    /// the lag's origin when nothing was committed).
     start: Option<i64>,
     target: Option<i64>,
 }
@@ -152,7 +171,9 @@ impl ClientContext for SourceContext {
         }
     }
 
-    /// Every `statistics.interval.ms`: note each assigned partition's high watermark (for the lag).
+    /// Every `statistics.interval.ms`: note each assigned partition's high
+    /// watermark (for the lag). Only ever forward: for a paused partition these
+    /// statistics are older than what [`Source::housekeeping`] asked the broker.
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
         let a = self.assigned.lock().unwrap();
         for (name, topic) in &statistics.topics {
@@ -161,7 +182,7 @@ impl ClientContext for SourceContext {
                 if let Some(e) = parts.get(p)
                     && stats.hi_offset >= 0
                 {
-                    e.state.high_watermark.store(stats.hi_offset, Ordering::Relaxed);
+                    e.state.high_watermark.fetch_max(stats.hi_offset, Ordering::Relaxed);
                 }
             }
         }
@@ -395,6 +416,8 @@ pub struct Source {
     max_queued_bytes: usize,
     until_caught_up: bool,
     reset: OffsetReset,
+    /// When the broker was last asked for watermarks ([`Source::housekeeping`]).
+    last_watermarks: Option<Instant>,
 }
 
 /// How a [`Source::run`] ended.
@@ -438,13 +461,13 @@ impl Source {
         })?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|cause| SourceError::Subscribe { topics: cfg.topics.clone(), cause })?;
-        Ok(Source { consumer, max_queued, max_queued_bytes, until_caught_up, reset: cfg.auto_offset_reset })
+        Ok(Source { consumer, max_queued, max_queued_bytes, until_caught_up, reset: cfg.auto_offset_reset, last_watermarks: None })
     }
 
     /// Poll until `stop` is set (or, with `until_caught_up`, until every assigned
     /// partition is written up to the end offset seen at assignment); then drain
     /// the workers and commit.
-    pub fn run(self, stop: Arc<AtomicBool>) -> SourceEnd {
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> SourceEnd {
         let mut last_housekeeping = Instant::now();
         let mut poll_errors = 0u64;
         let mut since_clock = 0u32;
@@ -533,10 +556,11 @@ impl Source {
 
     /// Store written offsets, resume drained partitions, and report whether
     /// everything assigned is caught up (only with `until_caught_up`).
-    fn housekeeping(&self) -> bool {
+    fn housekeeping(&mut self) -> bool {
         let mut store = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         let mut need_targets = Vec::new();
+        let mut paused = Vec::new();
         let mut all_caught_up;
         {
             let mut a = self.consumer.context().assigned.lock().unwrap();
@@ -553,14 +577,16 @@ impl Source {
                     if e.paused && drained {
                         resume.add_partition(topic, p);
                         e.paused = false;
+                    } else if e.paused {
+                        paused.push((topic.clone(), p));
+                    }
+                    if e.target.is_none() && (self.until_caught_up || e.start.is_none()) {
+                        need_targets.push((topic.clone(), p));
                     }
                     if self.until_caught_up {
                         match (e.start, e.target) {
                             (Some(start), Some(target)) => all_caught_up &= start.max(acked) >= target,
-                            _ => {
-                                need_targets.push((topic.clone(), p));
-                                all_caught_up = false;
-                            }
+                            _ => all_caught_up = false,
                         }
                     }
                 }
@@ -577,16 +603,38 @@ impl Source {
                 Err(e) => tracing::warn!("cannot resume: {e}"),
             }
         }
-        if !need_targets.is_empty() {
+        // Asking the broker blocks this thread: at most once a second.
+        if (!need_targets.is_empty() || !paused.is_empty()) && self.last_watermarks.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.last_watermarks = Some(Instant::now());
             self.resolve_targets(need_targets);
+            self.refresh_high_watermarks(paused);
         }
         self.until_caught_up && all_caught_up
+    }
+
+    /// librdkafka learns a partition's high watermark from its fetches, and a
+    /// paused partition is not fetched: ask the broker, so that the lag keeps
+    /// counting new records while a slow or failing sink holds the partition.
+    fn refresh_high_watermarks(&self, parts: Vec<(String, i32)>) {
+        let mut fresh = Vec::new();
+        for (t, p) in parts {
+            match self.consumer.fetch_watermarks(&t, p, Duration::from_secs(1)) {
+                Ok((_, high)) => fresh.push((t, p, high)),
+                Err(e) => tracing::debug!("cannot read the high watermark of {t}:{p}: {e}"),
+            }
+        }
+        let a = self.consumer.context().assigned.lock().unwrap();
+        for (t, p, high) in fresh {
+            if let Some(e) = a.by_topic.get(&t).and_then(|m| m.get(&p)) {
+                e.state.high_watermark.fetch_max(high, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The end offset each new partition must reach (and where it starts when
     /// neither Kafka nor MongoDB had an offset for it).
     fn resolve_targets(&self, parts: Vec<(String, i32)>) {
-        let timeout = Duration::from_secs(10);
+        let timeout = Duration::from_secs(2);
         let mut resolved = Vec::new();
         for (t, p) in parts {
             match self.consumer.fetch_watermarks(&t, p, timeout) {
@@ -597,7 +645,11 @@ impl Source {
         let mut a = self.consumer.context().assigned.lock().unwrap();
         for (t, p, low, high) in resolved {
             if let Some(e) = a.by_topic.get_mut(&t).and_then(|m| m.get_mut(&p)) {
-                let start = *e.start.get_or_insert(if self.reset == OffsetReset::Latest { high } else { low });
+                let origin = if self.reset == OffsetReset::Latest { high } else { low };
+                if e.start.is_none() {
+                    e.state.origin.store(origin, Ordering::Relaxed);
+                }
+                let start = *e.start.get_or_insert(origin);
                 tracing::debug!(topic = %t, partition = p, start, end = high, "catch-up target");
                 e.target = Some(high);
             }

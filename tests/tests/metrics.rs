@@ -45,7 +45,7 @@ async fn metrics_match_what_landed() {
     let env = TestEnv::new("metrics");
     env.create_topic(3).await.unwrap();
     env.produce_nums(N).await.unwrap();
-    let bad: Vec<(Option<&[u8]>, Option<&[u8]>)> = (0..BAD).map(|_| (None, Some(&b"not json"[..]))).collect();
+    let bad = vec![(None, Some(&b"not json"[..])); BAD as usize];
     env.produce_raw(&bad).await.unwrap();
     let config = env.config_file(&["even"], "[pipeline]\nbatch_max_records = 100\n");
     let mut host = Host::spawn(&env, "host", &config, false);
@@ -97,4 +97,52 @@ async fn metrics_match_what_landed() {
     let lines = host.log_lines("failed records:");
     assert!((1..=2).contains(&lines.len()), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("dead-lettered (invalid-input)")), "{lines:?}");
+}
+
+/// The lag is there from the start (a new group, nothing written yet: counted
+/// from where consumption began) and keeps following the broker's high
+/// watermark while a slow sink keeps the partition paused (librdkafka does not
+/// fetch a paused partition, so its statistics stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_from_the_start_and_grows_while_paused() {
+    const STUCK: usize = 30;
+    const MORE: u64 = 500;
+    let env = TestEnv::new("metrics-lag");
+    env.create_topic(1).await.unwrap();
+    // Each of these takes the plugin its whole time limit: 1 s a record.
+    env.produce_raw(&vec![(None, Some(&br#"{"num": 13}"#[..])); STUCK]).await.unwrap();
+    let plugin = format!(
+        "[[plugins]]\nname = \"spin\"\npath = \"{}\"\n[plugins.limits]\ncall_timeout = \"1s\"\n",
+        sluice_tests::hostile("spin").display()
+    );
+    let extra = "[pipeline]\nbatch_max_records = 10\nmax_queued_per_partition = 10\non_error = \"skip\"\n";
+    let config = env.dir.path().join("host.toml");
+    std::fs::write(&config, format!("{}{plugin}{extra}", env.config_text(&[], ""))).unwrap();
+    let mut host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    let key = format!("sluice_consumer_lag{{topic=\"{}\",partition=\"0\"}}", env.topic);
+    let lag = async |admin: &sluice_tests::Admin| parse(&admin.get("/metrics").await.1).get(&key).copied();
+
+    // Before the first batch is done (10 s): nothing written yet, all of it is lag.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let first = loop {
+        if let Some(l) = lag(&admin).await {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no lag\n{}", host.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first, STUCK as f64);
+    // More records while the worker is stuck (10 s a batch) and the partition paused.
+    env.produce_nums(MORE).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let l = lag(&admin).await.unwrap();
+        if l >= MORE as f64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lag {l} does not count the {MORE} new records\n{}", host.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.terminate(Duration::from_secs(30)).await;
 }
