@@ -955,13 +955,18 @@ mod tests {
         }
     }
 
-    /// docs/config.md's example parses, and the defaults it states are the code's.
-    #[test]
-    fn the_documented_example_parses_with_the_defaults_it_states() {
+    /// The complete example of docs/config.md (its first TOML block).
+    fn documented_example() -> &'static str {
         let md = include_str!("../../docs/config.md");
         let start = md.find("```toml\n").expect("a toml block") + "```toml\n".len();
         let end = start + md[start..].find("```").expect("its end");
-        let c = parse(&md[start..end]).unwrap_or_else(|e| panic!("docs/config.md: {e}"));
+        &md[start..end]
+    }
+
+    /// docs/config.md's example parses, and the defaults it states are the code's.
+    #[test]
+    fn the_documented_example_parses_with_the_defaults_it_states() {
+        let c = parse(documented_example()).unwrap_or_else(|e| panic!("docs/config.md: {e}"));
         let d = parse(MINIMAL).unwrap();
         let (p, dp) = (&c.pipeline, &d.pipeline);
         assert_eq!(
@@ -987,6 +992,67 @@ mod tests {
         );
         assert_eq!((c.kafka.auto_offset_reset, c.kafka.connect_timeout), (d.kafka.auto_offset_reset, d.kafka.connect_timeout));
         assert_eq!(c.plugins[0].self_test.len(), 1);
+    }
+
+    /// The fields of a struct as serde reads them (what its derive passes to `deserialize_struct`).
+    fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        struct Probe<'a>(&'a mut &'static [&'static str]);
+        impl<'de> serde::Deserializer<'de> for Probe<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(serde::de::Error::custom("probed"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+                unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut out: &'static [&'static str] = &[];
+        let _ = T::deserialize(Probe(&mut out));
+        out
+    }
+
+    /// Every key of every table is in docs/config.md's example (commented out where it has no default).
+    #[test]
+    fn every_key_is_documented() {
+        let example = documented_example();
+        let tables = [
+            ("kafka", fields::<KafkaConfig>()),
+            ("mongo", fields::<MongoConfig>()),
+            ("mongo.write_concern", fields::<WriteConcernConfig>()),
+            ("plugins", fields::<PluginConfig>()),
+            ("plugins.limits", fields::<PluginLimits>()),
+            ("plugins.self_test", fields::<SelfTest>()),
+            ("pipeline", fields::<PipelineConfig>()),
+            ("dlq", fields::<DlqConfig>()),
+            ("admin", fields::<AdminConfig>()),
+            ("hot_swap", fields::<HotSwapConfig>()),
+        ];
+        let sections: Vec<&str> = tables.iter().map(|(t, _)| *t).filter(|t| !t.contains('.')).collect();
+        assert_eq!(fields::<Config>(), sections, "a new section of Config: list its table here");
+        let documented = |table: &str, key: &str| {
+            example.lines().any(|l| l.trim_start_matches([' ', '#']).starts_with(&format!("{key} =")))
+                || example.contains(&format!("[{table}.{key}]"))
+                || example.contains(&format!("[[{table}.{key}]]"))
+        };
+        for (table, keys) in tables {
+            assert!(
+                example.contains(&format!("[{table}]")) || example.contains(&format!("[[{table}]]")),
+                "[{table}] is not in docs/config.md"
+            );
+            for key in keys {
+                assert!(documented(table, key), "{table}.{key} is not in docs/config.md's example");
+            }
+        }
     }
 
     #[test]
@@ -1024,6 +1090,11 @@ mod tests {
         assert!(c.restart_needed(&parse_env(&text, &[]).unwrap()).contains(&"kafka".to_string()));
 
         // A secret of digits, absent from the file, is still text.
+        // A table, written as a TOML inline table, replaces the file's whole table.
+        let text = MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"]\n[kafka.options]\n\"client.id\" = \"me\"");
+        let c = parse_env(&text, &[("SLUICE_KAFKA_OPTIONS", r#"{ "security.protocol" = "SASL_SSL", "sasl.password" = "pw" }"#)]).unwrap();
+        assert_eq!(c.kafka.options.keys().collect::<Vec<_>>(), ["sasl.password", "security.protocol"]);
+
         let c = parse_env(MINIMAL, &[("SLUICE_ADMIN_TOKEN", "123456"), ("SLUICE_DLQ_TOPIC", "2024")]).unwrap();
         assert_eq!((c.admin.token.as_deref(), c.dlq.topic.as_str()), (Some("123456"), "2024"));
         let err = parse_env(MINIMAL, &[("SLUICE_PIPELINE_BATCH_SIZE", "3")]).unwrap_err().to_string();

@@ -40,13 +40,16 @@ impl DeadLetters {
         self.cfg.topic_for(source_topic)
     }
 
-    /// Create the dead-letter topics of `topics` unless they exist (if allowed).
+    /// Create the dead-letter topics of `topics` unless they exist (if allowed):
+    /// one partition each, the broker's default replication, through the same
+    /// TLS/SASL settings as every other client.
     pub async fn ensure_topics(&self, kafka: &KafkaConfig) -> anyhow::Result<()> {
         if !self.cfg.create_topics {
             return Ok(());
         }
+        let client = kafka.client_config();
         for t in &kafka.topics {
-            crate::produce::ensure_topic(&kafka.brokers, &self.topic_for(t), 1).await?;
+            crate::produce::ensure_topic(&client, &self.topic_for(t), 1).await?;
         }
         Ok(())
     }

@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand};
 )]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
-    #[arg(long, global = true, env = "SLUICE_LOG_JSON")]
+    // Boolish: the environment may say 1/0, yes/no, true/false, on/off (a plain bool flag takes only true/false).
+    #[arg(long, global = true, env = "SLUICE_LOG_JSON", action = clap::ArgAction::SetTrue)]
+    #[arg(value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -76,8 +78,12 @@ enum Command {
 
 #[derive(Args)]
 struct ProduceArgs {
-    #[arg(long, default_value = "testnum")]
-    topic: String,
+    /// Connect as this config's [kafka] says (brokers, TLS and SASL options); its first topic is the default --topic.
+    #[arg(long, short, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The topic [default: the config's first topic, else testnum].
+    #[arg(long)]
+    topic: Option<String>,
     /// How many numbers (without --input).
     #[arg(long, default_value_t = 500)]
     count: u64,
@@ -99,8 +105,9 @@ struct ProduceArgs {
     /// At most this many messages per second (default: no limit).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    #[arg(long, default_value = "127.0.0.1:9092", env = "SLUICE_BROKERS")]
-    brokers: String,
+    /// Bootstrap servers, over the config's [default: the config's, else 127.0.0.1:9092]. The older SLUICE_BROKERS works too.
+    #[arg(long, env = "SLUICE_KAFKA_BROKERS")]
+    brokers: Option<String>,
     /// Partitions of the topic if it has to be created.
     #[arg(long, default_value_t = 1)]
     partitions: i32,
@@ -118,29 +125,34 @@ enum PluginCommand {
         /// Where to create it (default: ./<name>).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The sluice-plugin crate (guest-sdk/) to depend on (default: this source tree's).
+        /// The sluice-plugin crate (guest-sdk/) to depend on, by absolute path (default: the guest-sdk/ of the
+        /// checkout this binary was built from; pass this when that checkout moved or is not on this machine).
         #[arg(long)]
         sdk_path: Option<PathBuf>,
     },
     /// Run plugins on records from a file with the real runtime and limits (no Kafka,
     /// no MongoDB) and print the write plan: per record, the MongoDB operations, or drop, or error.
     Test {
-        /// The plugin's .wasm; several make a chain, in order.
-        #[arg(required = true, value_name = "PLUGIN.wasm")]
+        /// The plugin's .wasm; several make a chain, in order (each named after its file).
+        #[arg(value_name = "PLUGIN.wasm", required_unless_present = "config", conflicts_with = "config")]
         plugins: Vec<PathBuf>,
+        /// Instead of .wasm files: the chain of this config's [[plugins]] (names, paths, params, limits,
+        /// self-tests) and its pipeline.versions_field.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// JSON lines, one record value per line (`-`: stdin).
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
         /// Each input line is {"key", "value", "value_raw", "headers"} instead of a value.
         #[arg(long)]
         envelope: bool,
-        /// A parameter for the plugins' init; repeat for more.
+        /// A parameter for the plugins' init (with --config: added to each plugin's params); repeat for more.
         #[arg(long = "params", value_name = "KEY=VALUE", value_parser = key_value)]
         params: Vec<(String, String)>,
         /// The topic the records come from (in derived _ids).
         #[arg(long, default_value = "test")]
         topic: String,
-        /// Add the chain's versions under this field, as pipeline.versions_field does.
+        /// Add the chain's versions under this field, as pipeline.versions_field does (over the config's).
         #[arg(long, value_name = "FIELD")]
         versions_field: Option<String>,
         /// Compare the plan with this file (JSON lines); exit 1 where they differ.
@@ -162,9 +174,11 @@ enum DlqCommand {
         /// The dead-letter topic (default: the first configured topic's, by dlq.topic).
         #[arg(long, value_name = "TOPIC")]
         from: Option<String>,
-        /// Replay through these plugins instead of the config's chain (a fixed version); repeat for a chain.
-        #[arg(long = "plugin", value_name = "PLUGIN.wasm")]
-        plugins: Vec<PathBuf>,
+        /// Replay with a new file (a fixed version) for a plugin of the config's chain, which keeps its name,
+        /// params, limits and self-tests: NAME=PATH, or PATH alone when the chain has one plugin or one
+        /// named after the file. Repeat for more plugins.
+        #[arg(long = "plugin", value_name = "[NAME=]PLUGIN.wasm")]
+        plugins: Vec<sluice::replay::PluginFile>,
     },
 }
 
@@ -210,9 +224,16 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Produce(a) => {
+            let kafka = a.config.as_deref().map(Config::load).transpose()?.map(|c| c.kafka);
+            let mut client = kafka.as_ref().map(sluice::config::KafkaConfig::client_config).unwrap_or_default();
+            if let Some(brokers) = a.brokers.or_else(|| std::env::var("SLUICE_BROKERS").ok()) {
+                client.set("bootstrap.servers", brokers);
+            } else if kafka.is_none() {
+                client.set("bootstrap.servers", "127.0.0.1:9092");
+            }
             let opts = sluice::produce::ProduceOptions {
-                brokers: a.brokers,
-                topic: a.topic,
+                client,
+                topic: a.topic.or_else(|| kafka.map(|k| k.topics[0].clone())).unwrap_or_else(|| "testnum".into()),
                 count: a.count,
                 start: a.start,
                 interval: a.interval,
@@ -276,7 +297,14 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
             println!("then: sluice plugin test {} --input records.jsonl", wasm.strip_prefix(&dir).unwrap_or(&wasm).display());
             Ok(())
         }
-        Command::Plugin(PluginCommand::Test { plugins, input, envelope, params, topic, versions_field, expect, batch }) => {
+        Command::Plugin(PluginCommand::Test { plugins, config, input, envelope, params, topic, versions_field, expect, batch }) => {
+            let (plugins, versions_field) = match config {
+                Some(path) => {
+                    let cfg = Config::load(&path)?;
+                    (cfg.plugins, versions_field.or(cfg.pipeline.versions_field))
+                }
+                None => (sluice::testbed::chain_of_files(&plugins), versions_field),
+            };
             let opts = sluice::testbed::TestOptions { plugins, params, input, envelope, topic, versions_field, batch };
             let records = sluice::testbed::read_records(&opts)?;
             let plan = sluice::testbed::run(&opts, &records)?;

@@ -3,7 +3,10 @@
 //! creating the topic first with the requested number of partitions if it does
 //! not exist. A key can come from a field of each value, and headers can be
 //! added. Fast by default (batched, asynchronous delivery); `interval` and
-//! `rate` pace it.
+//! `rate` pace it. The Kafka client settings (brokers, TLS, SASL) come from the
+//! caller: `sluice produce --config` takes a config's [`KafkaConfig::client_config`].
+//!
+//! [`KafkaConfig::client_config`]: crate::config::KafkaConfig::client_config
 
 use std::time::Duration;
 
@@ -14,9 +17,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-#[derive(Debug, Clone)]
+/// Not `Debug`: the client config may hold a SASL password.
+#[derive(Clone)]
 pub struct ProduceOptions {
-    pub brokers: String,
+    /// `bootstrap.servers` and the connection and security settings.
+    pub client: ClientConfig,
     pub topic: String,
     pub count: u64,
     pub start: u64,
@@ -37,8 +42,10 @@ pub struct ProduceOptions {
 impl ProduceOptions {
     /// The tutorial's numbers: `{"num": n}` for n in `start..start+count`.
     pub fn numbers(brokers: &str, topic: &str, start: u64, count: u64) -> ProduceOptions {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", brokers);
         ProduceOptions {
-            brokers: brokers.into(),
+            client,
             topic: topic.into(),
             count,
             start,
@@ -52,11 +59,13 @@ impl ProduceOptions {
     }
 }
 
-/// Create `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().context("creating the Kafka admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+/// Create `topic` with `partitions` partitions unless it exists, with the
+/// broker's default replication factor (`default.replication.factor`; -1 asks
+/// for it, KIP-464, brokers since 2.4). `client`: the brokers and their security settings.
+pub async fn ensure_topic(client: &ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let brokers = client.get("bootstrap.servers").unwrap_or("(no bootstrap.servers)");
+    let admin: AdminClient<DefaultClientContext> = client.create().context("creating the Kafka admin client")?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics([&new], &opts).await.with_context(|| format!("creating topic {topic} on {brokers}"))?;
     for r in results {
@@ -73,11 +82,14 @@ pub async fn produce(o: &ProduceOptions) -> anyhow::Result<u64> {
     produce_with_progress(o, |_| {}).await
 }
 
-/// [`produce`], calling `progress` with the number acknowledged so far (now and then).
+/// [`produce`], calling `progress` with the number acknowledged so far: every
+/// 1000 acknowledgements, before each pause (`rate`, `interval`) and whenever
+/// the last ones arrive, so the count moves however few messages are sent.
 pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -> anyhow::Result<u64> {
-    ensure_topic(&o.brokers, &o.topic, o.partitions).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &o.brokers)
+    ensure_topic(&o.client, &o.topic, o.partitions).await?;
+    let producer: FutureProducer = o
+        .client
+        .clone()
         .set("linger.ms", "5")
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -85,8 +97,8 @@ pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -
         .create()
         .context("creating the Kafka producer")?;
     let mut pending = futures::stream::FuturesUnordered::new();
+    let mut acks = Acks { sent: 0, reported: 0, progress };
     let started = tokio::time::Instant::now();
-    let mut sent = 0u64;
     use futures::StreamExt;
     let mut headers = rdkafka::message::OwnedHeaders::new();
     for (k, v) in &o.headers {
@@ -137,49 +149,65 @@ pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -
         let fut = producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("queueing message {}: {e}", n - o.start + 1))?;
         pending.push(fut);
         n += 1;
+        // Count what has been delivered meanwhile, without waiting (a poll, no system call).
+        while let Some(r) = futures::FutureExt::now_or_never(pending.next()).flatten() {
+            acks.ack(r)?;
+        }
+        acks.report(false);
         while pending.len() >= 10_000 {
-            check(pending.next().await)?;
-            sent += 1;
-            if sent.is_multiple_of(1000) {
-                progress(sent);
-            }
+            acks.ack(pending.next().await.expect("pending deliveries"))?;
+            acks.report(false);
         }
         if o.rate > 0 {
             // Pace in 10 ms steps: after k messages, wait until k / rate seconds have passed.
             let sent_so_far = n - o.start;
             if sent_so_far.is_multiple_of((o.rate / 100).max(1)) {
+                acks.report(true);
                 let due = started + Duration::from_secs_f64(sent_so_far as f64 / o.rate as f64);
                 tokio::time::sleep_until(due).await;
             }
         }
         if !o.interval.is_zero() {
-            while let Some(r) = futures::FutureExt::now_or_never(pending.next()).flatten() {
-                check(Some(r))?;
-                sent += 1;
-            }
-            progress(sent);
+            acks.report(true);
             tokio::time::sleep(o.interval).await;
         }
     }
     while let Some(r) = pending.next().await {
-        check(Some(r))?;
-        sent += 1;
-        if sent.is_multiple_of(1000) {
-            progress(sent);
+        acks.ack(r)?;
+        while let Some(r) = futures::FutureExt::now_or_never(pending.next()).flatten() {
+            acks.ack(r)?;
         }
+        // One report per wake-up: the acknowledgements that arrived together.
+        acks.report(true);
     }
-    progress(sent);
     producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
-    Ok(sent)
+    Ok(acks.sent)
 }
 
 type Delivery = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
 
-fn check(r: Option<Delivery>) -> anyhow::Result<()> {
-    match r {
-        Some(Ok(Ok(_))) => Ok(()),
-        Some(Ok(Err((e, _)))) => bail!("message not delivered: {e}"),
-        Some(Err(_)) => bail!("producer dropped a message"),
-        None => Ok(()),
+/// Acknowledged messages, and how many of them `progress` has been told about.
+struct Acks<F> {
+    sent: u64,
+    reported: u64,
+    progress: F,
+}
+
+impl<F: Fn(u64)> Acks<F> {
+    fn ack(&mut self, r: Delivery) -> anyhow::Result<()> {
+        match r {
+            Ok(Ok(_)) => self.sent += 1,
+            Ok(Err((e, _))) => bail!("message not delivered: {e}"),
+            Err(_) => bail!("producer dropped a message"),
+        }
+        Ok(())
+    }
+
+    /// Tell `progress` about new acknowledgements: with `now`, any; else once 1000 more arrived.
+    fn report(&mut self, now: bool) {
+        if self.sent > self.reported && (now || self.sent - self.reported >= 1000) {
+            (self.progress)(self.sent);
+            self.reported = self.sent;
+        }
     }
 }

@@ -1,6 +1,10 @@
-//! `sluice dlq replay`: send dead-lettered records back through a (possibly
-//! fixed) plugin chain into MongoDB, and report what landed and what failed
-//! again.
+//! `sluice dlq replay`: send dead-lettered records back through the config's
+//! plugin chain, possibly with fixed files for some of its plugins, into
+//! MongoDB, and report what landed and what failed again.
+//!
+//! A fixed file replaces only the file: the plugin keeps its name, params,
+//! limits and self-tests (the new version must pass them), so it runs as it
+//! would after a hot swap.
 //!
 //! Each dead letter becomes the record it was: its original topic, partition,
 //! offset and timestamp come from the `sluice.source.*` headers, its key, value
@@ -10,7 +14,7 @@
 //! topic is read from its start to its end at the time of the replay; nothing is
 //! committed, and records that fail again are reported, not dead-lettered again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,15 +46,57 @@ pub struct ReplayReport {
     pub failed: Vec<(String, Failure)>,
 }
 
-/// Replay every record of dead-letter topic `from` through `plugins` (the
-/// config's chain when empty) into the config's MongoDB.
-pub async fn replay(config: &Config, from: &str, plugins: &[PathBuf]) -> anyhow::Result<ReplayReport> {
+/// `--plugin [NAME=]PATH`: a new file for one plugin of the config's chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginFile {
+    /// The plugin it replaces; `None`: the chain's only plugin, or the one named after the file.
+    pub name: Option<String>,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for PluginFile {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<PluginFile, Self::Err> {
+        Ok(match s.split_once('=') {
+            Some((name, path)) => PluginFile { name: Some(name.to_owned()), path: path.into() },
+            None => PluginFile { name: None, path: s.into() },
+        })
+    }
+}
+
+/// `chain` with the files of `files` replaced; each plugin keeps its name,
+/// params, limits and self-tests.
+pub fn chain_with(chain: &[PluginConfig], files: &[PluginFile]) -> anyhow::Result<Vec<PluginConfig>> {
+    if chain.is_empty() && !files.is_empty() {
+        bail!("--plugin replaces the file of a plugin of the config's chain, and its [[plugins]] is empty");
+    }
+    let names = chain.iter().map(|p| format!("`{}`", p.name)).collect::<Vec<_>>().join(", ");
+    let mut out = chain.to_vec();
+    let mut replaced = HashSet::new();
+    for f in files {
+        let position = |name: &str| chain.iter().position(|p| p.name == name);
+        let i = match &f.name {
+            Some(name) => position(name.as_str())
+                .with_context(|| format!("--plugin {name}=…: the config's chain has no plugin `{name}` (it has {names})"))?,
+            None if chain.len() == 1 => 0,
+            None => f.path.file_stem().and_then(|s| s.to_str()).and_then(position).with_context(|| {
+                format!("--plugin {}: which of the chain's plugins ({names}) does it replace? Write --plugin NAME={0}", f.path.display())
+            })?,
+        };
+        if !replaced.insert(i) {
+            bail!("--plugin: plugin `{}` is given two files", chain[i].name);
+        }
+        out[i].path = f.path.clone();
+    }
+    Ok(out)
+}
+
+/// Replay every record of dead-letter topic `from` through the config's chain,
+/// with the plugin files of `files` replaced, into the config's MongoDB.
+pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow::Result<ReplayReport> {
+    let configs = chain_with(&config.plugins, files)?;
     let runtime = Runtime::new().context("starting the wasm runtime")?;
-    let configs: Vec<PluginConfig> = if plugins.is_empty() {
-        config.plugins.clone()
-    } else {
-        plugins.iter().map(|p| PluginConfig::new(p.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin"), p.clone())).collect()
-    };
     let loaded = configs.iter().map(|p| runtime.load(p)).collect::<Result<Vec<_>, _>>()?;
     let spec = Arc::new(ChainSpec::new(1, loaded));
     let mut chain = Chain::new(spec.clone(), config.pipeline.max_value_bytes)?;
@@ -162,4 +208,37 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<V
         out.push((record, had_source));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_plugin_file_replaces_only_the_file_of_its_plugin() {
+        let mut enrich = PluginConfig::new("enrich", "/old/enrich.wasm");
+        enrich.params.insert("square_field".into(), "sq".into());
+        let chain = [PluginConfig::new("even", "/old/even.wasm"), enrich.clone()];
+        let file = |s: &str| s.parse::<PluginFile>().unwrap();
+
+        let new = chain_with(&chain, &[file("enrich=/new/e.wasm")]).unwrap();
+        assert_eq!(new[1], PluginConfig { path: "/new/e.wasm".into(), ..enrich.clone() }, "params kept");
+        assert_eq!(new[0], chain[0]);
+        // By the file's name, or the only plugin.
+        assert_eq!(chain_with(&chain, &[file("/new/even.wasm")]).unwrap()[0].path, Path::new("/new/even.wasm"));
+        assert_eq!(chain_with(&chain[1..], &[file("fixed.wasm")]).unwrap()[0], PluginConfig { path: "fixed.wasm".into(), ..enrich });
+        assert_eq!(chain_with(&chain, &[]).unwrap(), chain);
+
+        for (files, needle) in [
+            (vec![file("fixed.wasm")], "which of the chain's plugins (`even`, `enrich`) does it replace? Write --plugin NAME=fixed.wasm"),
+            (vec![file("other=x.wasm")], "has no plugin `other`"),
+            (vec![file("even=a.wasm"), file("/b/even.wasm")], "`even` is given two files"),
+        ] {
+            let err = chain_with(&chain, &files).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert!(chain_with(&[], &[file("x.wasm")]).unwrap_err().to_string().contains("[[plugins]] is empty"));
+    }
 }

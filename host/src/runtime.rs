@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -317,7 +317,10 @@ impl LoadedPlugin {
     /// A fresh instance with its own store and limits, initialised with the params.
     pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, RuntimeError> {
         let limits = Limits { memory_bytes: self.config.limits.memory_bytes, memory_refused: false };
-        let mut store = Store::new(&self.engine, HostState { plugin: self.name.clone(), limits, last_panic: None });
+        let mut store = Store::new(
+            &self.engine,
+            HostState { plugin: self.name.clone(), limits, last_panic: None, log_limit: LogLimit::new(Instant::now()) },
+        );
         if self.limit != CallLimit::Unlimited {
             store.limiter(|s| &mut s.limits);
         }
@@ -513,7 +516,7 @@ impl BatchResult {
         if self.outcomes.len() != 3 * records {
             return Err(format!("{} outcome numbers for {records} records (3 per record)", self.outcomes.len()));
         }
-        if self.outputs.len() % 5 != 0 {
+        if !self.outputs.len().is_multiple_of(5) {
             return Err(format!("{} output numbers: not a multiple of 5", self.outputs.len()));
         }
         let outputs = (self.outputs.len() / 5) as u64;
@@ -577,6 +580,7 @@ pub struct HostState {
     limits: Limits,
     /// The SDK's panic hook logs `panic: …` just before the abort trap.
     last_panic: Option<String>,
+    log_limit: LogLimit,
 }
 
 /// The memory cap, remembering whether it refused a growth (a guest usually
@@ -611,6 +615,37 @@ impl ResourceLimiter for Limits {
 /// Longest log line a plugin may write; the rest is cut.
 const MAX_LOG_LINE: usize = 4096;
 
+/// Plugin log lines at info and above that an instance may write per second (and in a burst).
+const LOG_LINES_PER_SECOND: u32 = 10;
+
+/// A token bucket for an instance's log lines, so that a plugin logging on
+/// every record (or every bad one) cannot flood the host's log.
+struct LogLimit {
+    tokens: f64,
+    at: Instant,
+    /// Lines refused since the last one let through.
+    suppressed: u64,
+}
+
+impl LogLimit {
+    fn new(now: Instant) -> LogLimit {
+        LogLimit { tokens: f64::from(LOG_LINES_PER_SECOND), at: now, suppressed: 0 }
+    }
+
+    /// Whether a line may be logged at `now`: `Some(lines suppressed before it)`, or `None`.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        let rate = f64::from(LOG_LINES_PER_SECOND);
+        self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 impl bindings::sluice::plugin::host::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         let mut message = message;
@@ -622,10 +657,22 @@ impl bindings::sluice::plugin::host::Host for HostState {
             message.truncate(cut);
             message.push('…');
         }
-        if message.starts_with("panic: ") {
-            self.last_panic = Some(message.clone());
-        }
         let plugin = self.plugin.as_str();
+        if message.starts_with("panic: ") {
+            // It becomes the failure's reason (dead-letter header, failure summary);
+            // logged at info it would be one line per failing record.
+            tracing::debug!(plugin, "{message}");
+            self.last_panic = Some(message);
+            return;
+        }
+        // Debug and trace are off unless asked for; the others are limited.
+        if !matches!(level, Level::Trace | Level::Debug) {
+            match self.log_limit.admit(Instant::now()) {
+                None => return,
+                Some(0) => {}
+                Some(n) => tracing::warn!(plugin, "{n} plugin log lines suppressed (more than {LOG_LINES_PER_SECOND} a second)"),
+            }
+        }
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -679,6 +726,24 @@ mod tests {
         assert_eq!((b.offsets.as_slice(), b.timestamps.as_slice()), (&[5, 6][..], &[9, -1][..]));
         b.reset("u", 0);
         assert!(b.is_empty() && b.data.is_empty() && b.topic == "u");
+    }
+
+    #[test]
+    fn plugin_log_lines_are_limited_and_the_suppressed_ones_counted() {
+        let t0 = Instant::now();
+        let mut limit = LogLimit::new(t0);
+        // A burst of 10, then nothing until tokens come back (one per 100 ms).
+        let burst: Vec<Option<u64>> = (0..15).map(|_| limit.admit(t0)).collect();
+        assert_eq!(burst, [vec![Some(0); 10], vec![None; 5]].concat());
+        assert_eq!(limit.admit(t0 + Duration::from_millis(50)), None);
+        assert_eq!(limit.admit(t0 + Duration::from_millis(100)), Some(6), "the next line says how many were dropped");
+        assert_eq!(limit.admit(t0 + Duration::from_millis(150)), None);
+        // A long pause refills the bucket, up to the burst only.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..11).filter_map(|_| limit.admit(later)).collect::<Vec<_>>(), [vec![1], vec![0; 9]].concat());
+        // A steady 10 lines a second all pass.
+        let mut limit = LogLimit::new(t0);
+        assert!((0..100).all(|i| limit.admit(t0 + Duration::from_millis(100 * i)).is_some()));
     }
 
     #[test]

@@ -44,6 +44,8 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
+# The guest SDK by absolute path: the checkout `sluice plugin new` was built from,
+# or its --sdk-path. If that checkout moves, change this path.
 sluice-plugin = {{ path = "{sdk}" }}
 
 [profile.release]

@@ -1,4 +1,5 @@
-//! `sluice plugin test`: run a plugin, or a chain, on records from a file with
+//! `sluice plugin test`: run a plugin, or a chain (`.wasm` files, or a config's
+//! `[[plugins]]` with their params, limits and self-tests), on records from a file with
 //! the real runtime and limits, without Kafka or MongoDB, and print the write
 //! plan: per input record, the MongoDB operations the host would run (insert,
 //! upsert or delete; collection; `_id`; document), or that it was dropped, or
@@ -35,9 +36,9 @@ use crate::source::SourceRecord;
 /// What to run and on what.
 #[derive(Debug, Clone)]
 pub struct TestOptions {
-    /// The chain, in order; each plugin is named after its file.
-    pub plugins: Vec<PathBuf>,
-    /// Given to every plugin's init.
+    /// The chain, in order: a config's `[[plugins]]`, or [`chain_of_files`].
+    pub plugins: Vec<PluginConfig>,
+    /// Given to every plugin's init, over its configured params.
     pub params: Vec<(String, String)>,
     /// JSON lines; `-` = standard input.
     pub input: PathBuf,
@@ -46,6 +47,12 @@ pub struct TestOptions {
     /// As `pipeline.versions_field` would add it.
     pub versions_field: Option<String>,
     pub batch: usize,
+}
+
+/// A chain of `.wasm` files, in order, each plugin named after its file (no
+/// params, default limits, no self-tests).
+pub fn chain_of_files(paths: &[PathBuf]) -> Vec<PluginConfig> {
+    paths.iter().map(|p| PluginConfig::new(p.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin"), p.clone())).collect()
 }
 
 /// Read the input records.
@@ -94,10 +101,9 @@ pub fn read_records(opts: &TestOptions) -> anyhow::Result<Vec<SourceRecord>> {
 pub fn run(opts: &TestOptions, records: &[SourceRecord]) -> anyhow::Result<Vec<Value>> {
     let runtime = Runtime::new().context("starting the wasm runtime")?;
     let mut plugins = Vec::new();
-    for path in &opts.plugins {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_owned();
-        let mut cfg = PluginConfig::new(name, path.clone());
-        cfg.params = opts.params.iter().cloned().collect();
+    for cfg in &opts.plugins {
+        let mut cfg = cfg.clone();
+        cfg.params.extend(opts.params.iter().cloned());
         plugins.push(runtime.load(&cfg)?);
     }
     let spec = Arc::new(ChainSpec::new(1, plugins));

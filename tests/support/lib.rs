@@ -72,7 +72,7 @@ impl TestEnv {
     }
 
     pub async fn create_topic(&self, partitions: i32) -> anyhow::Result<()> {
-        sluice::produce::ensure_topic(&brokers(), &self.topic, partitions).await
+        sluice::produce::ensure_topic(ClientConfig::new().set("bootstrap.servers", brokers()), &self.topic, partitions).await
     }
 
     /// Send `{"num": n}` for n in 0..count.

@@ -1,5 +1,5 @@
 //! Clear errors at start: the binary exits non-zero with one line that says what
-//! and where, and never prints a secret.
+//! and where, and never prints a secret. Logs as JSON lines when asked.
 
 use std::process::Command;
 
@@ -104,4 +104,38 @@ fn unreachable_kafka_says_what_was_tried() {
     assert_eq!(code, 1);
     let line = error_line(&err);
     assert!(line.contains("Kafka brokers 127.0.0.1:1 did not answer within 2s"), "{line}");
+}
+
+#[test]
+fn logs_are_json_lines_with_the_flag_or_the_environment() {
+    let env = TestEnv::new("cli-json");
+    let path = env.dir.path().join("cli.toml");
+    std::fs::write(&path, env.config_text(&[], "")).unwrap();
+    // `check` contacts nothing; an environment override makes it log a line.
+    let log_line = |log_json: Option<&str>, flag: bool| {
+        let mut c = Command::new(sluice_bin());
+        c.args(["check", "--config"]).arg(&path).env("SLUICE_KAFKA_GROUP_ID", "g-json").env("NO_COLOR", "1").env_remove("SLUICE_LOG");
+        match log_json {
+            Some(v) => c.env("SLUICE_LOG_JSON", v),
+            None => c.env_remove("SLUICE_LOG_JSON"),
+        };
+        if flag {
+            c.arg("--log-json");
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log_json:?} {flag}: {err}");
+        err.lines()
+            .find(|l| l.contains("configuration keys set from the environment"))
+            .unwrap_or_else(|| panic!("no line in {err}"))
+            .to_owned()
+    };
+    for (log_json, flag) in [(Some("1"), false), (Some("yes"), false), (Some("true"), false), (None, true)] {
+        let line = log_line(log_json, flag);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{log_json:?} {flag}: not JSON ({e}): {line}"));
+        assert_eq!(v["fields"]["message"], "configuration keys set from the environment");
+    }
+    for off in [Some("0"), Some("false"), None] {
+        assert!(!log_line(off, false).starts_with('{'), "{off:?}: text, not JSON");
+    }
 }

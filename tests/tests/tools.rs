@@ -1,6 +1,8 @@
 //! The operator and plugin-author commands, through the binary: `check`,
-//! `produce` (files, stdin, keys, headers), `plugin new` → build → `plugin
-//! test` (with `--expect`), `dlq replay`, environment overrides and `--help`.
+//! `produce` (files, stdin, keys, headers, a config's connection), `plugin new`
+//! → build → `plugin test` (with `--expect`, or a config's chain), `dlq replay`
+//! (with a fixed file that keeps its plugin's params), `count` (`--expect-nums`,
+//! `--by-version`), `reset`, environment overrides and `--help`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -38,6 +40,8 @@ fn help_is_everywhere() {
         &["plugin", "new", "--help"],
         &["plugin", "test", "--help"],
         &["dlq", "replay", "--help"],
+        &["count", "--help"],
+        &["reset", "--help"],
     ] {
         let out = ok(sluice(args).output().unwrap());
         assert!(out.contains("Usage: sluice"), "{args:?}: {out}");
@@ -177,8 +181,11 @@ fn a_new_plugin_builds_as_it_is_and_runs() {
     assert!(text(&again.stderr).contains("exists already"));
 }
 
-/// Read every message of a topic: (key, value, headers).
-fn read_back(env: &TestEnv, n: usize) -> Vec<(Option<String>, String, Vec<(String, String)>)> {
+/// A message read back: key, value, headers.
+type ReadBack = (Option<String>, String, Vec<(String, String)>);
+
+/// Read every message of a topic.
+fn read_back(env: &TestEnv, n: usize) -> Vec<ReadBack> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let c: BaseConsumer = rdkafka::ClientConfig::new()
@@ -275,4 +282,99 @@ async fn dlq_replay_writes_fixed_records_once_and_reports_failures() {
     let out = ok(replay(&[&pass]));
     assert!(out.contains("0 documents written, 2 already there"), "{out}");
     assert_eq!(env.count().await, 12);
+}
+
+#[test]
+fn plugin_test_takes_the_chain_from_a_config() {
+    let env = TestEnv::new("tools-test-config");
+    let enrich = format!(
+        "[[plugins]]\nname = \"enrich\"\npath = \"{}\"\nparams = {{ square_field = \"sq\" }}\n\
+         [[plugins.self_test]]\ninput = '{{\"num\": 2}}'\n\n[pipeline]\nversions_field = \"_v\"\n",
+        plugin("enrich").display()
+    );
+    let config = env.config_file(&["even"], &enrich);
+    let input = env.dir.path().join("nums.jsonl");
+    std::fs::write(&input, "{\"num\": 1}\n{\"num\": 2}\n").unwrap();
+    let plan = lines(&ok(sluice(&["plugin", "test", "--config"]).arg(&config).arg("--input").arg(&input).output().unwrap()));
+    assert_eq!(plan[0], serde_json::json!({"offset": 0, "dropped": true}), "even, then enrich");
+    let doc = &plan[1]["ops"][0]["document"];
+    assert_eq!(doc["sq"], 4, "the config's params: {doc}");
+    let versions = doc["_v"]["plugins"].as_array().unwrap();
+    assert!(versions[0].as_str().unwrap().starts_with("even@") && versions[1].as_str().unwrap().starts_with("enrich@"), "{doc}");
+    // Files and a config: one or the other.
+    let out = sluice(&["plugin", "test", "--config"]).arg(&config).arg(plugin("even")).arg("--input").arg(&input).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot be used with"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn produce_takes_the_connection_and_topic_from_a_config() {
+    let env = TestEnv::new("tools-produce-config");
+    let config = env.config_file(&[], "");
+    let out = ok(sluice(&["produce", "--count", "3", "--config"]).arg(&config).output().unwrap());
+    assert!(out.contains(&format!("sent 3 messages to {}", env.topic)), "{out}");
+    // SLUICE_KAFKA_BROKERS, as for every command, over the config's brokers.
+    let unreachable = env.config_text(&[], "").replace(&sluice_tests::brokers(), "127.0.0.1:1");
+    std::fs::write(&config, &unreachable).unwrap();
+    let out = sluice(&["produce", "--count", "2", "--start", "3", "--config"])
+        .arg(&config)
+        .env("SLUICE_KAFKA_BROKERS", sluice_tests::brokers())
+        .output()
+        .unwrap();
+    assert!(ok(out).contains("sent 2 messages"));
+    assert_eq!(read_back(&env, 5).len(), 5);
+    // The config's [kafka.options] reach the client.
+    let bad = unreachable.replace("[mongo]", "[kafka.options]\n\"security.protocol\" = \"carrier-pigeon\"\n\n[mongo]");
+    std::fs::write(&config, bad).unwrap();
+    let out = sluice(&["produce", "--count", "1", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("carrier-pigeon"), "{}", text(&out.stderr));
+}
+
+/// A record that made the plugin panic is dead-lettered; its replay with a fixed
+/// file for that plugin runs with the plugin's params; `count` shows both versions;
+/// `reset` empties it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_a_fixed_file_keeps_the_params_and_count_and_reset_see_it() {
+    let env = TestEnv::new("tools-replay-fixed");
+    env.create_topic(1).await.unwrap();
+    env.produce_nums(10).await.unwrap();
+    let chain = format!(
+        "[[plugins]]\nname = \"transform\"\npath = \"{}\"\nparams = {{ square_field = \"sq\" }}\n\n[pipeline]\nversions_field = \"_v\"\n",
+        hostile("panic").display()
+    );
+    let config = env.config_file(&[], &chain);
+    let mut host = Host::spawn(&env, "host", &config, true);
+    assert!(host.wait(Duration::from_secs(120)).await.success(), "{}", host.log_tail(20));
+    // The panic message is in the failure summary only (the plugin's own panic line is at debug).
+    let panics = host.log_lines("panic: ");
+    assert!(panics.len() == 1 && panics[0].contains("failed records: 1 dead-lettered (trap)"), "{panics:?}");
+    let count = |args: &[&str]| sluice(&["count", "--config"]).arg(&config).args(args).output().unwrap();
+    let out = count(&["--expect-nums", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("produced=10 stored=9 missing=1 duplicates=0"), "{}", text(&out.stdout));
+
+    let dlq = format!("{}.dlq", env.topic);
+    let replay = |file: &str| sluice(&["dlq", "replay", "--from", &dlq, "--plugin", file, "--config"]).arg(&config).output().unwrap();
+    let out = replay("other=x.wasm");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("the config's chain has no plugin `other` (it has `transform`)"), "{}", text(&out.stderr));
+    let out = ok(replay(plugin("enrich").to_str().unwrap()));
+    assert!(out.contains(&format!("replayed 1 dead letters from {dlq}: 1 documents written")), "{out}");
+    let docs = env.documents().await.unwrap();
+    let fixed = docs.iter().find(|d| sluice_tests::int(d, "num") == 5).unwrap();
+    assert_eq!((sluice_tests::int(fixed, "sq"), fixed.contains_key("square")), (25, false), "transform's params: {fixed}");
+
+    let out = ok(count(&["--expect-nums", "10", "--by-version"]));
+    assert!(out.contains(&format!("10 documents in {}.{}", sluice_tests::DATABASE, env.collection)), "{out}");
+    assert!(out.contains("produced=10 stored=10 missing=0 duplicates=0"), "{out}");
+    let by_version: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("transform@")).collect();
+    assert_eq!(by_version.len(), 2, "{out}");
+    assert!(by_version[0].ends_with(&format!(": 9 documents; {}:0 offsets 0..=9", env.topic)), "{out}");
+    assert!(by_version[1].ends_with(&format!(": 1 documents; {}:0 offsets 5..=5", env.topic)), "{out}");
+
+    let out = ok(sluice(&["reset", "--config"]).arg(&config).output().unwrap());
+    assert!(out.contains(&format!("deleted topics [\"{}\"] and group {}", env.topic, env.group)), "{out}");
+    assert_eq!(env.count().await, 0);
+    assert!(ok(count(&[])).starts_with("0 documents"));
 }
