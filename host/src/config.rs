@@ -282,12 +282,14 @@ pub struct PipelineConfig {
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub batch_linger: Duration,
     /// Records fetched but not yet written, per partition, above which the
-    /// partition is paused (resumed at half). The queue must outlast Kafka's
-    /// resume latency, or the partition stalls. Default 20 × batch_max_records.
+    /// partition is paused (resumed at a quarter). The queue must outlast Kafka's
+    /// resume latency, or the partition stalls, and each pause makes librdkafka
+    /// fetch again what it had prefetched. Default 100 × batch_max_records.
     #[serde(default)]
     pub max_queued_per_partition: Option<usize>,
-    /// The same limit in key and value bytes: whichever is reached first pauses.
-    /// Memory held per partition stays near it. Default 16 MiB.
+    /// The same limit in bytes (key, value, headers, and 128 per record):
+    /// whichever is reached first pauses. Memory held per partition stays near
+    /// it. Default 16 MiB.
     #[serde(default = "default_max_queued_bytes")]
     pub max_queued_bytes_per_partition: usize,
     /// What a record that fails (plugin error or trap, bad input, refused by
@@ -341,7 +343,7 @@ impl Default for PipelineConfig {
 
 impl PipelineConfig {
     pub fn max_queued(&self) -> usize {
-        self.max_queued_per_partition.unwrap_or(self.batch_max_records * 20)
+        self.max_queued_per_partition.unwrap_or(self.batch_max_records * 100)
     }
 }
 
@@ -837,7 +839,7 @@ mod tests {
         assert_eq!(c.kafka.auto_offset_reset, OffsetReset::Earliest);
         assert_eq!(c.pipeline.batch_max_records, 500);
         assert_eq!(c.pipeline.batch_linger, Duration::from_millis(20));
-        assert_eq!(c.pipeline.max_queued(), 10_000);
+        assert_eq!(c.pipeline.max_queued(), 50_000);
         assert_eq!(c.pipeline.max_queued_bytes_per_partition, 16 << 20);
         assert_eq!(c.pipeline.on_error, OnError::DeadLetter);
         assert_eq!(c.dlq.topic_for("t"), "t.dlq");

@@ -381,6 +381,12 @@ async fn worker(
     let mut failures = FailureLog::new(&topic, partition);
     loop {
         batch.clear();
+        // Revoked or stopping: the rest of the queue is left to the next owner.
+        if state.released.load(Ordering::Acquire) {
+            progress.flush(&ctx, &topic, partition).await;
+            failures.flush();
+            return;
+        }
         let first = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => r,
@@ -419,6 +425,10 @@ async fn worker(
                     Ok(None) | Err(_) => break,
                 },
             }
+        }
+        // Released while it lingered: not in flight yet, left too.
+        if state.released.load(Ordering::Acquire) {
+            continue;
         }
         // The batch boundary: a generation published meanwhile runs this batch.
         if specs.has_changed().unwrap_or(false) {

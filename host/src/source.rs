@@ -47,7 +47,7 @@ pub struct PartitionState {
     pub acked: AtomicI64,
     /// Records handed to the worker and not yet written (or dropped).
     pub queued: AtomicUsize,
-    /// Their key and value bytes.
+    /// Their size ([`PartitionState::size_of`]).
     pub queued_bytes: AtomicUsize,
     /// The broker's high watermark, from librdkafka's statistics (asked of the
     /// broker while the partition is paused: librdkafka does not fetch it then,
@@ -57,6 +57,11 @@ pub struct PartitionState {
     /// low or high watermark, by `auto_offset_reset`); -1 until known or when
     /// there was an offset. With `acked` still -1, the lag counts from here.
     pub origin: AtomicI64,
+    /// Set when the partition is revoked or the host stops: the worker finishes
+    /// the batch in flight and leaves the rest of its queue (uncommitted, it is
+    /// consumed again by whoever gets the partition), so a deep queue does not
+    /// slow a rebalance.
+    pub released: AtomicBool,
 }
 
 impl PartitionState {
@@ -70,6 +75,7 @@ impl PartitionState {
             queued_bytes: AtomicUsize::new(0),
             high_watermark: AtomicI64::new(-1),
             origin: AtomicI64::new(-1),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -84,11 +90,17 @@ impl PartitionState {
         (high >= 0 && next >= 0).then(|| (high - next).max(0) as u64)
     }
 
-    /// The size a record counts for in `queued_bytes`.
+    /// The size a record counts for in `queued_bytes`: its key, value and
+    /// headers, and [`RECORD_OVERHEAD`] for the record itself.
     pub fn size_of(record: &SourceRecord) -> usize {
-        record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
+        let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
+        RECORD_OVERHEAD + record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len) + headers
     }
 }
+
+/// What a queued record costs beyond its bytes (the struct, the allocations
+/// behind it), so that the byte limit bounds memory also for tiny records.
+pub const RECORD_OVERHEAD: usize = 128;
 
 /// Starts a worker for a newly assigned partition.
 pub type SpawnWorker =
@@ -342,9 +354,16 @@ impl SourceContext {
         }
         let deadline = Instant::now() + self.drain_timeout;
         let mut tpl = TopicPartitionList::new();
-        for (p, e) in entries {
-            let Entry { topic, tx, state, mut task, .. } = e;
-            drop(tx);
+        // Every worker at once: finish the batch in flight, leave the queue.
+        let entries: Vec<_> = entries
+            .into_iter()
+            .map(|(p, e)| {
+                e.state.released.store(true, Ordering::Release);
+                drop(e.tx);
+                (p, e.topic, e.state, e.task)
+            })
+            .collect();
+        for (p, topic, state, mut task) in entries {
             let left = deadline.saturating_duration_since(Instant::now());
             let finished = self.runtime.block_on(async { tokio::time::timeout(left, &mut task).await.is_ok() });
             if !finished {
@@ -572,8 +591,11 @@ impl Source {
                         let _ = store.add_partition_offset(topic, p, Offset::Offset(acked));
                         e.stored = acked;
                     }
-                    let drained = e.state.queued.load(Ordering::Acquire) <= self.max_queued / 2
-                        && e.state.queued_bytes.load(Ordering::Acquire) <= self.max_queued_bytes / 2;
+                    // Resumed low: librdkafka drops what it prefetched for a
+                    // partition when it is paused, so every pause costs a
+                    // fetch again; a wide gap makes them rare.
+                    let drained = e.state.queued.load(Ordering::Acquire) <= self.max_queued / 4
+                        && e.state.queued_bytes.load(Ordering::Acquire) <= self.max_queued_bytes / 4;
                     if e.paused && drained {
                         resume.add_partition(topic, p);
                         e.paused = false;
