@@ -721,7 +721,11 @@ fn apply_env(raw: &mut toml::Table, env: &[(String, String)], text: bool) -> Res
                 Some(v) if v.same_type(existing) => v,
                 _ => return Err(format!("{name} = {value:?} is not of type {}, as {section}.{key} is in the file", existing.type_str())),
             },
-            None if text => toml::Value::String(value.clone()),
+            // Scalars as text; an inline table or array was meant as one.
+            None if text => match parsed(value) {
+                Some(v @ (toml::Value::Table(_) | toml::Value::Array(_))) => v,
+                _ => toml::Value::String(value.clone()),
+            },
             None => parsed(value).unwrap_or(toml::Value::String(value.clone())),
         };
         table.insert(key, typed);
@@ -1041,8 +1045,18 @@ mod tests {
         ];
         let sections: Vec<&str> = tables.iter().map(|(t, _)| *t).filter(|t| !t.contains('.')).collect();
         assert_eq!(fields::<Config>(), sections, "a new section of Config: list its table here");
+        // The `key =` lines (commented out or not) under each `[table]` header.
+        let mut section = String::new();
+        let mut lines: Vec<(String, &str)> = Vec::new();
+        for l in example.lines().map(|l| l.trim_start_matches([' ', '#'])) {
+            if let Some(header) = l.strip_prefix('[') {
+                section = header.trim_start_matches('[').split(']').next().unwrap_or_default().to_owned();
+            } else {
+                lines.push((section.clone(), l));
+            }
+        }
         let documented = |table: &str, key: &str| {
-            example.lines().any(|l| l.trim_start_matches([' ', '#']).starts_with(&format!("{key} =")))
+            lines.iter().any(|(t, l)| t == table && l.starts_with(&format!("{key} =")))
                 || example.contains(&format!("[{table}.{key}]"))
                 || example.contains(&format!("[[{table}.{key}]]"))
         };
@@ -1091,14 +1105,18 @@ mod tests {
         // The overridden values are what a reload compares against.
         assert!(c.restart_needed(&parse_env(&text, &[]).unwrap()).contains(&"kafka".to_string()));
 
-        // A secret of digits, absent from the file, is still text.
         // A table, written as a TOML inline table, replaces the file's whole table.
         let text = MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"]\n[kafka.options]\n\"client.id\" = \"me\"");
         let c = parse_env(&text, &[("SLUICE_KAFKA_OPTIONS", r#"{ "security.protocol" = "SASL_SSL", "sasl.password" = "pw" }"#)]).unwrap();
         assert_eq!(c.kafka.options.keys().collect::<Vec<_>>(), ["sasl.password", "security.protocol"]);
 
-        let c = parse_env(MINIMAL, &[("SLUICE_ADMIN_TOKEN", "123456"), ("SLUICE_DLQ_TOPIC", "2024")]).unwrap();
+        // A secret of digits, absent from the file, is still text (and a table
+        // beside it stays a table).
+        let options = ("SLUICE_KAFKA_OPTIONS", r#"{ "sasl.password" = "pw" }"#);
+        let c = parse_env(MINIMAL, &[("SLUICE_ADMIN_TOKEN", "123456"), ("SLUICE_DLQ_TOPIC", "2024"), options]).unwrap();
         assert_eq!((c.admin.token.as_deref(), c.dlq.topic.as_str()), (Some("123456"), "2024"));
+        assert_eq!(c.kafka.options.keys().collect::<Vec<_>>(), ["sasl.password"]);
+
         let err = parse_env(MINIMAL, &[("SLUICE_PIPELINE_BATCH_SIZE", "3")]).unwrap_err().to_string();
         assert!(err.contains("batch_size") && err.contains("SLUICE_PIPELINE_BATCH_SIZE"), "{err}");
         let text = format!("{MINIMAL}\n[pipeline]\nbatch_max_records = 5\n");

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// Every record allocates a few times on its way (its bytes, their BSON, the
 /// driver's buffers): mimalloc takes about 10% off the CPU per message that
-/// glibc's allocator costs (bench/results.md).
+/// glibc's allocator costs (a release host draining the same backlog,
+/// alternately with each: 11.2 against 12.6 µs per message, 2026-12-02).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -383,19 +383,12 @@ async fn worker(
         batch.clear();
         // Revoked or stopping: the rest of the queue is left to the next owner.
         if state.released.load(Ordering::Acquire) {
-            progress.flush(&ctx, &topic, partition).await;
-            failures.flush();
-            return;
+            break;
         }
         let first = tokio::select! {
             r = rx.recv() => match r {
                 Some(r) => r,
-                None => {
-                    // Released (revoke, shutdown): record how far it got.
-                    progress.flush(&ctx, &topic, partition).await;
-                    failures.flush();
-                    return;
-                }
+                None => break,
             },
             // Idle: build the new generation's instances now, not when records come.
             Ok(()) = specs.changed() => {
@@ -428,7 +421,7 @@ async fn worker(
         }
         // Released while it lingered: not in flight yet, left too.
         if state.released.load(Ordering::Acquire) {
-            continue;
+            break;
         }
         // The batch boundary: a generation published meanwhile runs this batch.
         if specs.has_changed().unwrap_or(false) {
@@ -481,6 +474,9 @@ async fn worker(
             progress.flush(&ctx, &topic, partition).await;
         }
     }
+    // Released (revoke, shutdown): record how far it got.
+    progress.flush(&ctx, &topic, partition).await;
+    failures.flush();
 }
 
 /// When a worker records its progress in MongoDB: at most once per

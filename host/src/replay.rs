@@ -58,9 +58,12 @@ impl std::str::FromStr for PluginFile {
     type Err = std::convert::Infallible;
 
     fn from_str(s: &str) -> Result<PluginFile, Self::Err> {
+        // A name has no path separator: `out/v=2/fixed.wasm` is a path.
         Ok(match s.split_once('=') {
-            Some((name, path)) => PluginFile { name: Some(name.to_owned()), path: path.into() },
-            None => PluginFile { name: None, path: s.into() },
+            Some((name, path)) if !name.is_empty() && !name.contains(['/', '\\']) => {
+                PluginFile { name: Some(name.to_owned()), path: path.into() }
+            }
+            _ => PluginFile { name: None, path: s.into() },
         })
     }
 }
@@ -230,6 +233,7 @@ mod tests {
         assert_eq!(chain_with(&chain, &[file("/new/even.wasm")]).unwrap()[0].path, Path::new("/new/even.wasm"));
         assert_eq!(chain_with(&chain[1..], &[file("fixed.wasm")]).unwrap()[0], PluginConfig { path: "fixed.wasm".into(), ..enrich });
         assert_eq!(chain_with(&chain, &[]).unwrap(), chain);
+        assert_eq!(file("out/v=2/even.wasm"), PluginFile { name: None, path: "out/v=2/even.wasm".into() });
 
         for (files, needle) in [
             (vec![file("fixed.wasm")], "which of the chain's plugins (`even`, `enrich`) does it replace? Write --plugin NAME=fixed.wasm"),

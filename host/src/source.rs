@@ -580,6 +580,8 @@ impl Source {
         let mut resume = TopicPartitionList::new();
         let mut need_targets = Vec::new();
         let mut paused = Vec::new();
+        // Asking the broker blocks this thread: at most once a second.
+        let watermarks_due = self.last_watermarks.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         let mut all_caught_up;
         {
             let mut a = self.consumer.context().assigned.lock().unwrap();
@@ -599,10 +601,10 @@ impl Source {
                     if e.paused && drained {
                         resume.add_partition(topic, p);
                         e.paused = false;
-                    } else if e.paused {
+                    } else if e.paused && watermarks_due {
                         paused.push((topic.clone(), p));
                     }
-                    if e.target.is_none() && (self.until_caught_up || e.start.is_none()) {
+                    if watermarks_due && e.target.is_none() && (self.until_caught_up || e.start.is_none()) {
                         need_targets.push((topic.clone(), p));
                     }
                     if self.until_caught_up {
@@ -625,11 +627,13 @@ impl Source {
                 Err(e) => tracing::warn!("cannot resume: {e}"),
             }
         }
-        // Asking the broker blocks this thread: at most once a second.
-        if (!need_targets.is_empty() || !paused.is_empty()) && self.last_watermarks.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if !need_targets.is_empty() || !paused.is_empty() {
             self.last_watermarks = Some(Instant::now());
-            self.resolve_targets(need_targets);
-            self.refresh_high_watermarks(paused);
+            // However many partitions, and even with a leader away: polling
+            // (and so dispatch and rebalances) stops for at most this long.
+            let deadline = Instant::now() + WATERMARKS_BUDGET;
+            self.resolve_targets(need_targets, deadline);
+            self.refresh_high_watermarks(paused, deadline);
         }
         self.until_caught_up && all_caught_up
     }
@@ -637,10 +641,11 @@ impl Source {
     /// librdkafka learns a partition's high watermark from its fetches, and a
     /// paused partition is not fetched: ask the broker, so that the lag keeps
     /// counting new records while a slow or failing sink holds the partition.
-    fn refresh_high_watermarks(&self, parts: Vec<(String, i32)>) {
+    fn refresh_high_watermarks(&self, parts: Vec<(String, i32)>, deadline: Instant) {
         let mut fresh = Vec::new();
         for (t, p) in parts {
-            match self.consumer.fetch_watermarks(&t, p, Duration::from_secs(1)) {
+            let Some(timeout) = left_until(deadline) else { break };
+            match self.consumer.fetch_watermarks(&t, p, timeout) {
                 Ok((_, high)) => fresh.push((t, p, high)),
                 Err(e) => tracing::debug!("cannot read the high watermark of {t}:{p}: {e}"),
             }
@@ -655,10 +660,11 @@ impl Source {
 
     /// The end offset each new partition must reach (and where it starts when
     /// neither Kafka nor MongoDB had an offset for it).
-    fn resolve_targets(&self, parts: Vec<(String, i32)>) {
-        let timeout = Duration::from_secs(2);
+    fn resolve_targets(&self, parts: Vec<(String, i32)>, deadline: Instant) {
         let mut resolved = Vec::new();
         for (t, p) in parts {
+            // Those not asked this time are asked the next.
+            let Some(timeout) = left_until(deadline) else { break };
             match self.consumer.fetch_watermarks(&t, p, timeout) {
                 Ok((low, high)) => resolved.push((t, p, low, high)),
                 Err(e) => tracing::warn!("cannot read watermarks of {t}:{p} (will retry): {e}"),
@@ -677,6 +683,14 @@ impl Source {
             }
         }
     }
+}
+
+/// How long the poll thread may spend asking the broker for watermarks in one
+/// round (once a second at most).
+const WATERMARKS_BUDGET: Duration = Duration::from_secs(1);
+
+fn left_until(deadline: Instant) -> Option<Duration> {
+    Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]

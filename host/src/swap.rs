@@ -341,12 +341,29 @@ impl HotSwap {
         let mut seen = Vec::with_capacity(newer.plugins.len());
         for pc in &newer.plugins {
             let bytes = read_plugin(pc).inspect_err(|e| self.reject(&pc.name, None, Trigger::Reload, &e.to_string()))?;
-            let file = FileSeen::new(&pc.path, &version_of(&bytes));
-            // A version the watcher refused is not equal: it is validated again.
-            let file_unchanged = self.status.lock().unwrap().file_seen.get(&pc.name) == Some(&file);
-            let plugin = match spec.plugin(&pc.name) {
-                Some(cur) if file_unchanged && cur.config == *pc => cur.clone(),
-                Some(cur) if file_unchanged => self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?,
+            let mut file = FileSeen::new(&pc.path, &version_of(&bytes));
+            let (file_unchanged, refused_before) = match self.status.lock().unwrap().file_seen.get(&pc.name) {
+                Some(s) => (s.path == file.path && s.version == file.version, s.refused),
+                None => (false, false),
+            };
+            let cur = spec.plugin(&pc.name);
+            let plugin = match cur {
+                Some(cur) if file_unchanged && !refused_before && cur.config == *pc => cur.clone(),
+                Some(cur) if file_unchanged && !refused_before => self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?,
+                // The watcher refused this file: try it with the reloaded params;
+                // refused again (reported), the running version stays as if the
+                // file had not changed, so that the rest of the reload applies.
+                Some(cur) if file_unchanged => match self.validate(pc.clone(), bytes, Trigger::Reload).await {
+                    Ok(p) => p,
+                    Err(_) if cur.config == *pc => {
+                        file.refused = true;
+                        cur.clone()
+                    }
+                    Err(_) => {
+                        file.refused = true;
+                        self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?
+                    }
+                },
                 _ => self.validate(pc.clone(), bytes, Trigger::Reload).await?,
             };
             plugins.push(plugin);
@@ -403,6 +420,11 @@ impl HotSwap {
     /// blocking thread; the written content counts as seen by the watcher.
     async fn persist(&self, plugin: &Arc<LoadedPlugin>, trigger: Trigger) -> Result<(), SwapError> {
         if !self.settings.persist_uploads {
+            // The upload supersedes a file the watcher refused: a reload must
+            // not bring that file back because it would pass now.
+            if let Some(seen) = self.status.lock().unwrap().file_seen.get_mut(&plugin.name) {
+                seen.refused = false;
+            }
             return Ok(());
         }
         let p = plugin.clone();
@@ -631,9 +653,13 @@ mod tests {
     /// A config of one plugin, `t` at `dir/t.wasm`, with `square_field` = `field`
     /// (enrich refuses a name with a dot; passthrough takes anything).
     fn write_config(dir: &Path, field: &str) -> PathBuf {
+        write_config_with(dir, field, "")
+    }
+
+    fn write_config_with(dir: &Path, field: &str, more: &str) -> PathBuf {
         let path = dir.join("host.toml");
         let text = format!(
-            "[kafka]\nbrokers = \"b\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[mongo]\nuri = \"mongodb://m\"\ndatabase = \"d\"\ncollection = \"c\"\n\
+            "[kafka]\nbrokers = \"b\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[mongo]\nuri = \"mongodb://m\"\ndatabase = \"d\"\ncollection = \"c\"\n{more}\
              [[plugins]]\nname = \"t\"\npath = \"t.wasm\"\nparams = {{ square_field = \"{field}\" }}\n"
         );
         std::fs::write(&path, text).unwrap();
@@ -653,9 +679,11 @@ mod tests {
         assert!(hot.files_changed(&watched).await.is_none(), "refused: its init refuses `a.b`");
         assert!(hot.files_changed(&watched).await.is_none());
         assert_eq!(hot.counts().rejections, [("t".to_owned(), Trigger::File, 1)], "not retried while the file stays");
-        // A reload validates the refused file (params unchanged: refused again, nothing changes).
-        assert!(matches!(hot.reload().await, Err(SwapError::Rejected(_))));
+        // A reload validates the refused file: params unchanged, it is refused
+        // again (reported) and the running version stays; the reload succeeds.
+        assert!(!hot.reload().await.unwrap().swapped);
         assert_eq!(hot.current().generation, 1);
+        assert_eq!(hot.counts().rejections, [("t".to_owned(), Trigger::File, 1), ("t".to_owned(), Trigger::Reload, 1)]);
 
         write_config(dir.path(), "sq");
         assert!(hot.reload().await.unwrap().swapped);
@@ -663,6 +691,25 @@ mod tests {
         // The file's version runs: nothing left to apply.
         assert!(!hot.reload().await.unwrap().swapped);
         assert!(hot.files_changed(&watched).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_upload_not_persisted_supersedes_a_file_the_watcher_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.wasm");
+        std::fs::copy(built("passthrough"), &file).unwrap();
+        let config = Config::load(&write_config_with(dir.path(), "a.b", "[hot_swap]\npersist_uploads = false\n")).unwrap();
+        let hot = HotSwap::start(Arc::new(Runtime::new().unwrap()), &config).unwrap();
+        let watched = watch_dir(&file).unwrap();
+        std::fs::write(&file, std::fs::read(built("enrich")).unwrap()).unwrap();
+        assert!(hot.files_changed(&watched).await.is_none(), "refused: its init refuses `a.b`");
+
+        let even = std::fs::read(built("even")).unwrap();
+        assert!(hot.upload("t", even.clone()).await.unwrap().swapped);
+        // New params that the refused file would pass with: the upload stays.
+        write_config_with(dir.path(), "sq", "[hot_swap]\npersist_uploads = false\n");
+        hot.reload().await.unwrap();
+        assert_eq!(hot.current().plugins[0].version, version_of(&even));
     }
 
     #[test]
