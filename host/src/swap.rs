@@ -148,7 +148,6 @@ struct Status {
     rejections: BTreeMap<(String, Trigger), u64>,
 }
 
-#[derive(PartialEq, Eq)]
 struct FileSeen {
     path: PathBuf,
     version: String,
@@ -346,24 +345,24 @@ impl HotSwap {
                 Some(s) => (s.path == file.path && s.version == file.version, s.refused),
                 None => (false, false),
             };
-            let cur = spec.plugin(&pc.name);
-            let plugin = match cur {
-                Some(cur) if file_unchanged && !refused_before && cur.config == *pc => cur.clone(),
-                Some(cur) if file_unchanged && !refused_before => self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?,
-                // The watcher refused this file: try it with the reloaded params;
-                // refused again (reported), the running version stays as if the
-                // file had not changed, so that the rest of the reload applies.
-                Some(cur) if file_unchanged => match self.validate(pc.clone(), bytes, Trigger::Reload).await {
-                    Ok(p) => p,
-                    Err(_) if cur.config == *pc => {
-                        file.refused = true;
-                        cur.clone()
+            let plugin = match spec.plugin(&pc.name) {
+                Some(cur) if file_unchanged => {
+                    // A file the watcher refused is tried with the reloaded params;
+                    // refused again (reported), the running version stays as if
+                    // the file had not changed, so that the rest of the reload applies.
+                    let retried = if refused_before { self.validate(pc.clone(), bytes, Trigger::Reload).await.ok() } else { None };
+                    match retried {
+                        Some(p) => p,
+                        None => {
+                            file.refused = refused_before;
+                            if cur.config == *pc {
+                                cur.clone()
+                            } else {
+                                self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?
+                            }
+                        }
                     }
-                    Err(_) => {
-                        file.refused = true;
-                        self.validate(pc.clone(), cur.bytes.to_vec(), Trigger::Reload).await?
-                    }
-                },
+                }
                 _ => self.validate(pc.clone(), bytes, Trigger::Reload).await?,
             };
             plugins.push(plugin);
