@@ -97,13 +97,11 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
     fn visit_i64<E>(self, v: i64) -> Result<u8, E> {
         Ok(self.int(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<u8, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u8, E> {
+        // A double would silently lose digits (an id, a counter): refused instead.
         match i64::try_from(v) {
             Ok(v) => Ok(self.int(v)),
-            Err(_) => {
-                self.buf.extend_from_slice(&(v as f64).to_le_bytes());
-                Ok(DOUBLE)
-            }
+            Err(_) => Err(E::custom(format!("integer {v} is above BSON's largest integer (int64, {})", i64::MAX))),
         }
     }
     fn visit_f64<E>(self, v: f64) -> Result<u8, E> {
@@ -145,8 +143,8 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
         let buf = self.buf;
         let start = Self::open(buf);
         let mut first = true;
-        // Where this object's keys lie in `buf`, to refuse a repeated one.
-        let mut keys: Vec<(usize, usize)> = Vec::new();
+        // This object's keys, to refuse a repeated one in linear time.
+        let mut keys = KeySet::default();
         loop {
             let at = buf.len();
             buf.push(0);
@@ -155,11 +153,10 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 break;
             }
             let key = (at + 1, buf.len() - 1);
-            if keys.iter().any(|&(s, e)| buf[s..e] == buf[key.0..key.1]) {
+            if !keys.insert(buf, key) {
                 let name = String::from_utf8_lossy(&buf[key.0..key.1]).into_owned();
                 return Err(de::Error::custom(format!("key {name:?} appears twice in one object")));
             }
-            keys.push(key);
             if first && buf.get(at + 1) == Some(&b'$') {
                 // Extended JSON: read the whole object as JSON and let the bson crate convert it.
                 let key = String::from_utf8_lossy(&buf[at + 1..buf.len() - 1]).into_owned();
@@ -180,6 +177,9 @@ fn extended<'de, A: MapAccess<'de>>(buf: &mut Vec<u8>, first: String, mut map: A
     let mut object = serde_json::Map::new();
     object.insert(first, map.next_value()?);
     while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+        if object.contains_key(&k) {
+            return Err(de::Error::custom(format!("key {k:?} appears twice in one object")));
+        }
         object.insert(k, v);
     }
     let value = mongodb::bson::Bson::try_from(serde_json::Value::Object(object)).map_err(de::Error::custom)?;
@@ -189,6 +189,46 @@ fn extended<'de, A: MapAccess<'de>>(buf: &mut Vec<u8>, first: String, mut map: A
     let bytes = one.as_bytes();
     buf.extend_from_slice(&bytes[6..bytes.len() - 1]);
     Ok(bytes[4])
+}
+
+/// The keys of one object seen so far, as ranges of the output buffer: a scan
+/// while few (most objects), a hash set beyond, so an object with n keys costs
+/// O(n) comparisons, never O(n²) (a 1 MiB record can hold ~150 000 keys).
+#[derive(Default)]
+struct KeySet {
+    few: Vec<(usize, usize)>,
+    many: Option<std::collections::HashSet<Box<[u8]>>>,
+    /// Key comparisons made (the linearity test counts them).
+    #[cfg(test)]
+    compared: usize,
+}
+
+impl KeySet {
+    const SCAN: usize = 16;
+
+    /// `false` when `buf[key]` is already in the set.
+    fn insert(&mut self, buf: &[u8], key: (usize, usize)) -> bool {
+        let bytes = &buf[key.0..key.1];
+        if let Some(many) = &mut self.many {
+            #[cfg(test)]
+            {
+                self.compared += 1;
+            }
+            return many.insert(bytes.into());
+        }
+        #[cfg(test)]
+        {
+            self.compared += self.few.len();
+        }
+        if self.few.iter().any(|&(s, e)| &buf[s..e] == bytes) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > Self::SCAN {
+            self.many = Some(self.few.drain(..).map(|(s, e)| Box::<[u8]>::from(&buf[s..e])).collect());
+        }
+        true
+    }
 }
 
 /// Writes a key as a BSON cstring.
@@ -223,6 +263,38 @@ mod tests {
     use super::*;
     use mongodb::bson::{Bson, Document, doc};
 
+    /// Comparisons made for an object of `n` distinct keys, and for one with a repeat at the end.
+    fn comparisons(n: usize) -> usize {
+        let mut buf = Vec::new();
+        let mut keys = KeySet::default();
+        for i in 0..n {
+            let start = buf.len();
+            buf.extend_from_slice(format!("k{i}").as_bytes());
+            assert!(keys.insert(&buf, (start, buf.len())));
+        }
+        let start = buf.len();
+        buf.extend_from_slice(b"k0");
+        assert!(!keys.insert(&buf, (start, buf.len())), "a repeat is found");
+        keys.compared
+    }
+
+    #[test]
+    fn duplicate_key_checks_are_linear() {
+        // Without a clock: 10x the keys cost about 10x the comparisons (a quadratic check: 100x).
+        let (small, large) = (comparisons(10_000), comparisons(100_000));
+        let ratio = large as f64 / small as f64;
+        assert!((9.0..11.0).contains(&ratio), "{small} vs {large} comparisons: ratio {ratio}");
+        // And a real object with 150 000 keys converts, with its repeat found.
+        let mut json = String::from("{");
+        for i in 0..150_000 {
+            json.push_str(&format!("\"k{i}\":{i},"));
+        }
+        let ok = format!("{}}}", json.trim_end_matches(','));
+        assert_eq!(json_to_bson(ok.as_bytes()).unwrap().iter().count(), 150_000);
+        let repeated = format!("{json}\"k7\":1}}");
+        assert!(json_to_bson(repeated.as_bytes()).unwrap_err().contains("\"k7\" appears twice"));
+    }
+
     fn via_value(json: &[u8]) -> Document {
         match Bson::try_from(serde_json::from_slice::<serde_json::Value>(json).unwrap()).unwrap() {
             Bson::Document(d) => d,
@@ -243,10 +315,10 @@ mod tests {
             let raw = json_to_bson(json).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(json)));
             assert_eq!(raw.to_document().unwrap(), via_value(json), "{}", String::from_utf8_lossy(json));
         }
-        let d = json_to_bson(br#"{"z": 1, "a": 2, "huge": 18446744073709551615}"#).unwrap().to_document().unwrap();
-        assert_eq!(d.keys().collect::<Vec<_>>(), ["z", "a", "huge"], "order as written");
+        let d = json_to_bson(br#"{"z": 1, "a": 2, "max": 9223372036854775807}"#).unwrap().to_document().unwrap();
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["z", "a", "max"], "order as written");
         assert_eq!(d.get("z"), Some(&Bson::Int32(1)));
-        assert_eq!(d.get("huge"), Some(&Bson::Double(18446744073709551615.0)));
+        assert_eq!(d.get("max"), Some(&Bson::Int64(i64::MAX)));
         assert_eq!(json_to_bson(br#"{"a": [10, 20]}"#).unwrap().to_document().unwrap(), doc! { "a": [10, 20] });
     }
 
@@ -263,9 +335,56 @@ mod tests {
             (br#"{"x": {"$date": "not a date"}}"#, "cannot be stored as BSON"),
             (br#"{"a": 1, "b": 2, "a": 3}"#, "cannot be stored as BSON: key \"a\" appears twice"),
             (br#"{"r": {"$regularExpression": {"pattern": "a\u0000", "options": ""}}}"#, "cannot be stored as BSON"),
+            (br#"{"huge": 9223372036854775808}"#, "above BSON's largest integer"),
+            (br#"{"huge": [18446744073709551615]}"#, "above BSON's largest integer"),
+            (br#"{"l": {"$numberLong": "1", "$numberLong": "2"}}"#, "appears twice"),
         ] {
             let e = json_to_bson(json).unwrap_err();
             assert!(e.contains(needle), "{}: {e}", String::from_utf8_lossy(json));
+        }
+    }
+
+    mod properties {
+        use super::super::json_to_bson;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                "\\PC{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(6, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map("[$a-z.\\x00]{0,4}", inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any JSON text: a document of bounded size that the bson crate reads back, or an error; never a panic.
+            #[test]
+            fn any_json_is_a_bounded_document_or_an_error(v in json()) {
+                let text = serde_json::to_vec(&v).unwrap();
+                if let Ok(doc) = json_to_bson(&text) {
+                    prop_assert!(doc.to_document().is_ok());
+                    // Each JSON byte becomes at most a few BSON bytes (array keys, lengths, int64).
+                    prop_assert!(doc.as_bytes().len() <= 16 + text.len() * 8, "{} -> {}", text.len(), doc.as_bytes().len());
+                }
+            }
+
+            /// Arbitrary bytes never panic the converter.
+            #[test]
+            fn any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = json_to_bson(&bytes);
+            }
         }
     }
 }

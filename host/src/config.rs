@@ -361,7 +361,7 @@ pub enum OnError {
 }
 
 /// The dead-letter queue: a Kafka topic on the same cluster.
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DlqConfig {
     /// Topic name; `{topic}` is replaced by the source topic. Default `{topic}.dlq`.
@@ -371,11 +371,39 @@ pub struct DlqConfig {
     /// partition is not needed: order is kept per source partition by key). Default true.
     #[serde(default = "default_true")]
     pub create_topics: bool,
+    /// How long dead letters may fail to be sent before `/readyz` fails (and
+    /// `sluice_dlq_unavailable` is 1). The partition waits meanwhile, committing
+    /// nothing past the record; sending is retried until it works. Default 30s.
+    #[serde(default = "default_dlq_unavailable", with = "humantime_serde")]
+    pub unavailable_timeout: Duration,
+    /// Raw librdkafka producer settings for the dead-letter producer, over
+    /// Sluice's (`acks = all`, idempotence, `message.timeout.ms = 10000`) and
+    /// after `kafka.options`' TLS/SASL ones. Secret values are hidden.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 impl Default for DlqConfig {
     fn default() -> Self {
-        DlqConfig { topic: default_dlq_topic(), create_topics: true }
+        DlqConfig {
+            topic: default_dlq_topic(),
+            create_topics: true,
+            unavailable_timeout: default_dlq_unavailable(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DlqConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> =
+            self.options.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect();
+        f.debug_struct("DlqConfig")
+            .field("topic", &self.topic)
+            .field("create_topics", &self.create_topics)
+            .field("unavailable_timeout", &self.unavailable_timeout)
+            .field("options", &options)
+            .finish()
     }
 }
 
@@ -484,6 +512,9 @@ fn default_max_value() -> usize {
 fn default_dlq_topic() -> String {
     "{topic}.dlq".into()
 }
+fn default_dlq_unavailable() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_call_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -531,15 +562,22 @@ impl Config {
     }
 
     /// [`Config::parse`] with overrides from `env` (`SLUICE_<SECTION>_<KEY>` = value).
+    /// Secret values (passwords, tokens) never appear in its errors, even in a
+    /// file or variable too malformed to parse.
     pub fn parse_with_env(
         text: &str,
         path: &Path,
         base: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        Config::parse_env_vec(text, path, base, &env).map_err(|e| e.scrubbed(&secret_values(text, &env)))
+    }
+
+    fn parse_env_vec(text: &str, path: &Path, base: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.to_vec();
         let parse_err = |e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) };
         let file: toml::Table = toml::from_str(text).map_err(parse_err)?;
-        let env: Vec<(String, String)> = env.into_iter().collect();
         let invalid = |message| ConfigError::Invalid { path: path.to_owned(), message };
         let mut raw = file.clone();
         let applied = apply_env(&mut raw, &env, false).map_err(invalid)?;
@@ -741,6 +779,83 @@ fn one_line(e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => format!("{msg} (at byte {})", span.start),
         None => msg,
+    }
+}
+
+impl ConfigError {
+    /// The error with every one of `secrets` replaced by `***`.
+    fn scrubbed(self, secrets: &[String]) -> ConfigError {
+        let scrub = |mut m: String| {
+            for s in secrets {
+                m = m.replace(s.as_str(), "***");
+            }
+            m
+        };
+        match self {
+            ConfigError::Parse { path, message } => ConfigError::Parse { path, message: scrub(message) },
+            ConfigError::Invalid { path, message } => ConfigError::Invalid { path, message: scrub(message) },
+            other => other,
+        }
+    }
+}
+
+/// Secret values in a config text and environment, found without parsing
+/// either (they may be what does not parse): the value after each key that
+/// names a secret (`"sasl.password" = 123456`, `token = "…"`, inline tables
+/// included), and whole variables whose name does.
+fn secret_values(text: &str, env: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for source in std::iter::once(text).chain(env.iter().map(|(_, v)| v.as_str())) {
+        secrets_after_keys(source, &mut out);
+    }
+    for (name, value) in env {
+        let n = name.to_ascii_lowercase();
+        if n.starts_with("sluice_") && (is_secret_option(&n) || n.ends_with("_uri")) && !value.is_empty() {
+            out.push(value.clone());
+        }
+    }
+    // Longest first, so a secret containing another is hidden whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+/// The values written after secret-naming keys in TOML-like `text`.
+fn secrets_after_keys(text: &str, out: &mut Vec<String>) {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(eq) = text[i..].find('=').map(|e| e + i) {
+        // The key: the word (possibly quoted) before `=`.
+        let before = text[..eq].trim_end();
+        let key_start = before.rfind(|c: char| c.is_whitespace() || c == '{' || c == ',' || c == '\n').map_or(0, |k| k + 1);
+        let key = before[key_start..].trim_matches(|c| c == '"' || c == '\'');
+        let mut v = eq + 1;
+        while v < bytes.len() && (bytes[v] == b' ' || bytes[v] == b'\t') {
+            v += 1;
+        }
+        let end = match bytes.get(v) {
+            Some(&q @ (b'"' | b'\'')) => {
+                v += 1;
+                text[v..].find(q as char).map_or(text.len(), |e| e + v)
+            }
+            _ => text[v..].find([',', '}', '\n', ' ', '#']).map_or(text.len(), |e| e + v),
+        };
+        if (is_secret_option(key) || key.eq_ignore_ascii_case("uri") && text[v..end].contains('@')) && end > v {
+            let value = &text[v..end];
+            // Of a URI only the password is secret: `scheme://user:PASSWORD@host`.
+            let value = match key.eq_ignore_ascii_case("uri") {
+                true => value
+                    .split_once("://")
+                    .and_then(|(_, r)| r.split_once('@'))
+                    .and_then(|(cred, _)| cred.split_once(':'))
+                    .map(|(_, pw)| pw),
+                false => Some(value),
+            };
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                out.push(value.to_owned());
+            }
+        }
+        i = eq + 1;
     }
 }
 
@@ -1137,5 +1252,29 @@ mod tests {
         assert!(dbg.contains("app:***@127.0.0.1") && dbg.contains("\"me\""), "{dbg}");
         assert_eq!(redact_uri("mongodb://h:1/db"), "mongodb://h:1/db");
         assert_eq!(redact_uri("mongodb+srv://u:p@a,b/x?y=@"), "mongodb+srv://u:***@a,b/x?y=@");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_config_errors() {
+        let path = Path::new("/etc/sluice/test.toml");
+        let check = |text: &str, env: &[(&str, &str)], secret: &str| {
+            let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let e = Config::parse_with_env(text, path, Path::new("/etc/sluice"), env).unwrap_err().to_string();
+            assert!(!e.contains(secret), "{secret} in: {e}");
+            assert!(e.contains("***") || !e.is_empty(), "{e}");
+        };
+        // An unquoted number where a string belongs: toml's message quotes the value.
+        let text = MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"]\n[kafka.options]\n\"sasl.password\" = 123456");
+        check(&text, &[], "123456");
+        // A malformed SLUICE_KAFKA_OPTIONS.
+        check(MINIMAL, &[("SLUICE_KAFKA_OPTIONS", r#"{ "sasl.password" = "hunter22", oops }"#)], "hunter22");
+        check(MINIMAL, &[("SLUICE_KAFKA_OPTIONS", r#"{ "sasl.password" = 98765 }"#)], "98765");
+        // A token of the wrong type, and a file that does not parse at all.
+        let text = format!("{MINIMAL}\n[admin]\ntoken = 424242\n");
+        check(&text, &[], "424242");
+        check("[kafka]\nbrokers = \"x\"\n\"sasl.password\" = \"s3cr3t\nbroken", &[], "s3cr3t");
+        // The URI's password.
+        let text = MINIMAL.replace("mongodb://127.0.0.1:27017", "mongodb://u:pw-9911@h").replace("collection = \"c\"", "collection = 5");
+        check(&text, &[], "pw-9911");
     }
 }

@@ -10,12 +10,20 @@
 //! | `sluice.chain` | every plugin of the chain generation that processed the record, `name@version,…` (empty without plugins) |
 //! | `sluice.source.topic`, `sluice.source.partition`, `sluice.source.offset` | where the record came from |
 //! | `sluice.source.timestamp` | its timestamp (ms), when it had one |
+//! | `sluice.group` | the consumer group that failed it (`dlq replay` takes only its own group's) |
+//! | `sluice.error.truncated` | `true` when the record was too large to dead-letter whole: the value and the original headers are left out (`dlq replay` reads the value from the source topic) |
+//!
+//! Sending is retried until it works: a dead-letter topic that was deleted is
+//! created again (with `create_topics`), one that stays unwritable past
+//! `dlq.unavailable_timeout` makes the host not ready. Nothing is committed past
+//! a record whose dead letter is not acknowledged.
 
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::chain::Failure;
 use crate::config::{DlqConfig, KafkaConfig};
@@ -27,13 +35,56 @@ const MAX_REASON: usize = 4096;
 pub struct DeadLetters {
     producer: FutureProducer,
     cfg: DlqConfig,
+    kafka: KafkaConfig,
+    group: String,
+}
+
+/// Why a dead letter was not sent, classified once.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Larger than the producer's `message.max.bytes` or the topic's
+    /// `max.message.bytes`: sending it again cannot work; a truncated one may.
+    #[error("the dead letter is too large for its topic: {0}")]
+    TooLarge(KafkaError),
+    /// The topic does not exist (deleted while running): created again, then retried.
+    #[error("the dead-letter topic does not exist: {0}")]
+    NoTopic(KafkaError),
+    /// Anything else (broker down, timeout, authorization): retried.
+    #[error("{0}")]
+    Other(KafkaError),
+}
+
+impl SendError {
+    fn classify(e: KafkaError) -> SendError {
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) => SendError::TooLarge(e),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => SendError::NoTopic(e),
+            _ => SendError::Other(e),
+        }
+    }
 }
 
 impl DeadLetters {
     pub fn new(kafka: &KafkaConfig, cfg: &DlqConfig) -> Result<DeadLetters, KafkaError> {
         let mut cc = kafka.client_config();
-        cc.set("client.id", "sluice-dlq").set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "5");
-        Ok(DeadLetters { producer: cc.create()?, cfg: cfg.clone() })
+        // A bounded delivery time: an unreachable topic is reported (and retried) rather than queued for 5 minutes.
+        cc.set("client.id", "sluice-dlq")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "10000");
+        for (k, v) in &cfg.options {
+            cc.set(k, v);
+        }
+        Ok(DeadLetters { producer: cc.create()?, cfg: cfg.clone(), kafka: kafka.clone(), group: kafka.group_id.clone() })
+    }
+
+    /// Create `topic`'s dead-letter topic again (after [`SendError::NoTopic`]), if allowed.
+    pub async fn recreate_topic(&self, source_topic: &str) -> anyhow::Result<()> {
+        if !self.cfg.create_topics {
+            anyhow::bail!("dlq.create_topics is off");
+        }
+        crate::produce::ensure_topic(&self.kafka.client_config(), &self.topic_for(source_topic), 1).await
     }
 
     pub fn topic_for(&self, source_topic: &str) -> String {
@@ -55,12 +106,15 @@ impl DeadLetters {
     }
 
     /// Send one failed record (`chain`: the generation's `name@version,…`);
-    /// returns once the broker acknowledged it.
-    pub async fn send(&self, rec: &SourceRecord, f: &Failure, chain: &str) -> Result<(), KafkaError> {
+    /// returns once the broker acknowledged it. `truncated`: without its value
+    /// and original headers (after [`SendError::TooLarge`]).
+    pub async fn send(&self, rec: &SourceRecord, f: &Failure, chain: &str, truncated: bool) -> Result<(), SendError> {
         let topic = self.topic_for(&rec.topic);
-        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 8);
-        for (k, v) in &rec.headers {
-            headers = headers.insert(Header { key: k, value: v.as_deref() });
+        let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 10);
+        if !truncated {
+            for (k, v) in &rec.headers {
+                headers = crate::kafka_raw::add_header(headers, k, v.as_deref());
+            }
         }
         let mut reason = f.message.clone();
         if reason.len() > MAX_REASON {
@@ -77,7 +131,11 @@ impl DeadLetters {
             .insert(Header { key: "sluice.source.topic", value: Some(&*rec.topic) })
             .insert(Header { key: "sluice.source.partition", value: Some(&partition) })
             .insert(Header { key: "sluice.source.offset", value: Some(&offset) })
-            .insert(Header { key: "sluice.chain", value: Some(chain) });
+            .insert(Header { key: "sluice.chain", value: Some(chain) })
+            .insert(Header { key: "sluice.group", value: Some(&self.group) });
+        if truncated {
+            headers = headers.insert(Header { key: "sluice.error.truncated", value: Some("true") });
+        }
         if let Some(ts) = rec.timestamp {
             headers = headers.insert(Header { key: "sluice.source.timestamp", value: Some(&ts.to_string()) });
         }
@@ -91,12 +149,12 @@ impl DeadLetters {
         if let Some(k) = &rec.key {
             record = record.key(k.as_slice());
         }
-        if let Some(v) = &rec.value {
+        if let Some(v) = rec.value.as_ref().filter(|_| !truncated) {
             record = record.payload(v.as_slice());
         }
         match self.producer.send(record, Duration::from_secs(30)).await {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(e),
+            Err((e, _)) => Err(SendError::classify(e)),
         }
     }
 }

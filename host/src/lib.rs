@@ -11,7 +11,8 @@
 //! - [`chain`]: a batch through the plugin chain, per-record results.
 //! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes); [`bson_json`]: JSON to BSON bytes in one pass.
 //! - [`progress`]: next offsets kept in MongoDB, the later of it and Kafka's wins.
-//! - [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
+//! - [`kafka_raw`]: Kafka headers as bytes (keys that are not UTF-8);
+//!   [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
 //! - [`produce`]: the tutorial's producer (`sluice produce`).
 //! - [`ops`]: `sluice count`, `sluice reset`, `sluice check`.
@@ -32,6 +33,7 @@ pub mod bson_json;
 pub mod chain;
 pub mod config;
 pub mod dlq;
+pub mod kafka_raw;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

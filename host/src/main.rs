@@ -338,6 +338,12 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
                 r.dropped,
                 r.failed.len()
             );
+            if r.other_groups > 0 {
+                println!("  {} dead letters of other consumer groups left alone (sluice.group)", r.other_groups);
+            }
+            if r.from_source > 0 {
+                println!("  {} truncated dead letters took their value from the source topic", r.from_source);
+            }
             if r.without_source > 0 {
                 println!("  {} had no sluice.source.* headers (replayed with their dead-letter coordinates)", r.without_source);
             }

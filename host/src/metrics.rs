@@ -215,6 +215,12 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
     );
     o.family("sluice_ready", "gauge", "1 when /readyz answers 200.");
     o.sample("sluice_ready", &[], health.readiness().is_ok() as u64);
+    o.family(
+        "sluice_dlq_unavailable",
+        "gauge",
+        "Partitions waiting longer than dlq.unavailable_timeout for a dead letter to be sent (nothing is committed past it).",
+    );
+    o.sample("sluice_dlq_unavailable", &[], health.dlq_failing.load(std::sync::atomic::Ordering::Relaxed) as u64);
     o.0
 }
 

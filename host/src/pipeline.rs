@@ -53,6 +53,8 @@ pub struct Health {
     pub stopping: AtomicBool,
     /// Partition workers currently retrying a failed MongoDB write.
     pub sink_failing: AtomicUsize,
+    /// Partition workers whose dead letter has not been sent for longer than `dlq.unavailable_timeout`.
+    pub dlq_failing: AtomicUsize,
 }
 
 impl Health {
@@ -64,6 +66,8 @@ impl Health {
             Err("not yet assigned partitions by the consumer group")
         } else if self.sink_failing.load(Ordering::Relaxed) > 0 {
             Err("MongoDB writes are failing (retrying)")
+        } else if self.dlq_failing.load(Ordering::Relaxed) > 0 {
+            Err("dead letters cannot be sent (retrying; nothing is committed past them)")
         } else {
             Ok(())
         }
@@ -239,7 +243,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
             }
         });
     }
-    let sink = Sink::connect(&config.mongo).await?;
+    let sink = Sink::connect(&config.mongo).await?.ignoring_field(config.pipeline.versions_field.as_deref());
     let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
     tracing::info!(database = %config.mongo.database, collection = %config.mongo.collection, "connected to MongoDB");
 
@@ -258,6 +262,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel::<anyhow::Error>();
     let worker_ctx = Arc::new(WorkerCtx {
         hot: hot.clone(),
+        dlq_unavailable_timeout: config.dlq.unavailable_timeout,
         offsets_collection: config.mongo.offsets_collection.clone(),
         health: health.clone(),
         dlq,
@@ -354,6 +359,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 
 struct WorkerCtx {
     hot: Arc<HotSwap>,
+    dlq_unavailable_timeout: std::time::Duration,
     offsets_collection: String,
     health: Arc<Health>,
     dlq: Option<DeadLetters>,
@@ -433,13 +439,16 @@ async fn worker(
         let next_offset = batch.last().map(|r| r.offset + 1).expect("non-empty batch");
         ctx.stats.consumed.fetch_add(n as u64, Ordering::Relaxed);
 
-        // Plugins are CPU work: off the async threads, moving the chain there and back.
-        let (c, records, results) = {
+        // Plugins and planning (JSON to BSON) are CPU work: off the async threads, moving the chain there and back.
+        let (c, records, planned) = {
             let mut c = chain;
             let records = std::mem::take(&mut batch);
+            let shared = ctx.clone();
             match tokio::task::spawn_blocking(move || {
-                let r = c.process(&records);
-                (c, records, r)
+                let ctx = shared;
+                let target = Target { versions_field: ctx.pipeline.versions_field.as_deref(), offsets_collection: &ctx.offsets_collection };
+                let planned = c.process(&records).map(|results| plan(c.spec(), &target, &records, &results));
+                (c, records, planned)
             })
             .await
             {
@@ -451,14 +460,14 @@ async fn worker(
             }
         };
         chain = c;
-        let results = match results {
-            Ok(r) => r,
+        let planned = match planned {
+            Ok(p) => p,
             Err(e) => {
                 let _ = ctx.fatal.send(anyhow::Error::new(e).context(format!("plugin chain for {topic}:{partition}")));
                 return;
             }
         };
-        if let Err(e) = write_batch(&ctx, chain.spec(), &records, results, &mut failures).await {
+        if let Err(e) = write_batch(&ctx, chain.spec(), &records, planned, &mut failures).await {
             let _ = ctx.fatal.send(e);
             return;
         }
@@ -561,17 +570,16 @@ async fn switch(
     Some(chain)
 }
 
-/// Turn chain results into writes, write them until acknowledged, and decide
-/// every failed record. `Err` means the run must stop.
+/// Write a batch's planned writes until acknowledged, and decide every failed
+/// record. `Err` means the run must stop.
 async fn write_batch(
     ctx: &WorkerCtx,
     spec: &ChainSpec,
     records: &[SourceRecord],
-    results: Results,
+    planned: Plan,
     log: &mut FailureLog,
 ) -> anyhow::Result<()> {
-    let target = Target { versions_field: ctx.pipeline.versions_field.as_deref(), offsets_collection: &ctx.offsets_collection };
-    let Plan { ops, op_source, failures, dropped } = plan(spec, &target, records, &results);
+    let Plan { ops, op_source, failures, dropped } = planned;
     ctx.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
     decide(ctx, spec, records, &failures, log).await?;
     let (topic, partition) = (&records[0].topic, records[0].partition);
@@ -689,7 +697,8 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
                     break;
                 }
             };
-            if out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none() {
+            let derived_id = out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none();
+            if derived_id {
                 // Derived from the source coordinates: a replay finds it already there.
                 id.clear();
                 let _ = write!(id, "{}:{}:{}:{j}", rec.topic, rec.partition, rec.offset);
@@ -700,7 +709,7 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
             {
                 set_field(&mut doc, field, &spec.versions);
             }
-            plan.ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc });
+            plan.ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id });
             plan.op_source.push(i);
         }
     }
@@ -856,14 +865,7 @@ async fn decide(
                 f.message
             ),
             OnError::DeadLetter => {
-                let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
-                let mut backoff = Backoff::new(&ctx.pipeline);
-                while let Err(e) = dlq.send(rec, f, &spec.label).await {
-                    ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.next();
-                    tracing::warn!(attempt = backoff.attempt, retry_in = ?wait, "sending {}:{}@{} to the dead-letter topic failed (will retry): {e}", rec.topic, rec.partition, rec.offset);
-                    tokio::time::sleep(wait).await;
-                }
+                send_dead_letter(ctx, spec, rec, f).await;
                 ctx.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 ctx.stats.dead_lettered_by_kind[f.kind as usize].fetch_add(1, Ordering::Relaxed);
                 log.note(rec, f, "dead-lettered");
@@ -871,6 +873,56 @@ async fn decide(
         }
     }
     Ok(())
+}
+
+/// Send `rec`'s dead letter until the broker acknowledges it. Too large: sent
+/// truncated. Topic deleted: created again. Failing for longer than
+/// `dlq.unavailable_timeout`: the host reports not ready until it is sent.
+async fn send_dead_letter(ctx: &WorkerCtx, spec: &ChainSpec, rec: &SourceRecord, f: &Failure) {
+    use crate::dlq::SendError;
+    let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
+    let at = format!("{}:{}@{}", rec.topic, rec.partition, rec.offset);
+    let mut backoff = Backoff::new(&ctx.pipeline);
+    let give_up_at = tokio::time::Instant::now() + ctx.dlq_unavailable_timeout;
+    let mut unavailable: Option<Failing<'_>> = None;
+    let mut truncated = false;
+    loop {
+        let send = dlq.send(rec, f, &spec.label, truncated);
+        tokio::pin!(send);
+        let result = loop {
+            tokio::select! {
+                r = &mut send => break r,
+                _ = tokio::time::sleep_until(give_up_at), if unavailable.is_none() => {
+                    unavailable = Some(Failing::new(&ctx.health.dlq_failing));
+                    tracing::error!(record = %at, "dead letters have failed for {:?} (dlq.unavailable_timeout): not ready; still trying", ctx.dlq_unavailable_timeout);
+                }
+            }
+        };
+        let e = match result {
+            Ok(()) => break,
+            Err(SendError::TooLarge(e)) if !truncated => {
+                tracing::warn!(record = %at, "the dead letter is too large ({e}): sending it without its value and headers (sluice.error.truncated)");
+                truncated = true;
+                continue;
+            }
+            Err(SendError::NoTopic(e)) => match dlq.recreate_topic(&rec.topic).await {
+                Ok(()) => format!("{e}; the topic was created again"),
+                Err(c) => format!("{e}; creating it failed: {c:#}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let wait = backoff.next();
+        tracing::warn!(record = %at, attempt = backoff.attempt, retry_in = ?wait, "sending the dead letter failed (will retry): {e}");
+        if unavailable.is_none() && tokio::time::Instant::now() + wait >= give_up_at {
+            unavailable = Some(Failing::new(&ctx.health.dlq_failing));
+            tracing::error!(record = %at, "dead letters have failed for {:?} (dlq.unavailable_timeout): not ready; still trying", ctx.dlq_unavailable_timeout);
+        }
+        tokio::time::sleep(wait).await;
+    }
+    if unavailable.is_some() {
+        tracing::info!(record = %at, "the dead letter was sent after all: ready again");
+    }
 }
 
 #[cfg(test)]

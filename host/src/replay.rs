@@ -13,6 +13,10 @@
 //! replay is idempotent: replaying again finds them already there. The dead-letter
 //! topic is read from its start to its end at the time of the replay; nothing is
 //! committed, and records that fail again are reported, not dead-lettered again.
+//!
+//! Dead letters of another consumer group (`sluice.group`) are left alone. A
+//! truncated dead letter (`sluice.error.truncated`: it was too large to send
+//! whole) gets its value and headers from the source topic, at its coordinates.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::chain::{Chain, ChainSpec, Failure};
@@ -42,6 +46,10 @@ pub struct ReplayReport {
     pub dropped: u64,
     /// Dead letters without `sluice.source.*` headers (replayed with the dead-letter coordinates).
     pub without_source: u64,
+    /// Dead letters of other consumer groups (`sluice.group`), not replayed.
+    pub other_groups: u64,
+    /// Truncated dead letters whose value was read from the source topic.
+    pub from_source: u64,
     /// `topic:partition@offset` of the original record, and why it failed again.
     pub failed: Vec<(String, Failure)>,
 }
@@ -103,16 +111,18 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
     let loaded = configs.iter().map(|p| runtime.load(p)).collect::<Result<Vec<_>, _>>()?;
     let spec = Arc::new(ChainSpec::new(1, loaded));
     let mut chain = Chain::new(spec.clone(), config.pipeline.max_value_bytes)?;
-    let sink = Sink::connect(&config.mongo).await?;
+    let sink = Sink::connect(&config.mongo).await?.ignoring_field(config.pipeline.versions_field.as_deref());
 
     let (kafka, topic) = (config.kafka.clone(), from.to_owned());
-    let records = tokio::task::spawn_blocking(move || read_all(&kafka, &topic)).await??;
+    let read = tokio::task::spawn_blocking(move || read_all(&kafka, &topic)).await??;
     let mut report = ReplayReport {
-        read: records.len() as u64,
-        without_source: records.iter().filter(|(_, had_source)| !had_source).count() as u64,
+        read: read.records.len() as u64,
+        without_source: read.records.iter().filter(|(_, had_source)| !had_source).count() as u64,
+        other_groups: read.other_groups,
+        from_source: read.from_source,
         ..ReplayReport::default()
     };
-    let records: Vec<SourceRecord> = records.into_iter().map(|(r, _)| r).collect();
+    let records: Vec<SourceRecord> = read.records.into_iter().map(|(r, _)| r).collect();
     for batch in records.chunks(config.pipeline.batch_max_records) {
         let results = chain.process(batch)?;
         let target =
@@ -138,9 +148,17 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
     Ok(report)
 }
 
-/// Every record of `topic`, from the start to the end offsets seen now, each
-/// rebuilt from its `sluice.source.*` headers (`true` when it had them).
-fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<Vec<(SourceRecord, bool)>> {
+/// What [`read_all`] found.
+struct Read {
+    /// Each record and whether it had `sluice.source.*` headers.
+    records: Vec<(SourceRecord, bool)>,
+    other_groups: u64,
+    from_source: u64,
+}
+
+/// This group's records of `topic`, from the start to the end offsets seen now,
+/// each rebuilt from its `sluice.source.*` headers (`true` when it had them).
+fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<Read> {
     let mut cc = kafka.client_config();
     cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -160,7 +178,7 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<V
             ends.insert(p.id(), high);
         }
     }
-    let mut out = Vec::new();
+    let mut out = Read { records: Vec::new(), other_groups: 0, from_source: 0 };
     if ends.is_empty() {
         return Ok(out);
     }
@@ -183,23 +201,29 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<V
             ends.remove(&m.partition());
         }
         let mut headers = Vec::new();
-        let mut source: HashMap<&str, String> = HashMap::new();
-        if let Some(hs) = m.headers() {
-            for h in hs.iter() {
-                match h.key.strip_prefix("sluice.source.") {
-                    Some(k) => {
-                        source.insert(k, String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
-                    }
-                    None if h.key.starts_with("sluice.") => {}
-                    None => headers.push((h.key.to_owned(), h.value.map(<[u8]>::to_vec))),
+        let (mut group, mut truncated) = (None, false);
+        let mut source: HashMap<String, String> = HashMap::new();
+        for (key, value) in m.headers().map(crate::kafka_raw::read_headers).unwrap_or_default() {
+            match key.strip_prefix(b"sluice.source.") {
+                Some(k) => {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    source.insert(text(k), text(value.as_deref().unwrap_or_default()));
                 }
+                None if key == b"sluice.group" => group = value,
+                None if key == b"sluice.error.truncated" => truncated = true,
+                None if key.starts_with(b"sluice.") => {}
+                None => headers.push((key, value)),
             }
+        }
+        if group.as_deref().is_some_and(|g| g != kafka.group_id.as_bytes()) {
+            out.other_groups += 1;
+            continue;
         }
         let original =
             (|| Some((source.get("topic")?.clone(), source.get("partition")?.parse().ok()?, source.get("offset")?.parse().ok()?)))();
         let had_source = original.is_some();
         let (t, p, o) = original.unwrap_or_else(|| (topic.to_owned(), m.partition(), m.offset()));
-        let record = SourceRecord {
+        let mut record = SourceRecord {
             topic: Arc::from(t.as_str()),
             partition: p,
             offset: o,
@@ -208,9 +232,47 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<V
             value: m.payload().map(<[u8]>::to_vec),
             headers,
         };
-        out.push((record, had_source));
+        if truncated && had_source {
+            let (value, headers) = read_source(kafka, &t, p, o)?;
+            (record.value, record.headers) = (value, headers);
+            out.from_source += 1;
+        }
+        out.records.push((record, had_source));
     }
     Ok(out)
+}
+
+/// The value and headers of the record at `topic:partition@offset`, read from
+/// the source topic (for a dead letter that was sent without them).
+fn read_source(
+    kafka: &crate::config::KafkaConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<(Option<Vec<u8>>, Vec<crate::kafka_raw::Header>)> {
+    let at = format!("{topic}:{partition}@{offset}");
+    let mut cc = kafka.client_config();
+    cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cc.create().context("creating the source reader")?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) if m.offset() == offset => {
+                return Ok((m.payload().map(<[u8]>::to_vec), m.headers().map(crate::kafka_raw::read_headers).unwrap_or_default()));
+            }
+            Some(Ok(m)) => {
+                bail!("the dead letter of {at} was truncated, and the source topic no longer has it (it starts at {})", m.offset())
+            }
+            Some(Err(e)) => return Err(e).with_context(|| format!("reading {at} from the source topic")),
+            None => {}
+        }
+    }
+    bail!("the dead letter of {at} was truncated, and its record could not be read from the source topic within 30 s")
 }
 
 #[cfg(test)]

@@ -451,13 +451,14 @@ impl Batch {
         timestamp: Option<i64>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[(String, Option<Vec<u8>>)],
+        headers: &[crate::kafka_raw::Header],
     ) {
         self.offsets.push(offset);
         self.timestamps.push(timestamp.unwrap_or(-1));
         let first_header = (self.header_spans.len() / 4) as u32;
         for (k, v) in headers {
-            let k = self.append(Some(k.as_bytes()));
+            // The contract promises UTF-8 keys: one that is not is passed with U+FFFD for its bad bytes.
+            let k = self.append(Some(&String::from_utf8_lossy(k).as_bytes()));
             let v = self.append(v.as_deref());
             self.header_spans.extend_from_slice(&[k.0, k.1, v.0, v.1]);
         }

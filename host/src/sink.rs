@@ -3,15 +3,22 @@
 //! A batch of [`WriteOp`]s is written in order, as runs of the same kind:
 //! inserts as one unordered `insertMany` per collection, upserts as
 //! `replaceOne(upsert)`, deletes as `deleteOne`, so per-partition order holds where
-//! it matters (an upsert then a delete of one `_id`). A duplicate-key error on an
-//! insert means the document is already there (a replay after a crash): it counts
-//! as written. Other per-document errors are rejections (bad document); anything
-//! else (network, not primary, timeout, write concern) is transient and retried by
-//! the caller.
+//! it matters (an upsert then a delete of one `_id`).
+//!
+//! Every error is classified once, by [`classify`]: retryable (network, election,
+//! timeout, write concern, authorization of the configured collection: not the
+//! record's fault; the caller retries) or refused (this document cannot be
+//! stored: it is rejected alone, the rest of the batch is written).
+//!
+//! A duplicate-key error on an insert is read back by `_id`: a document with
+//! that `_id` from the same source record (derived id) or with the same content
+//! means a replay after a crash (counted as written); anything else (another
+//! unique index, another document's `_id`) is a rejection, never a silent loss.
+//! FerretDB's E11000 message does not name the index, so the read-back decides.
 
 use std::time::Duration;
 
-use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, Document, RawBsonRef, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
@@ -19,7 +26,9 @@ use mongodb::{Client, Collection, Database};
 use crate::config::{MongoConfig, WriteAck, redact_uri};
 
 /// MongoDB's duplicate key error code.
-const DUPLICATE_KEY: i32 = 11000;
+pub const DUPLICATE_KEY: i32 = 11000;
+/// MongoDB's largest document (BSON bytes).
+pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -35,12 +44,15 @@ pub struct WriteOp {
     /// `None`: the configured collection.
     pub collection: Option<String>,
     pub doc: RawDocumentBuf,
+    /// The `_id` was derived from the source coordinates (a document already
+    /// there with this `_id` came from the same record: a replay).
+    pub derived_id: bool,
 }
 
 impl WriteOp {
     /// An op on the configured collection from a [`Document`].
     pub fn new(op: Op, doc: &Document) -> WriteOp {
-        WriteOp { op, collection: None, doc: RawDocumentBuf::from_document(doc).expect("a document encodes as BSON") }
+        WriteOp { op, collection: None, doc: RawDocumentBuf::from_document(doc).expect("a document encodes as BSON"), derived_id: false }
     }
 }
 
@@ -48,17 +60,18 @@ impl WriteOp {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteReport {
     pub inserted: u64,
-    /// Inserts that found their `_id` already stored (replays).
+    /// Inserts that found their document already stored (replays).
     pub duplicates: u64,
     pub upserted: u64,
     pub deleted: u64,
 }
 
-/// A document the server refused; retrying will not help.
+/// A document the server (or the driver) refused; retrying will not help.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// Index into the batch given to [`Sink::write`].
     pub index: usize,
+    /// MongoDB's error code; 0 when refused before reaching the server.
     pub code: i32,
     pub message: String,
 }
@@ -75,12 +88,161 @@ pub enum SinkError {
     Rejected { rejections: Vec<Rejection>, report: WriteReport },
 }
 
+/// What an error means for the documents that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Not the document's fault: try again (the partition waits, nothing is lost).
+    Retry,
+    /// The document cannot be stored as it is: reject it (dead letter, skip or stop).
+    Refused,
+}
+
+/// Server codes that say nothing about the document: the server, the network,
+/// the replica set or the cluster was not able to take the write just then.
+const RETRYABLE_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    11,    // UserNotFound
+    18,    // AuthenticationFailed
+    24,    // LockTimeout
+    46,    // LockBusy
+    50,    // MaxTimeMSExpired
+    63,    // StaleShardVersion
+    64,    // WriteConcernFailed
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    112,   // WriteConflict
+    133,   // FailedToSatisfyReadPreference
+    134,   // ReadConcernMajorityNotAvailableYet
+    150,   // StaleEpoch
+    189,   // PrimarySteppedDown
+    202,   // NetworkInterfaceExceededTimeLimit
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13388, // StaleConfig
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    14031, // OutOfDiskSpace
+    16500, // RequestRateTooLarge (Cosmos DB's throttling)
+];
+
+/// Codes that deny access: the configured collection's are the operator's to
+/// fix (retried, the host is not ready); a collection a plugin chose is that
+/// record's (refused).
+const ACCESS_CODES: &[i32] = &[13 /* Unauthorized */, 8000 /* AtlasError: no permission */];
+
+/// Server codes for a document or namespace that cannot be written as it is.
+const REFUSED_CODES: &[i32] = &[
+    2,     // BadValue
+    9,     // FailedToParse
+    14,    // TypeMismatch
+    15,    // Overflow
+    22,    // InvalidBSON
+    28,    // PathNotViable
+    52,    // DollarPrefixedFieldName
+    53,    // InvalidIdField
+    55,    // InvalidDBRef
+    56,    // EmptyFieldName
+    57,    // DottedFieldName
+    66,    // ImmutableField
+    73,    // InvalidNamespace
+    121,   // DocumentValidationFailure
+    166,   // CommandNotSupportedOnView
+    10334, // BSONObjectTooLarge
+    11000, // DuplicateKey (after the read-back found no replay)
+    17419, // document too large after an update
+    17420, // document too large
+];
+
+/// How a server error code is treated. `routed`: the document goes to a
+/// collection a plugin chose. `per_document`: the server reported it for one
+/// document (a write error), not for the whole command.
+pub fn classify_code(code: i32, routed: bool, per_document: bool) -> ErrorClass {
+    if ACCESS_CODES.contains(&code) {
+        return if routed { ErrorClass::Refused } else { ErrorClass::Retry };
+    }
+    if RETRYABLE_CODES.contains(&code) {
+        ErrorClass::Retry
+    } else if REFUSED_CODES.contains(&code) || per_document {
+        ErrorClass::Refused
+    } else {
+        // An unknown command-level code: waiting (visible in /readyz and the
+        // log) loses nothing; refusing could dead-letter a whole stream.
+        ErrorClass::Retry
+    }
+}
+
+/// How a driver error is treated (see [`classify_code`]).
+pub fn classify(e: &mongodb::error::Error, routed: bool) -> ErrorClass {
+    use mongodb::error::RETRYABLE_WRITE_ERROR;
+    if e.contains_label(RETRYABLE_WRITE_ERROR) {
+        return ErrorClass::Retry;
+    }
+    match e.kind.as_ref() {
+        // Refused by the driver before sending: a replacement that starts with `$`, a key the encoder refuses.
+        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => ErrorClass::Refused,
+        ErrorKind::Command(c) => classify_code(c.code, routed, false),
+        ErrorKind::Write(WriteFailure::WriteError(we)) => classify_code(we.code, routed, true),
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => ErrorClass::Retry,
+        ErrorKind::InsertMany(im) if im.write_concern_error.is_some() => ErrorClass::Retry,
+        ErrorKind::InsertMany(im) => match im.write_errors.as_deref().unwrap_or_default() {
+            [] => ErrorClass::Retry,
+            errors if errors.iter().all(|we| classify_code(we.code, routed, true) == ErrorClass::Refused) => ErrorClass::Refused,
+            _ => ErrorClass::Retry,
+        },
+        // Network, server selection, pool cleared, authentication, DNS, internal: the connection's, not the document's.
+        _ => ErrorClass::Retry,
+    }
+}
+
+/// The server code of an error, 0 when it has none (refused by the driver).
+fn code_of(e: &mongodb::error::Error) -> i32 {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => c.code,
+        ErrorKind::Write(WriteFailure::WriteError(we)) => we.code,
+        _ => 0,
+    }
+}
+
+/// Why MongoDB could not store this op as it is, known without asking it.
+fn precheck(op: &WriteOp) -> Option<String> {
+    let size = op.doc.as_bytes().len();
+    if size > MAX_DOCUMENT {
+        return Some(format!("the document is {size} bytes in BSON, over MongoDB's limit of {MAX_DOCUMENT} (16 MiB)"));
+    }
+    if op.op == Op::Insert {
+        return None;
+    }
+    // The server reads a replacement whose first key starts with `$` as update
+    // operators: a record could then modify a document instead of replacing it.
+    if op.op == Op::Upsert && op.doc.iter().next().is_some_and(|e| e.is_ok_and(|(k, _)| k.starts_with('$'))) {
+        return Some("an upsert whose first key starts with `$` would be read as update operators, not a document".into());
+    }
+    match op.doc.get("_id") {
+        Ok(Some(RawBsonRef::RegularExpression(_))) => Some("an `_id` that is a regular expression cannot select one document".into()),
+        Ok(Some(RawBsonRef::Document(d))) if d.iter().any(|e| e.is_ok_and(|(k, _)| k.starts_with('$'))) => {
+            Some("an `_id` that is an object with `$` keys (an operator) cannot select one document".into())
+        }
+        Ok(Some(_)) => None,
+        _ => Some("upsert/delete needs an `_id` in the document".into()),
+    }
+}
+
+/// A key to find an `_id` by (its canonical extended JSON).
+fn id_key(id: &Bson) -> String {
+    id.clone().into_canonical_extjson().to_string()
+}
+
 /// A connected MongoDB writer. Cheap to clone (the client is shared).
 #[derive(Clone)]
 pub struct Sink {
     db: Database,
     default_collection: String,
     write_concern: WriteConcern,
+    ignored_field: Option<String>,
 }
 
 impl Sink {
@@ -105,7 +267,7 @@ impl Sink {
             WriteAck::Tag(t) => Acknowledgment::Custom(t.clone()),
         };
         let write_concern = WriteConcern::builder().w(w).journal(wc.journal).w_timeout(wc.timeout).build();
-        Ok(Sink { db, default_collection: cfg.collection.clone(), write_concern })
+        Ok(Sink { db, default_collection: cfg.collection.clone(), write_concern, ignored_field: None })
     }
 
     pub fn database(&self) -> &Database {
@@ -121,99 +283,259 @@ impl Sink {
         self.db.collection(name.unwrap_or(&self.default_collection))
     }
 
+    /// Documents stored and documents to store are compared without this field
+    /// (`pipeline.versions_field`: a replay under another version is still a replay).
+    pub fn ignoring_field(mut self, field: Option<&str>) -> Sink {
+        self.ignored_field = field.map(str::to_owned);
+        self
+    }
+
     /// Write `ops` in order. `Ok` means every op is acknowledged (or was already
     /// there). `Rejected` lists refused documents; every other op was written.
     pub async fn write(&self, ops: &[WriteOp]) -> Result<WriteReport, SinkError> {
-        let mut report = WriteReport::default();
-        let mut rejected = Vec::new();
+        let mut w = Writing { ops, report: WriteReport::default(), rejected: Vec::new() };
+        // What cannot be stored is refused before sending; the rest is written in runs.
+        let mut sendable = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            match precheck(op) {
+                Some(message) => w.reject(i, 0, message),
+                None => sendable.push(i),
+            }
+        }
         let mut start = 0;
-        while start < ops.len() {
-            let kind = ops[start].op;
-            let coll = ops[start].collection.as_deref();
+        while start < sendable.len() {
+            let first = &ops[sendable[start]];
+            let (kind, coll) = (first.op, first.collection.as_deref());
             let mut end = start + 1;
-            while end < ops.len() && ops[end].op == kind && ops[end].collection.as_deref() == coll {
+            while end < sendable.len() && ops[sendable[end]].op == kind && ops[sendable[end]].collection.as_deref() == coll {
                 end += 1;
             }
-            let run = &ops[start..end];
+            let run = &sendable[start..end];
             match kind {
-                Op::Insert => self.insert_run(coll, run, start, &mut report, &mut rejected).await?,
+                Op::Insert => self.insert_run(coll, run, &mut w).await?,
                 Op::Upsert | Op::Delete => {
-                    for (i, op) in run.iter().enumerate() {
-                        self.single(coll, op, start + i, &mut report, &mut rejected).await?;
+                    for &i in run {
+                        self.single(coll, i, &mut w).await?;
                     }
                 }
             }
             start = end;
         }
+        let Writing { report, mut rejected, .. } = w;
+        rejected.sort_by_key(|r| r.index);
         if rejected.is_empty() { Ok(report) } else { Err(SinkError::Rejected { rejections: rejected, report }) }
     }
 
-    async fn insert_run(
-        &self,
-        coll: Option<&str>,
-        run: &[WriteOp],
-        offset: usize,
-        report: &mut WriteReport,
-        rejected: &mut Vec<Rejection>,
-    ) -> Result<(), SinkError> {
-        let result =
-            self.collection(coll).insert_many(run.iter().map(|o| &o.doc)).ordered(false).write_concern(self.write_concern.clone()).await;
-        match result {
+    /// Insert `run` (indexes into the batch, one collection) unordered.
+    async fn insert_run(&self, coll: Option<&str>, run: &[usize], w: &mut Writing<'_>) -> Result<(), SinkError> {
+        let routed = coll.is_some();
+        let ops = w.ops;
+        let result = self
+            .collection(coll)
+            .insert_many(run.iter().map(|&i| &ops[i].doc))
+            .ordered(false)
+            .write_concern(self.write_concern.clone())
+            .await;
+        let e = match result {
             Ok(r) => {
-                report.inserted += r.inserted_ids.len() as u64;
-                Ok(())
+                w.report.inserted += r.inserted_ids.len() as u64;
+                return Ok(());
             }
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(im) if im.write_concern_error.is_none() && im.write_errors.is_some() => {
-                    let errors = im.write_errors.as_deref().unwrap_or_default();
-                    let mut failed = 0;
-                    for we in errors {
-                        failed += 1;
-                        if we.code == DUPLICATE_KEY {
-                            report.duplicates += 1;
-                        } else {
-                            rejected.push(Rejection { index: offset + we.index, code: we.code, message: we.message.clone() });
-                        }
+            Err(e) => e,
+        };
+        match e.kind.as_ref() {
+            ErrorKind::InsertMany(im) if im.write_concern_error.is_none() && im.write_errors.is_some() => {
+                let errors = im.write_errors.as_deref().unwrap_or_default();
+                if errors.iter().any(|we| we.code != DUPLICATE_KEY && classify_code(we.code, routed, true) == ErrorClass::Retry) {
+                    // Written again whole: what went in now is found there (read back as a replay).
+                    return Err(SinkError::Transient(e));
+                }
+                let mut duplicates = Vec::new();
+                for we in errors {
+                    let Some(&i) = run.get(we.index) else { continue };
+                    if we.code == DUPLICATE_KEY {
+                        duplicates.push((i, we.message.clone()));
+                    } else {
+                        w.reject(i, we.code, we.message.clone());
                     }
-                    report.inserted += (run.len() - failed.min(run.len())) as u64;
+                }
+                w.report.inserted += run.len().saturating_sub(errors.len()) as u64;
+                self.resolve_duplicates(coll, &duplicates, w).await
+            }
+            _ => match classify(&e, routed) {
+                ErrorClass::Retry => Err(SinkError::Transient(e)),
+                ErrorClass::Refused if run.len() == 1 => {
+                    w.reject(run[0], code_of(&e), e.to_string());
                     Ok(())
                 }
-                _ => Err(SinkError::Transient(e)),
+                ErrorClass::Refused => {
+                    // Refused as a whole: one at a time, so only the documents at fault are rejected.
+                    for &i in run {
+                        Box::pin(self.insert_run(coll, &[i], w)).await?;
+                    }
+                    Ok(())
+                }
             },
         }
     }
 
-    async fn single(
-        &self,
-        coll: Option<&str>,
-        op: &WriteOp,
-        index: usize,
-        report: &mut WriteReport,
-        rejected: &mut Vec<Rejection>,
-    ) -> Result<(), SinkError> {
-        let id = op.doc.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok());
-        let Some(id) = id else {
-            rejected.push(Rejection { index, code: 0, message: "upsert/delete needs an `_id` in the document".into() });
+    /// Inserts refused as duplicate keys: a replay when the document with that
+    /// `_id` came from the same record (derived id) or is the same; otherwise rejected.
+    async fn resolve_duplicates(&self, coll: Option<&str>, duplicates: &[(usize, String)], w: &mut Writing<'_>) -> Result<(), SinkError> {
+        if duplicates.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Bson> = duplicates.iter().filter_map(|(i, _)| id_of(&w.ops[*i].doc)).collect();
+        let mut stored = std::collections::HashMap::new();
+        let mut cursor = self.collection(coll).find(doc! { "_id": { "$in": ids } }).await.map_err(SinkError::Transient)?;
+        while cursor.advance().await.map_err(SinkError::Transient)? {
+            let d = cursor.deserialize_current().map_err(SinkError::Transient)?;
+            if let Some(id) = id_of(&d) {
+                stored.insert(id_key(&id), d);
+            }
+        }
+        let ops = w.ops;
+        for (i, message) in duplicates {
+            let op = &ops[*i];
+            let id = id_of(&op.doc);
+            match id.as_ref().and_then(|id| stored.get(&id_key(id))) {
+                Some(_) if op.derived_id => w.report.duplicates += 1,
+                Some(there) if self.same(there, &op.doc) => w.report.duplicates += 1,
+                Some(_) => w.reject(
+                    *i,
+                    DUPLICATE_KEY,
+                    format!("another document with `_id` {} is already stored, with other content ({message})", id.unwrap_or(Bson::Null)),
+                ),
+                None => w.reject(*i, DUPLICATE_KEY, format!("the document repeats a value of a unique index ({message})")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether two documents are the same, but for the ignored field.
+    fn same(&self, a: &RawDocumentBuf, b: &RawDocumentBuf) -> bool {
+        let (Ok(mut a), Ok(mut b)) = (a.to_document(), b.to_document()) else { return false };
+        if let Some(f) = &self.ignored_field {
+            a.remove(f);
+            b.remove(f);
+        }
+        a == b
+    }
+
+    /// One upsert or delete, by `_id` with `$eq` (an `_id` taken from a record never acts as an operator).
+    async fn single(&self, coll: Option<&str>, index: usize, w: &mut Writing<'_>) -> Result<(), SinkError> {
+        let ops = w.ops;
+        let op = &ops[index];
+        let Some(id) = id_of(&op.doc) else {
+            w.reject(index, 0, "upsert/delete needs an `_id` in the document".into());
             return Ok(());
         };
-        let filter = doc! { "_id": id };
+        let filter = doc! { "_id": { "$eq": id } };
         let c = self.collection(coll);
         let result = match op.op {
-            Op::Upsert => {
-                c.replace_one(filter, &op.doc).upsert(true).write_concern(self.write_concern.clone()).await.map(|_| report.upserted += 1)
-            }
-            Op::Delete => c.delete_one(filter).write_concern(self.write_concern.clone()).await.map(|r| report.deleted += r.deleted_count),
+            Op::Upsert => c.replace_one(filter, &op.doc).upsert(true).write_concern(self.write_concern.clone()).await.map(|_| (1, 0)),
+            Op::Delete => c.delete_one(filter).write_concern(self.write_concern.clone()).await.map(|r| (0, r.deleted_count)),
             Op::Insert => unreachable!("inserts are written in runs"),
         };
         match result {
-            Ok(()) => Ok(()),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::Write(WriteFailure::WriteError(we)) => {
-                    rejected.push(Rejection { index, code: we.code, message: we.message.clone() });
+            Ok((upserted, deleted)) => {
+                w.report.upserted += upserted;
+                w.report.deleted += deleted;
+                Ok(())
+            }
+            Err(e) => match classify(&e, coll.is_some()) {
+                ErrorClass::Retry => Err(SinkError::Transient(e)),
+                ErrorClass::Refused => {
+                    let message = match e.kind.as_ref() {
+                        ErrorKind::Write(WriteFailure::WriteError(we)) => we.message.clone(),
+                        _ => e.to_string(),
+                    };
+                    w.reject(index, code_of(&e), message);
                     Ok(())
                 }
-                _ => Err(SinkError::Transient(e)),
             },
         }
+    }
+}
+
+/// A batch being written: its ops, and what happened to them so far.
+struct Writing<'a> {
+    ops: &'a [WriteOp],
+    report: WriteReport,
+    rejected: Vec<Rejection>,
+}
+
+impl Writing<'_> {
+    fn reject(&mut self, index: usize, code: i32, message: String) {
+        self.rejected.push(Rejection { index, code, message });
+    }
+}
+
+/// A document's `_id`, if it has one.
+fn id_of(doc: &RawDocumentBuf) -> Option<Bson> {
+    doc.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::error::{CommandError, Error, WriteError};
+
+    /// Errors as the server sends them (codes, names and messages recorded from MongoDB 7).
+    fn command(code: i32, name: &str, message: &str) -> Error {
+        let c: CommandError = mongodb::bson::from_document(doc! { "code": code, "codeName": name, "errmsg": message }).unwrap();
+        ErrorKind::Command(c).into()
+    }
+
+    fn write_error(code: i32, message: &str) -> Error {
+        let w: WriteError = mongodb::bson::from_document(doc! { "code": code, "errmsg": message }).unwrap();
+        ErrorKind::Write(WriteFailure::WriteError(w)).into()
+    }
+
+    #[test]
+    fn every_class_of_error_is_retried_or_refused() {
+        use ErrorClass::{Refused, Retry};
+        let cases: Vec<(&str, Error, bool, ErrorClass)> = vec![
+            ("not primary", command(10107, "NotWritablePrimary", "not primary"), false, Retry),
+            ("stepped down", command(189, "PrimarySteppedDown", "stepdown"), false, Retry),
+            ("shutting down", command(91, "ShutdownInProgress", "shutdown in progress"), false, Retry),
+            ("time limit", command(50, "MaxTimeMSExpired", "operation exceeded time limit"), false, Retry),
+            ("network", Error::from(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")), false, Retry),
+            ("unknown command-level code", command(99999, "SomethingNew", "?"), false, Retry),
+            ("unauthorized, configured collection", command(13, "Unauthorized", "not authorized on d to execute command"), false, Retry),
+            ("unauthorized, plugin's collection", command(13, "Unauthorized", "not authorized on d to execute command"), true, Refused),
+            ("invalid namespace", command(73, "InvalidNamespace", "Invalid collection name: a$b"), true, Refused),
+            (
+                "document too large",
+                command(
+                    10334,
+                    "BSONObjectTooLarge",
+                    "BSONObj size: 16793603 (0x1004003) is invalid. Size must be between 0 and 16793600(16MB)",
+                ),
+                false,
+                Refused,
+            ),
+            ("validation", write_error(121, "Document failed validation"), false, Refused),
+            ("dollar field", write_error(52, "The dollar ($) prefixed field '$x' in '$x' is not valid for storage."), false, Refused),
+            ("unknown per-document code", write_error(4242, "new"), false, Refused),
+            ("per-document, but not primary", write_error(10107, "not primary"), false, Retry),
+        ];
+        for (what, e, routed, want) in cases {
+            assert_eq!(classify(&e, routed), want, "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn what_mongodb_cannot_store_is_refused_before_sending() {
+        let op = |op: Op, d: Document| WriteOp::new(op, &d);
+        let big = "x".repeat(MAX_DOCUMENT);
+        assert!(precheck(&op(Op::Insert, doc! { "big": big })).unwrap().contains("16 MiB"));
+        assert_eq!(precheck(&op(Op::Insert, doc! { "a": 1 })), None);
+        assert!(precheck(&op(Op::Delete, doc! { "_id": { "$gt": "" } })).unwrap().contains("operator"));
+        let regex = mongodb::bson::Regex { pattern: ".*".into(), options: String::new() };
+        assert!(precheck(&op(Op::Upsert, doc! { "_id": regex })).unwrap().contains("regular expression"));
+        assert!(precheck(&op(Op::Upsert, doc! { "v": 1 })).unwrap().contains("needs an `_id`"));
+        assert!(precheck(&op(Op::Upsert, doc! { "$set": { "x": 1 }, "_id": 1 })).unwrap().contains("update operators"));
+        assert_eq!(precheck(&op(Op::Delete, doc! { "_id": { "a": 1 } })), None, "an object id without operators is fine");
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, error::KafkaError};
@@ -36,7 +36,8 @@ pub struct SourceRecord {
     pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Keys as bytes: a client may send keys that are not UTF-8 ([`crate::kafka_raw`]).
+    pub headers: Vec<crate::kafka_raw::Header>,
 }
 
 /// Shared between the consumer thread and a partition's worker.
@@ -540,8 +541,7 @@ impl Source {
             );
             return;
         };
-        let headers =
-            msg.headers().map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default();
+        let headers = msg.headers().map(crate::kafka_raw::read_headers).unwrap_or_default();
         let record = SourceRecord {
             topic: entry.topic.clone(),
             partition: msg.partition(),

@@ -89,7 +89,7 @@ pub fn read_records(opts: &TestOptions) -> anyhow::Result<Vec<SourceRecord>> {
                 (_, Some(v)) => Some(serde_json::to_vec(v)?),
             };
             if let Some(h) = e.get("headers").and_then(Value::as_object) {
-                record.headers = h.iter().map(|(k, v)| (k.clone(), v.as_str().map(|s| s.as_bytes().to_vec()))).collect();
+                record.headers = h.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_str().map(|s| s.as_bytes().to_vec()))).collect();
             }
         }
         records.push(record);

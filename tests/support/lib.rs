@@ -120,6 +120,15 @@ impl TestEnv {
         Ok(docs)
     }
 
+    /// MongoDB's progress (`sluice_offsets`, next offset) of this env's group per partition.
+    pub async fn progress(&self) -> BTreeMap<i32, i64> {
+        let client = mongodb::Client::with_uri_str(mongo_uri()).await.unwrap();
+        let coll = client.database(DATABASE).collection::<Document>(sluice::progress::DEFAULT_COLLECTION);
+        let docs: Vec<Document> =
+            coll.find(doc! { "group": &self.group, "topic": &self.topic }).await.unwrap().try_collect().await.unwrap();
+        docs.iter().map(|d| (int(d, "partition") as i32, int(d, "next_offset"))).collect()
+    }
+
     /// Kafka's committed offset of this env's group per partition, and the end offsets.
     pub fn offsets(&self) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
         let c: BaseConsumer = ClientConfig::new()
@@ -422,10 +431,21 @@ pub fn hostile(name: &str) -> PathBuf {
 pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Keys and values as text (bytes that are not UTF-8 become U+FFFD).
     pub headers: BTreeMap<String, String>,
+    /// As they came, keys as bytes, in order.
+    pub raw_headers: Vec<sluice::kafka_raw::Header>,
 }
 
 impl DeadLetter {
+    pub fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> DeadLetter {
+        use rdkafka::Message as _;
+        let raw_headers = m.headers().map(sluice::kafka_raw::read_headers).unwrap_or_default();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let headers = raw_headers.iter().map(|(k, v)| (text(k), text(v.as_deref().unwrap_or_default()))).collect();
+        DeadLetter { key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers, raw_headers }
+    }
+
     pub fn header(&self, k: &str) -> &str {
         self.headers.get(k).map(String::as_str).unwrap_or_else(|| panic!("no header {k} in {:?}", self.headers))
     }
@@ -459,7 +479,6 @@ impl TestEnv {
 
     /// Read `expected` records from this env's dead-letter topic (`<topic>.dlq`).
     pub fn dead_letters(&self, expected: usize) -> anyhow::Result<Vec<DeadLetter>> {
-        use rdkafka::message::{Headers, Message};
         let dlq = format!("{}.dlq", self.topic);
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers())
@@ -474,18 +493,15 @@ impl TestEnv {
         while std::time::Instant::now() < deadline {
             if let Some(m) = c.poll(Duration::from_millis(200)) {
                 let m = m?;
-                let headers = m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect()
-                    })
-                    .unwrap_or_default();
-                out.push(DeadLetter { key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers });
+                out.push(DeadLetter::of(&m));
             }
             if out.len() >= expected {
-                // Make sure there is nothing more.
-                if c.poll(Duration::from_millis(500)).is_none() {
-                    break;
+                // Make sure there is nothing more (and keep what there is: the count is checked).
+                match c.poll(Duration::from_millis(500)) {
+                    None => break,
+                    Some(m) => {
+                        out.push(DeadLetter::of(&m?));
+                    }
                 }
             }
         }
