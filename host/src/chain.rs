@@ -177,6 +177,8 @@ pub struct Chain {
     input: Batch,
     /// Per plugin (same order), where its calls are measured; empty: not measured.
     metrics: Vec<Arc<crate::metrics::PluginMetrics>>,
+    /// Asked between the calls that isolate a failed batch: `true` stops them.
+    cancelled: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// Where an item's value lies: in its source record, or in the previous
@@ -199,7 +201,20 @@ impl Chain {
     /// Instances of every plugin of `spec` (each with its own store and limits).
     pub fn new(spec: Arc<ChainSpec>, max_value_bytes: usize) -> Result<Chain, RuntimeError> {
         let instances = spec.plugins.iter().map(|p| p.instantiate()).collect::<Result<_, _>>()?;
-        Ok(Chain { spec, instances, last_failure: None, max_value_bytes, input: Batch::new("", 0), metrics: Vec::new() })
+        Ok(Chain { spec, instances, last_failure: None, max_value_bytes, input: Batch::new("", 0), metrics: Vec::new(), cancelled: None })
+    }
+
+    /// Stop isolating a failed batch (with [`RuntimeError::Cancelled`]) once `cancelled` says so.
+    pub fn with_cancel(mut self, cancelled: Arc<dyn Fn() -> bool + Send + Sync>) -> Chain {
+        self.cancelled = Some(cancelled);
+        self
+    }
+
+    /// How long the calls that isolate a failed batch may take in all before
+    /// its parts are no longer split: each part left is then run once, whole.
+    fn isolation_budget(&self) -> std::time::Duration {
+        let longest = self.spec.plugins.iter().map(|p| p.config.limits.call_timeout).max().unwrap_or_default();
+        (longest * 4).max(std::time::Duration::from_secs(10))
     }
 
     /// Measure each plugin's calls into `metrics` (one per plugin, in chain order).
@@ -234,20 +249,48 @@ impl Chain {
                     results.failed(self.call_failure(first));
                     return Ok(results);
                 }
-                // Isolate: one record at a time; only the ones that fail the call fail.
-                for rec in batch {
-                    match self.run(std::slice::from_ref(rec)) {
-                        Ok(r) => results.append(r),
-                        Err(StageError::Runtime(e)) => return Err(e),
-                        Err(StageError::Failed(k)) => {
-                            results.failed(self.call_failure(k));
-                            self.reinstantiate(k)?;
-                        }
-                    }
-                }
+                // Isolate by halves: only the records that fail a call alone fail
+                // (a few calls per culprit, not one per record).
+                let deadline = std::time::Instant::now() + self.isolation_budget();
+                let (left, right) = batch.split_at(batch.len() / 2);
+                self.isolate(left, deadline, &mut results)?;
+                self.isolate(right, deadline, &mut results)?;
                 Ok(results)
             }
         }
+    }
+
+    /// Run `part` of a batch whose call failed; split it again while it fails,
+    /// down to single records. Past `deadline` a failing part fails whole (its
+    /// records are dead-lettered with the call's failure), so a plugin that
+    /// fails every call cannot hold the partition for records × call_timeout.
+    fn isolate(&mut self, part: &[SourceRecord], deadline: std::time::Instant, results: &mut Results) -> Result<(), RuntimeError> {
+        if self.cancelled.as_ref().is_some_and(|c| c()) {
+            return Err(RuntimeError::Cancelled);
+        }
+        match self.run(part) {
+            Ok(r) => results.append(r),
+            Err(StageError::Runtime(e)) => return Err(e),
+            Err(StageError::Failed(k)) => {
+                let failure = self.call_failure(k);
+                self.reinstantiate(k)?;
+                if part.len() == 1 || std::time::Instant::now() >= deadline {
+                    let mut failure = failure;
+                    if part.len() > 1 {
+                        failure.message =
+                            format!("{} (with {} other records: the batch's isolation time ran out)", failure.message, part.len() - 1);
+                    }
+                    for _ in part {
+                        results.failed(failure.clone());
+                    }
+                } else {
+                    let (left, right) = part.split_at(part.len() / 2);
+                    self.isolate(left, deadline, results)?;
+                    self.isolate(right, deadline, results)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn failure(&self, k: usize, kind: FailureKind, message: String) -> Failure {

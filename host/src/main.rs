@@ -70,11 +70,15 @@ enum Command {
         #[arg(long)]
         by_version: bool,
     },
-    /// Delete the configured topics and consumer group and drop the collection (destructive).
+    /// Delete the configured topics, their dead-letter topics, the consumer group and its stored progress,
+    /// the documents plugins routed to other collections, and drop the collection (destructive).
     Reset {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// The group's offsets in both stores (Kafka's committed offset and MongoDB's progress): show or move them.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
     /// Write and try plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -172,6 +176,33 @@ enum PluginCommand {
 }
 
 #[derive(Subcommand)]
+enum OffsetsCommand {
+    /// Per partition: Kafka's committed offset, MongoDB's progress, where a run starts (the later), the topic's ends.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Move both stores together (stop the group's hosts first: Kafka refuses while they run).
+    /// A rewind makes the next run consume again, idempotently.
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// To the start of each partition.
+        #[arg(long, conflicts_with_all = ["to_end", "to_offset"])]
+        to_beginning: bool,
+        /// To the end of each partition (skip everything there now).
+        #[arg(long, conflicts_with = "to_offset")]
+        to_end: bool,
+        /// To this offset (clamped to what the partition has).
+        #[arg(long, value_name = "OFFSET")]
+        to_offset: Option<i64>,
+        /// Only this partition (of every configured topic).
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+}
+
+#[derive(Subcommand)]
 enum DlqCommand {
     /// Send dead-lettered records back through the chain into MongoDB, idempotently;
     /// report what landed and what failed again.
@@ -203,7 +234,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(real_main(cli.command)) {
+    let result = rt.block_on(real_main(cli.command));
+    // A plugin call still running on a blocking thread (a drain that timed out)
+    // must not keep the process alive past pipeline.shutdown_timeout.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -282,11 +317,35 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         }
         Command::Reset { config } => {
             let cfg = Config::load(&config.config)?;
-            sluice::ops::reset(&cfg).await?;
+            let r = sluice::ops::reset(&cfg).await?;
             println!(
-                "deleted topics {:?} and group {}, dropped {}.{}",
-                cfg.kafka.topics, cfg.kafka.group_id, cfg.mongo.database, cfg.mongo.collection
+                "deleted topics {:?} and group {} (and its progress in {}), dropped {}.{}",
+                r.topics, cfg.kafka.group_id, cfg.mongo.offsets_collection, cfg.mongo.database, cfg.mongo.collection
             );
+            for (c, n) in &r.routed {
+                println!("  deleted {n} documents routed to {}.{c}", cfg.mongo.database);
+            }
+            Ok(())
+        }
+        Command::Offsets(OffsetsCommand::Show { config }) => {
+            let cfg = Config::load(&config.config)?;
+            for p in sluice::ops::offsets(&cfg).await? {
+                println!("{p}");
+            }
+            Ok(())
+        }
+        Command::Offsets(OffsetsCommand::Set { config, to_beginning, to_end, to_offset, partition }) => {
+            use sluice::ops::OffsetTarget;
+            let cfg = Config::load(&config.config)?;
+            let to = match (to_beginning, to_end, to_offset) {
+                (true, _, _) => OffsetTarget::Beginning,
+                (_, true, _) => OffsetTarget::End,
+                (_, _, Some(o)) => OffsetTarget::Offset(o),
+                _ => anyhow::bail!("say where: --to-beginning, --to-end or --to-offset N"),
+            };
+            for p in sluice::ops::set_offsets(&cfg, to, partition).await? {
+                println!("{p}");
+            }
             Ok(())
         }
         Command::Plugin(PluginCommand::New { name, dir, sdk_path }) => {

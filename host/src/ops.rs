@@ -16,6 +16,135 @@ use rdkafka::error::RDKafkaErrorCode;
 use crate::config::Config;
 use crate::sink::Sink;
 
+/// One partition's offsets in both stores (`sluice offsets show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub topic: String,
+    pub partition: i32,
+    /// Kafka's committed offset of the group (`None`: none).
+    pub kafka: Option<i64>,
+    /// MongoDB's stored next offset (`None`: none).
+    pub mongo: Option<i64>,
+    /// Where the next run starts: the later of the two.
+    pub start: Option<i64>,
+    pub low: i64,
+    pub high: i64,
+}
+
+impl std::fmt::Display for PartitionOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+        write!(
+            f,
+            "{}:{} kafka={} mongo={} start={} low={} high={}",
+            self.topic,
+            self.partition,
+            o(self.kafka),
+            o(self.mongo),
+            o(self.start),
+            self.low,
+            self.high
+        )
+    }
+}
+
+/// Where `sluice offsets set` moves partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetTarget {
+    Beginning,
+    End,
+    Offset(i64),
+}
+
+/// Both stores' offsets of the configured topics' partitions.
+pub async fn offsets(config: &Config) -> anyhow::Result<Vec<PartitionOffsets>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let k = config.kafka.clone();
+    let kafka = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(String, i32, Option<i64>, i64, i64)>> {
+        let mut cc = k.client_config();
+        cc.set("group.id", &k.group_id).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+        let timeout = Duration::from_secs(10);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut out = Vec::new();
+        for t in &k.topics {
+            let md = consumer.fetch_metadata(Some(t), timeout).with_context(|| format!("reading the metadata of {t}"))?;
+            let Some(meta) = md.topics().iter().find(|m| m.name() == t).filter(|m| !m.partitions().is_empty()) else {
+                bail!("topic {t} does not exist on {}", k.brokers);
+            };
+            for p in meta.partitions() {
+                tpl.add_partition(t, p.id());
+            }
+        }
+        let committed = consumer.committed_offsets(tpl.clone(), timeout).context("reading the group's committed offsets")?;
+        for e in committed.elements() {
+            let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+            let kafka = match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            out.push((e.topic().to_owned(), e.partition(), kafka, low, high));
+        }
+        Ok(out)
+    })
+    .await??;
+    let sink = Sink::connect(&config.mongo).await?;
+    let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
+    let parts: Vec<(String, i32)> = kafka.iter().map(|(t, p, ..)| (t.clone(), *p)).collect();
+    let stored = progress.load(&parts).await.context("reading the progress stored in MongoDB")?;
+    Ok(kafka
+        .into_iter()
+        .map(|(topic, partition, kafka, low, high)| {
+            let mongo = stored.get(&(topic.clone(), partition)).copied();
+            PartitionOffsets { start: kafka.max(mongo), topic, partition, kafka, mongo, low, high }
+        })
+        .collect())
+}
+
+/// Move the group's offsets in both stores at once (Kafka's committed offset
+/// and MongoDB's progress) for the configured topics, or only `partition`.
+/// Kafka refuses while hosts of the group run: stop them first. A rewind is
+/// replayed idempotently (documents written again are found already there).
+pub async fn set_offsets(config: &Config, to: OffsetTarget, partition: Option<i32>) -> anyhow::Result<Vec<PartitionOffsets>> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let before = offsets(config).await?;
+    let moves: Vec<(String, i32, i64, Option<i64>)> = before
+        .iter()
+        .filter(|p| partition.is_none_or(|want| want == p.partition))
+        .map(|p| {
+            let target = match to {
+                OffsetTarget::Beginning => p.low,
+                OffsetTarget::End => p.high,
+                OffsetTarget::Offset(o) => o.clamp(p.low, p.high),
+            };
+            (p.topic.clone(), p.partition, target, p.start)
+        })
+        .collect();
+    if moves.is_empty() {
+        bail!("no partition {} in the configured topics", partition.unwrap_or_default());
+    }
+    let (k, kafka_moves) = (config.kafka.clone(), moves.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut cc = k.client_config();
+        cc.set("group.id", &k.group_id).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (t, p, o, _) in &kafka_moves {
+            tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))?;
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .context("committing the group's offsets (are hosts of the group still running? stop them first)")
+    })
+    .await??;
+    let sink = Sink::connect(&config.mongo).await?;
+    let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
+    for (t, p, o, start) in &moves {
+        progress.set(t, *p, *o, *start).await.with_context(|| format!("setting the progress of {t}:{p} in MongoDB"))?;
+    }
+    offsets(config).await
+}
+
 /// Documents in the configured collection.
 pub async fn count(config: &Config) -> anyhow::Result<u64> {
     let sink = Sink::connect(&config.mongo).await?;
@@ -141,12 +270,26 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Delete the configured topics and consumer group, and drop the collection.
-pub async fn reset(config: &Config) -> anyhow::Result<()> {
+/// What [`reset`] removed besides the configured collection.
+#[derive(Debug, Default)]
+pub struct ResetReport {
+    /// The topics deleted: the configured ones and their dead-letter topics.
+    pub topics: Vec<String>,
+    /// Other collections of the database and how many of their documents came
+    /// from these topics (derived `_id`s: what plugins routed there).
+    pub routed: Vec<(String, u64)>,
+}
+
+/// Delete the configured topics, their dead-letter topics and the consumer
+/// group, the group's stored progress, the documents the pipeline routed to
+/// other collections (by derived `_id`), and drop the collection.
+pub async fn reset(config: &Config) -> anyhow::Result<ResetReport> {
     let k = &config.kafka;
     let admin: AdminClient<DefaultClientContext> = k.client_config().create().context("creating the Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
+    let mut names: Vec<String> = k.topics.clone();
+    names.extend(k.topics.iter().map(|t| config.dlq.topic_for(t)));
+    let topics: Vec<&str> = names.iter().map(String::as_str).collect();
     for r in admin.delete_topics(&topics, &opts).await.context("deleting topics")? {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
@@ -166,12 +309,29 @@ pub async fn reset(config: &Config) -> anyhow::Result<()> {
         .drop()
         .await
         .with_context(|| format!("dropping {}.{}", config.mongo.database, config.mongo.collection))?;
+    let mut report = ResetReport { topics: names.clone(), routed: Vec::new() };
+    let skip = |c: &str| c == config.mongo.collection || c == config.mongo.offsets_collection || c.starts_with("system.");
+    for c in sink.database().list_collection_names().await.context("listing collections")? {
+        if skip(&c) {
+            continue;
+        }
+        let coll = sink.database().collection::<mongodb::bson::Document>(&c);
+        let mut removed = 0;
+        for t in &k.topics {
+            // Derived ids of topic t: `t:partition:offset:index`, all between "t:" and "t;".
+            let filter = doc! { "_id": { "$gte": format!("{t}:"), "$lt": format!("{t};") } };
+            removed += coll.delete_many(filter).await.with_context(|| format!("deleting {t}'s documents from {c}"))?.deleted_count;
+        }
+        if removed > 0 {
+            report.routed.push((c, removed));
+        }
+    }
     // Topic deletion is asynchronous in Kafka: wait until the topics are gone.
     let probe: rdkafka::consumer::BaseConsumer = k.client_config().create()?;
     for _ in 0..100 {
         let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(10))?;
         if !md.topics().iter().any(|t| topics.contains(&t.name())) {
-            return Ok(());
+            return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -380,10 +380,17 @@ async fn worker(
     let registered = Registered::new(&ctx.stats, topic.clone(), partition, state.clone());
     let mut specs = ctx.hot.subscribe();
     let spec = specs.borrow_and_update().clone();
+    // Released (revoke, shutdown): the isolation of a failed batch stops between calls.
+    let cancel: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let state = state.clone();
+        Arc::new(move || state.released.load(Ordering::Acquire))
+    };
     let Some(mut chain) = build_chain(&ctx, spec, &topic, partition).await else { return };
+    chain = chain.with_cancel(cancel.clone());
     let max = ctx.pipeline.batch_max_records;
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
     let mut progress = ProgressSaver::new(ctx.pipeline.progress_interval);
+    let mut intent = Intent { saved: state.replay_until, margin: (ctx.pipeline.batch_max_records as i64 * 20).max(10_000) };
     let mut failures = FailureLog::new(&topic, partition);
     loop {
         batch.clear();
@@ -399,7 +406,7 @@ async fn worker(
             // Idle: build the new generation's instances now, not when records come.
             Ok(()) = specs.changed() => {
                 let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, None).await else { return };
-                chain = c;
+                chain = c.with_cancel(cancel.clone());
                 continue;
             }
             // Idle with progress not yet saved.
@@ -432,7 +439,7 @@ async fn worker(
         // The batch boundary: a generation published meanwhile runs this batch.
         if specs.has_changed().unwrap_or(false) {
             let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, Some(batch[0].offset)).await else { return };
-            chain = c;
+            chain = c.with_cancel(cancel.clone());
         }
         let n = batch.len();
         let bytes: usize = batch.iter().map(PartitionState::size_of).sum();
@@ -462,14 +469,31 @@ async fn worker(
         chain = c;
         let planned = match planned {
             Ok(p) => p,
+            // Released mid-isolation: nothing of this batch is written or committed; the next owner runs it.
+            Err(crate::runtime::RuntimeError::Cancelled) => {
+                tracing::info!(topic = %topic, partition, "batch left to the next owner: the partition was released while it was isolated");
+                break;
+            }
             Err(e) => {
                 let _ = ctx.fatal.send(anyhow::Error::new(e).context(format!("plugin chain for {topic}:{partition}")));
                 return;
             }
         };
+        // Records an earlier owner may have written: which derived ids this version keeps.
+        let replayed = (records[0].offset < state.replay_until).then(|| kept_ids(&planned, &records, state.replay_until));
+        let mut planned = planned;
+        if replayed.is_some() {
+            for (op, &i) in planned.ops.iter_mut().zip(&planned.op_source) {
+                op.replay = records[i].offset < state.replay_until;
+            }
+        }
+        intent.cover(&ctx, &topic, partition, next_offset).await;
         if let Err(e) = write_batch(&ctx, chain.spec(), &records, planned, &mut failures).await {
             let _ = ctx.fatal.send(e);
             return;
+        }
+        if let Some(kept) = replayed {
+            remove_stale(&ctx, &topic, partition, &kept).await;
         }
         batch = records;
         ctx.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -486,6 +510,103 @@ async fn worker(
     // Released (revoke, shutdown): record how far it got.
     progress.flush(&ctx, &topic, partition).await;
     failures.flush();
+    // Not below what an earlier owner may have written (this worker's window, perhaps not all replayed yet).
+    let settled = state.acked.load(Ordering::Acquire).max(state.replay_until);
+    if settled >= 0 && intent.saved > settled && progress.unsaved.is_none() {
+        if let Err(e) = ctx.progress.settle_intent(&topic, partition, intent.saved, settled).await {
+            tracing::debug!(topic = %topic, partition, "settling the write intent failed (the next owner checks a few more records): {e}");
+        }
+    }
+}
+
+/// The progress `intent`: saved ahead (by `margin` records) before a batch is
+/// written past it, so that a later owner knows which records it may replay.
+struct Intent {
+    saved: i64,
+    margin: i64,
+}
+
+impl Intent {
+    /// Make sure the saved intent covers writes up to `end` (retried until MongoDB takes it).
+    async fn cover(&mut self, ctx: &WorkerCtx, topic: &str, partition: i32, end: i64) {
+        if end <= self.saved {
+            return;
+        }
+        let target = end + self.margin;
+        let mut backoff = Backoff::new(&ctx.pipeline);
+        let mut failing: Option<Failing<'_>> = None;
+        while let Err(e) = ctx.progress.save_intent(topic, partition, target).await {
+            failing.get_or_insert_with(|| Failing::new(&ctx.health.sink_failing));
+            ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+            let wait = backoff.next();
+            tracing::warn!(topic, partition, attempt = backoff.attempt, retry_in = ?wait, "saving the write intent to MongoDB failed (will retry): {e}");
+            tokio::time::sleep(wait).await;
+        }
+        self.saved = target;
+    }
+}
+
+/// For each record of `records` before `until`: the derived-id indexes this
+/// batch's plan writes to the configured collection (the rest are stale).
+fn kept_ids(planned: &Plan, records: &[SourceRecord], until: i64) -> std::collections::BTreeMap<i64, Vec<usize>> {
+    let mut kept: std::collections::BTreeMap<i64, Vec<usize>> =
+        records.iter().filter(|r| r.offset < until).map(|r| (r.offset, Vec::new())).collect();
+    for (op, &i) in planned.ops.iter().zip(&planned.op_source) {
+        if !op.derived_id || op.collection.is_some() {
+            continue;
+        }
+        if let (Some(k), Ok(id)) = (kept.get_mut(&records[i].offset), op.doc.get_str("_id"))
+            && let Some((_, _, _, index)) = parse_derived_id(id)
+        {
+            k.push(index);
+        }
+    }
+    kept
+}
+
+/// After a replay: delete the configured collection's derived-id documents of
+/// these records that the running version no longer makes (an earlier
+/// version's fan-out), so each record's documents come from one version.
+/// Collections a plugin routed to are not searched.
+async fn remove_stale(ctx: &WorkerCtx, topic: &str, partition: i32, kept: &std::collections::BTreeMap<i64, Vec<usize>>) {
+    // `_id`s are strings: offsets of one decimal length form one range.
+    let mut by_len: std::collections::BTreeMap<usize, (i64, i64)> = Default::default();
+    for &o in kept.keys() {
+        let e = by_len.entry(o.to_string().len()).or_insert((o, o));
+        e.0 = e.0.min(o);
+        e.1 = e.1.max(o);
+    }
+    let mut backoff = Backoff::new(&ctx.pipeline);
+    for (lo, hi) in by_len.into_values() {
+        let (from, to) = (format!("{topic}:{partition}:{lo}:"), format!("{topic}:{partition}:{hi};"));
+        loop {
+            let result = async {
+                let ids = ctx.sink.ids_between(None, &from, &to).await?;
+                let stale: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| {
+                        parse_derived_id(id)
+                            .is_some_and(|(t, p, o, k)| t == topic && p == partition && kept.get(&o).is_some_and(|keep| !keep.contains(&k)))
+                    })
+                    .collect();
+                ctx.sink.delete_ids(None, &stale).await
+            }
+            .await;
+            match result {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(topic, partition, offsets = %format!("{lo}..={hi}"), removed = n, "replayed records: removed documents the running version no longer makes");
+                    break;
+                }
+                Err(e) => {
+                    ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next();
+                    tracing::warn!(topic, partition, retry_in = ?wait, "removing stale documents after a replay failed (will retry): {e}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
 }
 
 /// When a worker records its progress in MongoDB: at most once per
@@ -672,7 +793,10 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
             Ok(outputs) => outputs,
         };
         let first_op = plan.ops.len();
-        for (j, out) in outputs.iter().enumerate() {
+        // Derived ids number a record's inserts without `_id` only: a version that
+        // adds or drops an upsert or delete does not shift them.
+        let mut derived = 0usize;
+        for out in outputs.iter() {
             let parsed = match out.collection.as_deref().and_then(|c| target.refuses(c)) {
                 Some(refusal) => Err(refusal),
                 None => json_to_bson(results.document(out)),
@@ -701,15 +825,16 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
             if derived_id {
                 // Derived from the source coordinates: a replay finds it already there.
                 id.clear();
-                let _ = write!(id, "{}:{}:{}:{j}", rec.topic, rec.partition, rec.offset);
+                let _ = write!(id, "{}:{}:{}:{derived}", rec.topic, rec.partition, rec.offset);
                 doc.append_ref("_id", id.as_str());
+                derived += 1;
             }
             if let Some(field) = target.versions_field
                 && out.op != crate::sink::Op::Delete
             {
                 set_field(&mut doc, field, &spec.versions);
             }
-            plan.ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id });
+            plan.ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id, replay: false });
             plan.op_source.push(i);
         }
     }

@@ -7,6 +7,13 @@
 //! the last interval (idempotently), and Kafka offsets that expired (or a group
 //! that was deleted, or a commit lost in a broker restart) do not rewind the pipeline. The stored value only
 //! grows (`$max`), so a late writer from a revoked partition cannot move it back.
+//!
+//! Each document also keeps an `intent`: an offset no write has gone past,
+//! saved (ahead, by a margin) before a worker writes beyond it. On assignment,
+//! records from the start up to the intent may have been written already (by
+//! an owner that crashed, possibly under another plugin version): the worker
+//! removes the derived-id documents of those records that its version no longer
+//! makes, so every record's documents come from one version.
 
 use std::collections::HashMap;
 
@@ -50,25 +57,87 @@ impl Progress {
             .map(|_| ())
     }
 
+    /// Record that no write will go past `intent` until a later intent is saved.
+    pub async fn save_intent(&self, topic: &str, partition: i32, intent: i64) -> mongodb::error::Result<()> {
+        self.coll
+            .update_one(
+                doc! { "_id": self.id(topic, partition) },
+                doc! {
+                    "$max": { "intent": intent },
+                    "$set": { "group": &self.group, "topic": topic, "partition": partition },
+                },
+            )
+            .upsert(true)
+            .write_concern(self.write_concern.clone())
+            .await
+            .map(|_| ())
+    }
+
+    /// At a clean release (every write done): bring the intent back from `from`
+    /// to `to`, the next offset, unless another owner has moved it meanwhile.
+    /// The next owner then has no replay window to clean.
+    pub async fn settle_intent(&self, topic: &str, partition: i32, from: i64, to: i64) -> mongodb::error::Result<()> {
+        self.coll
+            .update_one(doc! { "_id": self.id(topic, partition), "intent": from }, doc! { "$set": { "intent": to } })
+            .write_concern(self.write_concern.clone())
+            .await
+            .map(|_| ())
+    }
+
     /// Stored next offsets of these partitions (absent ones are missing from the map).
     pub async fn load(&self, parts: &[(String, i32)]) -> mongodb::error::Result<HashMap<(String, i32), i64>> {
+        Ok(self.load_stored(parts).await?.into_iter().filter_map(|(k, s)| Some((k, s.next_offset?))).collect())
+    }
+
+    /// What is stored of these partitions (absent ones are missing from the map).
+    pub async fn load_stored(&self, parts: &[(String, i32)]) -> mongodb::error::Result<HashMap<(String, i32), Stored>> {
         let ids: Vec<Bson> = parts.iter().map(|(t, p)| Bson::String(self.id(t, *p))).collect();
         let docs: Vec<Document> = self.coll.find(doc! { "_id": { "$in": ids } }).await?.try_collect().await?;
         let mut out = HashMap::new();
         for d in docs {
-            let (Ok(t), Some(p), Some(o)) = (d.get_str("topic"), int(d.get("partition")), int(d.get("next_offset"))) else {
+            let (Ok(t), Some(p)) = (d.get_str("topic"), int(d.get("partition"))) else {
                 tracing::warn!("ignoring malformed progress document {d}");
                 continue;
             };
-            out.insert((t.to_owned(), p as i32), o);
+            // A document of an earlier release has no intent; one saved only an intent has no next offset yet.
+            let stored = Stored { next_offset: int(d.get("next_offset")), intent: int(d.get("intent")) };
+            out.insert((t.to_owned(), p as i32), stored);
         }
         Ok(out)
+    }
+
+    /// Move the stored next offset to `next_offset`, back or forth (`sluice
+    /// offsets set`). A rewind keeps the intent at least where the progress
+    /// was, so the records written again are replays that clean up after
+    /// themselves.
+    pub async fn set(&self, topic: &str, partition: i32, next_offset: i64, written_until: Option<i64>) -> mongodb::error::Result<()> {
+        let mut update = doc! {
+            "$set": { "next_offset": next_offset, "group": &self.group, "topic": topic, "partition": partition },
+        };
+        if let Some(w) = written_until {
+            update.insert("$max", doc! { "intent": w });
+        }
+        self.coll
+            .update_one(doc! { "_id": self.id(topic, partition) }, update)
+            .upsert(true)
+            .write_concern(self.write_concern.clone())
+            .await
+            .map(|_| ())
     }
 
     /// Forget this group's progress (used by `sluice reset`).
     pub async fn forget_group(&self) -> mongodb::error::Result<u64> {
         Ok(self.coll.delete_many(doc! { "group": &self.group }).await?.deleted_count)
     }
+}
+
+/// One partition's stored progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Everything before it is written.
+    pub next_offset: Option<i64>,
+    /// No write went past it.
+    pub intent: Option<i64>,
 }
 
 fn int(b: Option<&Bson>) -> Option<i64> {

@@ -11,7 +11,8 @@
 //! and headers (without the `sluice.*` ones) are as they were. So the documents
 //! get the `_id`s they would have had (`topic:partition:offset:index`), and a
 //! replay is idempotent: replaying again finds them already there. The dead-letter
-//! topic is read from its start to its end at the time of the replay; nothing is
+//! topic is read from its start to its end at the time of the replay, streamed
+//! in batches (never held in memory whole); nothing is
 //! committed, and records that fail again are reported, not dead-lettered again.
 //!
 //! Dead letters of another consumer group (`sluice.group`) are left alone. A
@@ -113,17 +114,17 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
     let mut chain = Chain::new(spec.clone(), config.pipeline.max_value_bytes)?;
     let sink = Sink::connect(&config.mongo).await?.ignoring_field(config.pipeline.versions_field.as_deref());
 
-    let (kafka, topic) = (config.kafka.clone(), from.to_owned());
-    let read = tokio::task::spawn_blocking(move || read_all(&kafka, &topic)).await??;
-    let mut report = ReplayReport {
-        read: read.records.len() as u64,
-        without_source: read.records.iter().filter(|(_, had_source)| !had_source).count() as u64,
-        other_groups: read.other_groups,
-        from_source: read.from_source,
-        ..ReplayReport::default()
-    };
-    let records: Vec<SourceRecord> = read.records.into_iter().map(|(r, _)| r).collect();
-    for batch in records.chunks(config.pipeline.batch_max_records) {
+    // Streamed: a reader thread hands over batches as it reads, so a large
+    // dead-letter topic is never held in memory whole.
+    let (kafka, topic, chunk) = (config.kafka.clone(), from.to_owned(), config.pipeline.batch_max_records);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(SourceRecord, bool)>>(2);
+    let reader = tokio::task::spawn_blocking(move || read_all(&kafka, &topic, chunk, tx));
+    let mut report = ReplayReport::default();
+    while let Some(read) = rx.recv().await {
+        report.read += read.len() as u64;
+        report.without_source += read.iter().filter(|(_, had_source)| !had_source).count() as u64;
+        let batch: Vec<SourceRecord> = read.into_iter().map(|(r, _)| r).collect();
+        let batch = batch.as_slice();
         let results = chain.process(batch)?;
         let target =
             Target { versions_field: config.pipeline.versions_field.as_deref(), offsets_collection: &config.mongo.offsets_collection };
@@ -145,20 +146,27 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
         report.written += w.inserted + w.upserted + w.deleted;
         report.already_there += w.duplicates;
     }
+    let counts = reader.await??;
+    (report.other_groups, report.from_source) = (counts.other_groups, counts.from_source);
     Ok(report)
 }
 
-/// What [`read_all`] found.
-struct Read {
-    /// Each record and whether it had `sluice.source.*` headers.
-    records: Vec<(SourceRecord, bool)>,
+/// What [`read_all`] counted besides the records it sent.
+#[derive(Default)]
+struct Counts {
     other_groups: u64,
     from_source: u64,
 }
 
 /// This group's records of `topic`, from the start to the end offsets seen now,
-/// each rebuilt from its `sluice.source.*` headers (`true` when it had them).
-fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<Read> {
+/// each rebuilt from its `sluice.source.*` headers, sent to `tx` in batches of
+/// `chunk` records (each with `true` when it had those headers).
+fn read_all(
+    kafka: &crate::config::KafkaConfig,
+    topic: &str,
+    chunk: usize,
+    tx: tokio::sync::mpsc::Sender<Vec<(SourceRecord, bool)>>,
+) -> anyhow::Result<Counts> {
     let mut cc = kafka.client_config();
     cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -178,7 +186,8 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<R
             ends.insert(p.id(), high);
         }
     }
-    let mut out = Read { records: Vec::new(), other_groups: 0, from_source: 0 };
+    let mut out = Counts::default();
+    let mut batch = Vec::with_capacity(chunk);
     if ends.is_empty() {
         return Ok(out);
     }
@@ -237,7 +246,13 @@ fn read_all(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<R
             (record.value, record.headers) = (value, headers);
             out.from_source += 1;
         }
-        out.records.push((record, had_source));
+        batch.push((record, had_source));
+        if batch.len() >= chunk && tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err() {
+            return Ok(out); // the replay stopped (its error is reported there)
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
     }
     Ok(out)
 }

@@ -62,6 +62,10 @@ pub enum RuntimeError {
     Malformed { name: String, message: String },
     #[error("plugin `{name}` failed self_test {index}: {message}")]
     SelfTest { name: String, index: usize, message: String },
+    /// The partition was released (revoke, shutdown) while its batch was being
+    /// isolated: the batch is left unwritten and uncommitted, for the next owner.
+    #[error("the batch was cancelled: its partition was released")]
+    Cancelled,
 }
 
 /// What kind of trap ended a call.

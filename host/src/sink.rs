@@ -47,12 +47,21 @@ pub struct WriteOp {
     /// The `_id` was derived from the source coordinates (a document already
     /// there with this `_id` came from the same record: a replay).
     pub derived_id: bool,
+    /// The record may have been written before, by another plugin version: a
+    /// derived-id document found there is replaced, not kept.
+    pub replay: bool,
 }
 
 impl WriteOp {
     /// An op on the configured collection from a [`Document`].
     pub fn new(op: Op, doc: &Document) -> WriteOp {
-        WriteOp { op, collection: None, doc: RawDocumentBuf::from_document(doc).expect("a document encodes as BSON"), derived_id: false }
+        WriteOp {
+            op,
+            collection: None,
+            doc: RawDocumentBuf::from_document(doc).expect("a document encodes as BSON"),
+            derived_id: false,
+            replay: false,
+        }
     }
 }
 
@@ -399,6 +408,15 @@ impl Sink {
             let op = &ops[*i];
             let id = id_of(&op.doc);
             match id.as_ref().and_then(|id| stored.get(&id_key(id))) {
+                Some(there) if op.derived_id && op.replay && there.as_bytes() != op.doc.as_bytes() => {
+                    let c = self.collection(coll);
+                    let filter = doc! { "_id": { "$eq": id.clone().unwrap_or(Bson::Null) } };
+                    match c.replace_one(filter, &op.doc).write_concern(self.write_concern.clone()).await {
+                        Ok(_) => w.report.duplicates += 1,
+                        Err(e) if classify(&e, coll.is_some()) == ErrorClass::Retry => return Err(SinkError::Transient(e)),
+                        Err(e) => w.reject(*i, code_of(&e), e.to_string()),
+                    }
+                }
                 Some(_) if op.derived_id => w.report.duplicates += 1,
                 Some(there) if self.same(there, &op.doc) => w.report.duplicates += 1,
                 Some(_) => w.reject(
@@ -455,6 +473,36 @@ impl Sink {
                 }
             },
         }
+    }
+}
+
+impl Sink {
+    /// The string `_id`s in `[from, to)` of a collection (`None`: the configured one).
+    pub async fn ids_between(&self, coll: Option<&str>, from: &str, to: &str) -> Result<Vec<String>, SinkError> {
+        let c = self.collection(coll);
+        let mut cursor =
+            c.find(doc! { "_id": { "$gte": from, "$lt": to } }).projection(doc! { "_id": 1 }).await.map_err(SinkError::Transient)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(SinkError::Transient)? {
+            if let Ok(id) = cursor.current().get_str("_id") {
+                out.push(id.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete the documents with these `_id`s; returns how many were there.
+    pub async fn delete_ids(&self, coll: Option<&str>, ids: &[String]) -> Result<u64, SinkError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let r = self
+            .collection(coll)
+            .delete_many(doc! { "_id": { "$in": ids } })
+            .write_concern(self.write_concern.clone())
+            .await
+            .map_err(SinkError::Transient)?;
+        Ok(r.deleted_count)
     }
 }
 

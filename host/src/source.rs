@@ -63,14 +63,18 @@ pub struct PartitionState {
     /// consumed again by whoever gets the partition), so a deep queue does not
     /// slow a rebalance.
     pub released: AtomicBool,
+    /// Records before this offset may have been written by an earlier owner
+    /// (MongoDB's progress `intent`): the worker cleans up after their replay.
+    pub replay_until: i64,
 }
 
 impl PartitionState {
     /// `start`: where consumption starts, already written (the later of Kafka's
     /// committed offset and MongoDB's progress). Committing it again is harmless,
     /// and it brings Kafka's offset up to MongoDB's when a commit was lost.
-    fn new(start: Option<i64>) -> Self {
+    fn new(start: Option<i64>, replay_until: i64) -> Self {
         PartitionState {
+            replay_until,
             acked: AtomicI64::new(start.unwrap_or(-1)),
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -209,7 +213,7 @@ impl ConsumerContext for SourceContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let starts = self.start_positions(consumer, tpl);
+                let (starts, intents) = self.start_positions(consumer, tpl);
                 let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(e) = result {
                     tracing::error!("assigning partitions failed: {e}");
@@ -220,7 +224,7 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = consumer.resume(tpl) {
                     tracing::warn!("cannot resume newly assigned partitions: {e}");
                 }
-                self.on_assigned(tpl, &starts);
+                self.on_assigned(tpl, &starts, &intents);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.on_revoked(consumer, tpl);
@@ -267,11 +271,16 @@ impl ConsumerContext for SourceContext {
 impl SourceContext {
     /// Where each assigned partition starts: the later of Kafka's committed offset
     /// and MongoDB's stored progress. Sets the MongoDB one in `tpl` when it is later.
-    fn start_positions(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) -> HashMap<(String, i32), i64> {
+    /// Also returns MongoDB's `intent` per partition (where replays end).
+    fn start_positions(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> (HashMap<(String, i32), i64>, HashMap<(String, i32), i64>) {
         let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let mut starts = HashMap::new();
         if parts.is_empty() {
-            return starts;
+            return (starts, HashMap::new());
         }
         let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
             Ok(c) => c.to_topic_map(),
@@ -280,28 +289,30 @@ impl SourceContext {
                 HashMap::new()
             }
         };
-        let stored = match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load(&parts)).await })
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::warn!("cannot read the progress stored in MongoDB at assignment (using Kafka's offsets): {e}");
-                HashMap::new()
-            }
-            Err(_) => {
-                tracing::warn!("reading the progress stored in MongoDB timed out (using Kafka's offsets)");
-                HashMap::new()
-            }
-        };
+        let stored =
+            match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load_stored(&parts)).await }) {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot read the progress stored in MongoDB at assignment (using Kafka's offsets): {e}");
+                    HashMap::new()
+                }
+                Err(_) => {
+                    tracing::warn!("reading the progress stored in MongoDB timed out (using Kafka's offsets)");
+                    HashMap::new()
+                }
+            };
         for key in parts {
             let kafka = match committed.get(&key) {
                 Some(Offset::Offset(o)) => Some(*o),
                 _ => None,
             };
-            let mongo = stored.get(&key).copied();
+            let mongo = stored.get(&key).and_then(|s| s.next_offset);
             if let Some(m) = mongo
                 && kafka.is_none_or(|k| m > k)
             {
-                tracing::info!(topic = %key.0, partition = key.1, kafka = ?kafka, mongo = m, "starting at the progress stored in MongoDB");
+                // Kafka's offset is often a little behind after a crash (MongoDB's is saved more often). A rewind
+                // of Kafka's alone (kafka-consumer-groups --reset-offsets) is overridden: `sluice offsets set` moves both.
+                tracing::info!(topic = %key.0, partition = key.1, kafka = ?kafka, mongo = m, "starting at the progress stored in MongoDB (the later; to rewind, use `sluice offsets set`, which moves both)");
                 if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
                     tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);
                 }
@@ -310,10 +321,11 @@ impl SourceContext {
                 starts.insert(key, start);
             }
         }
-        starts
+        let intents = stored.into_iter().filter_map(|(k, s)| Some((k, s.intent?))).collect();
+        (starts, intents)
     }
 
-    fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>) {
+    fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>, intents: &HashMap<(String, i32), i64>) {
         let mut a = self.assigned.lock().unwrap();
         a.assigned_once = true;
         self.joined.store(true, Ordering::Relaxed);
@@ -327,7 +339,7 @@ impl SourceContext {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let start = starts.get(&key).copied();
-            let state = Arc::new(PartitionState::new(start));
+            let state = Arc::new(PartitionState::new(start, intents.get(&key).copied().unwrap_or(-1)));
             let task = (self.spawn)(topic.clone(), key.1, rx, state.clone());
             map.insert(key.1, Entry { topic, tx, state, task, stored: -1, paused: false, start, target: None });
             parts.push(key);

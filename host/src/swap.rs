@@ -248,7 +248,8 @@ impl HotSwap {
         let _running = self.running.lock().await;
         let spec = self.current();
         let current = spec.plugin(name).ok_or_else(|| SwapError::UnknownPlugin(name.into()))?.clone();
-        if version_of(&bytes) == current.version {
+        let (bytes, version) = hashed(bytes).await;
+        if version == current.version {
             return Ok(unchanged(&spec));
         }
         let plugin = self.validate(current.config.clone(), bytes, Trigger::Api).await?;
@@ -295,14 +296,13 @@ impl HotSwap {
         let spec = self.current();
         let mut replacements = Vec::new();
         for p in spec.plugins.iter().filter(|p| watch_dir(&p.path).as_deref() == Some(dir)) {
-            let bytes = match read_plugin(&p.config) {
+            let (bytes, version) = match read_hashed(&p.config).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(plugin = %p.name, "plugin file unreadable, the running version {} stays: {e}", p.version);
                     continue;
                 }
             };
-            let version = version_of(&bytes);
             if self.status.lock().unwrap().file_seen.get(&p.name).is_some_and(|s| s.path == p.path && s.version == version) {
                 continue;
             }
@@ -339,8 +339,8 @@ impl HotSwap {
         let mut plugins = Vec::with_capacity(newer.plugins.len());
         let mut seen = Vec::with_capacity(newer.plugins.len());
         for pc in &newer.plugins {
-            let bytes = read_plugin(pc).inspect_err(|e| self.reject(&pc.name, None, Trigger::Reload, &e.to_string()))?;
-            let mut file = FileSeen::new(&pc.path, &version_of(&bytes));
+            let (bytes, version) = read_hashed(pc).await.inspect_err(|e| self.reject(&pc.name, None, Trigger::Reload, &e.to_string()))?;
+            let mut file = FileSeen::new(&pc.path, &version);
             let (file_unchanged, refused_before) = match self.status.lock().unwrap().file_seen.get(&pc.name) {
                 Some(s) => (s.path == file.path && s.version == file.version, s.refused),
                 None => (false, false),
@@ -388,19 +388,20 @@ impl HotSwap {
 
     /// Validate on a blocking thread; a failure is recorded and logged.
     async fn validate(&self, cfg: PluginConfig, bytes: Vec<u8>, trigger: Trigger) -> Result<Arc<LoadedPlugin>, SwapError> {
-        let (name, version) = (cfg.name.clone(), version_of(&bytes));
+        let name = cfg.name.clone();
         let runtime = self.runtime.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || runtime.validate(&cfg, bytes))
-            .await
-            .unwrap_or_else(|e| Err(RuntimeError::Init { name: name.clone(), message: format!("validation panicked: {e}") }));
+        let (version, result) =
+            tokio::task::spawn_blocking(move || (version_of(&bytes), runtime.validate(&cfg, bytes))).await.unwrap_or_else(|e| {
+                (String::new(), Err(RuntimeError::Init { name: name.clone(), message: format!("validation panicked: {e}") }))
+            });
         match result {
             Ok(p) => {
                 tracing::debug!(plugin = %name, version = %version, took = ?started.elapsed(), "new version validated");
                 Ok(p)
             }
             Err(e) => {
-                self.reject(&name, Some(version), trigger, &e.to_string());
+                self.reject(&name, Some(version).filter(|v| !v.is_empty()), trigger, &e.to_string());
                 Err(e.into())
             }
         }
@@ -496,6 +497,30 @@ pub fn watch_dir(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path.parent()?).ok()
 }
 
+/// A plugin's file read and hashed on a blocking thread (a component can be tens of MB).
+async fn read_hashed(cfg: &PluginConfig) -> Result<(Vec<u8>, String), RuntimeError> {
+    let cfg = cfg.clone();
+    let name = cfg.name.clone();
+    tokio::task::spawn_blocking(move || {
+        read_plugin(&cfg).map(|b| {
+            let v = version_of(&b);
+            (b, v)
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(RuntimeError::Init { name, message: format!("reading the file panicked: {e}") }))
+}
+
+/// `bytes` and their version, hashed on a blocking thread.
+async fn hashed(bytes: Vec<u8>) -> (Vec<u8>, String) {
+    tokio::task::spawn_blocking(move || {
+        let v = version_of(&bytes);
+        (bytes, v)
+    })
+    .await
+    .expect("hashing does not panic")
+}
+
 /// Replace `path` with `bytes` so that no reader sees a half-written file: a
 /// temporary file in the same directory (with the old file's permissions),
 /// synced, renamed over it, and the directory synced. A symbolic link is not
@@ -509,9 +534,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plugin");
-    let tmp = dir.join(format!(".{name}.{}.sluice-tmp", std::process::id()));
+    // A name no one can guess, created new: a link or file planted at it is never followed or overwritten.
+    let tmp = dir.join(format!(".{name}.{}.{:016x}.sluice-tmp", std::process::id(), fastrand::u64(..)));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
         if let Ok(m) = std::fs::metadata(path) {
             f.set_permissions(m.permissions())?;
         }

@@ -79,3 +79,63 @@ async fn a_100_mb_output_under_the_default_memory_cap_is_a_memory_trap() {
 async fn invalid_json_output_is_dead_lettered() {
     run_hostile("badjson", 9, "", "invalid-output", "not JSON").await;
 }
+
+mod isolation {
+    //! A failed batch is isolated by halves within a time budget, and stops
+    //! between calls when its partition is released (no services needed).
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use sluice::chain::{Chain, ChainSpec};
+    use sluice::config::PluginConfig;
+    use sluice::runtime::{Runtime, RuntimeError};
+    use sluice::source::SourceRecord;
+
+    fn records(n: usize) -> Vec<SourceRecord> {
+        let topic: Arc<str> = Arc::from("t");
+        (0..n)
+            .map(|i| SourceRecord {
+                topic: topic.clone(),
+                partition: 0,
+                offset: i as i64,
+                timestamp: None,
+                key: None,
+                value: Some(format!("{{\"num\":{i}}}").into_bytes()),
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn panic_chain() -> (Chain, Arc<sluice::metrics::PluginMetrics>) {
+        let rt = Runtime::new().unwrap();
+        let plugin = rt.load(&PluginConfig::new("panic", sluice_tests::hostile("panic"))).unwrap();
+        let metrics = Arc::new(sluice::metrics::PluginMetrics::default());
+        let chain = Chain::new(Arc::new(ChainSpec::new(1, vec![plugin])), 1 << 20).unwrap().with_metrics(vec![metrics.clone()]);
+        (chain, metrics)
+    }
+
+    #[test]
+    fn one_bad_record_in_256_costs_a_few_calls_not_one_per_record() {
+        let (mut chain, metrics) = panic_chain();
+        let results = chain.process(&records(256)).unwrap();
+        let failed: Vec<usize> = (0..256).filter(|&i| results.get(i).is_err()).collect();
+        assert_eq!(failed, [5], "only the record that panics fails");
+        // The whole batch, then two halves per level down to the culprit: 1 + 2 × 8.
+        let calls = metrics.call_records.count();
+        assert!(calls <= 17, "{calls} calls");
+    }
+
+    #[test]
+    fn a_released_partition_stops_the_isolation_between_calls() {
+        let (chain, metrics) = panic_chain();
+        let released = Arc::new(AtomicBool::new(false));
+        let flag = released.clone();
+        let mut chain = chain.with_cancel(Arc::new(move || flag.load(Ordering::Relaxed)));
+        released.store(true, Ordering::Relaxed);
+        match chain.process(&records(256)) {
+            Err(RuntimeError::Cancelled) => {}
+            other => panic!("expected a cancellation, got {:?}", other.map(|_| "results")),
+        }
+        assert_eq!(metrics.call_records.count(), 1, "only the first, failed, call ran");
+    }
+}

@@ -374,7 +374,12 @@ async fn replay_with_a_fixed_file_keeps_the_params_and_count_and_reset_see_it() 
     assert!(by_version[1].ends_with(&format!(": 1 documents; {}:0 offsets 5..=5", env.topic)), "{out}");
 
     let out = ok(sluice(&["reset", "--config"]).arg(&config).output().unwrap());
-    assert!(out.contains(&format!("deleted topics [\"{}\"] and group {}", env.topic, env.group)), "{out}");
+    assert!(out.contains(&format!("deleted topics [\"{}\", \"{dlq}\"] and group {}", env.topic, env.group)), "{out}");
     assert_eq!(env.count().await, 0);
+    assert!(env.progress().await.is_empty(), "the group's progress is deleted too");
+    let probe: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", sluice_tests::brokers()).create().unwrap();
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(10)).unwrap();
+    assert!(!md.topics().iter().any(|t| t.name() == dlq || t.name() == env.topic), "topics deleted, the dead-letter topic too");
     assert!(ok(count(&[])).starts_with("0 documents"));
 }
