@@ -390,8 +390,25 @@ async fn worker(
     let max = ctx.pipeline.batch_max_records;
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
     let mut progress = ProgressSaver::new(ctx.pipeline.progress_interval);
-    let mut intent = Intent { saved: state.replay_until, margin: (ctx.pipeline.batch_max_records as i64 * 20).max(10_000) };
+    let mut intent = Intent {
+        saved: state.replay_until,
+        margin: (ctx.pipeline.batch_max_records as i64 * 20).max(10_000),
+        topic_id: state.topic_id.clone(),
+        chain: None,
+        inherited_empty: state.replay_until < 0 || state.acked.load(Ordering::Acquire) >= state.replay_until,
+    };
+    progress.topic_id = state.topic_id.clone();
+    if state.renewed
+        && let Some(id) = &state.topic_id
+    {
+        // A new incarnation of the topic: its progress starts over (a failure only leaves the old one ignored again).
+        if let Err(e) = ctx.progress.renew(&topic, partition, id, state.replay_until).await {
+            tracing::warn!(topic = %topic, partition, "starting the progress over for the recreated topic failed: {e}");
+        }
+    }
     let mut failures = FailureLog::new(&topic, partition);
+    // The generation that ran the last batch.
+    let mut ran: Option<u64> = None;
     loop {
         batch.clear();
         // Revoked or stopping: the rest of the queue is left to the next owner.
@@ -405,7 +422,7 @@ async fn worker(
             },
             // Idle: build the new generation's instances now, not when records come.
             Ok(()) = specs.changed() => {
-                let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, None).await else { return };
+                let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition).await else { return };
                 chain = c.with_cancel(cancel.clone());
                 continue;
             }
@@ -438,9 +455,15 @@ async fn worker(
         }
         // The batch boundary: a generation published meanwhile runs this batch.
         if specs.has_changed().unwrap_or(false) {
-            let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition, Some(batch[0].offset)).await else { return };
+            let Some(c) = switch(&ctx, &mut specs, chain, &topic, partition).await else { return };
             chain = c.with_cancel(cancel.clone());
         }
+        // Where this partition's documents change version: the first record of a new generation.
+        let generation = chain.spec().generation;
+        if let Some(from) = ran.filter(|&g| g != generation) {
+            tracing::info!(topic = %topic, partition, from, to = generation, at_offset = batch[0].offset, "partition switched chain generation");
+        }
+        ran = Some(generation);
         let n = batch.len();
         let bytes: usize = batch.iter().map(PartitionState::size_of).sum();
         let next_offset = batch.last().map(|r| r.offset + 1).expect("non-empty batch");
@@ -479,15 +502,17 @@ async fn worker(
                 return;
             }
         };
-        // Records an earlier owner may have written: which derived ids this version keeps.
-        let replayed = (records[0].offset < state.replay_until).then(|| kept_ids(&planned, &records, state.replay_until));
+        // Records an earlier owner may have written under another version (or of an earlier
+        // incarnation of the topic, or versions unknown): which derived ids this version keeps.
+        let foreign = state.renewed || state.window_chains.is_empty() || state.window_chains.iter().any(|c| *c != chain.spec().label);
+        let replayed = (foreign && records[0].offset < state.replay_until).then(|| kept_ids(&planned, &records, state.replay_until));
         let mut planned = planned;
         if replayed.is_some() {
             for (op, &i) in planned.ops.iter_mut().zip(&planned.op_source) {
                 op.replay = records[i].offset < state.replay_until;
             }
         }
-        intent.cover(&ctx, &topic, partition, next_offset).await;
+        intent.cover(&ctx, &topic, partition, next_offset, &chain.spec().label).await;
         if let Err(e) = write_batch(&ctx, chain.spec(), &records, planned, &mut failures).await {
             let _ = ctx.fatal.send(e);
             return;
@@ -513,7 +538,8 @@ async fn worker(
     // Not below what an earlier owner may have written (this worker's window, perhaps not all replayed yet).
     let settled = state.acked.load(Ordering::Acquire).max(state.replay_until);
     if settled >= 0 && intent.saved > settled && progress.unsaved.is_none() {
-        if let Err(e) = ctx.progress.settle_intent(&topic, partition, intent.saved, settled).await {
+        let done = settled == state.acked.load(Ordering::Acquire);
+        if let Err(e) = ctx.progress.settle_intent(&topic, partition, intent.saved, settled, done).await {
             tracing::debug!(topic = %topic, partition, "settling the write intent failed (the next owner checks a few more records): {e}");
         }
     }
@@ -524,18 +550,26 @@ async fn worker(
 struct Intent {
     saved: i64,
     margin: i64,
+    topic_id: Option<String>,
+    /// The chain version last added to the intent's versions (`None`: none yet by this worker).
+    chain: Option<String>,
+    /// Whether the window this worker inherited is empty (then its first save names one version only).
+    inherited_empty: bool,
 }
 
 impl Intent {
     /// Make sure the saved intent covers writes up to `end` (retried until MongoDB takes it).
-    async fn cover(&mut self, ctx: &WorkerCtx, topic: &str, partition: i32, end: i64) {
-        if end <= self.saved {
+    /// Make sure the saved intent covers writes up to `end` by `chain`.
+    async fn cover(&mut self, ctx: &WorkerCtx, topic: &str, partition: i32, end: i64, chain: &str) {
+        let new_chain = self.chain.as_deref() != Some(chain);
+        if end <= self.saved && !new_chain {
             return;
         }
-        let target = end + self.margin;
+        let fresh = self.chain.is_none() && self.inherited_empty;
+        let target = (end + self.margin).max(self.saved);
         let mut backoff = Backoff::new(&ctx.pipeline);
         let mut failing: Option<Failing<'_>> = None;
-        while let Err(e) = ctx.progress.save_intent(topic, partition, target).await {
+        while let Err(e) = ctx.progress.save_intent(topic, partition, target, self.topic_id.as_deref(), chain, fresh).await {
             failing.get_or_insert_with(|| Failing::new(&ctx.health.sink_failing));
             ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
             let wait = backoff.next();
@@ -543,6 +577,7 @@ impl Intent {
             tokio::time::sleep(wait).await;
         }
         self.saved = target;
+        self.chain = Some(chain.to_owned());
     }
 }
 
@@ -614,6 +649,7 @@ async fn remove_stale(ctx: &WorkerCtx, topic: &str, partition: i32, kept: &std::
 /// released. Saving is best effort: Kafka's committed offset covers the same
 /// records, and a failed save is tried again at the next occasion.
 struct ProgressSaver {
+    topic_id: Option<String>,
     interval: std::time::Duration,
     last: tokio::time::Instant,
     /// Written but not yet saved: the next offset.
@@ -622,7 +658,7 @@ struct ProgressSaver {
 
 impl ProgressSaver {
     fn new(interval: std::time::Duration) -> Self {
-        ProgressSaver { interval, last: tokio::time::Instant::now(), unsaved: None }
+        ProgressSaver { topic_id: None, interval, last: tokio::time::Instant::now(), unsaved: None }
     }
 
     fn written(&mut self, next_offset: i64) {
@@ -644,7 +680,7 @@ impl ProgressSaver {
     async fn flush(&mut self, ctx: &WorkerCtx, topic: &str, partition: i32) {
         let Some(next_offset) = self.unsaved else { return };
         self.last = tokio::time::Instant::now();
-        match ctx.progress.save(topic, partition, next_offset).await {
+        match ctx.progress.save(topic, partition, next_offset, self.topic_id.as_deref()).await {
             Ok(()) => self.unsaved = None,
             Err(e) => tracing::warn!(topic, partition, "saving progress to MongoDB failed (tried again later): {e}"),
         }
@@ -673,21 +709,14 @@ async fn build_chain(ctx: &WorkerCtx, spec: Arc<ChainSpec>, topic: &str, partiti
 
 /// Switch a worker to the newest generation. The old chain is dropped only
 /// once the new one is built.
-async fn switch(
-    ctx: &WorkerCtx,
-    specs: &mut watch::Receiver<Arc<ChainSpec>>,
-    old: Chain,
-    topic: &str,
-    partition: i32,
-    at_offset: Option<i64>,
-) -> Option<Chain> {
+async fn switch(ctx: &WorkerCtx, specs: &mut watch::Receiver<Arc<ChainSpec>>, old: Chain, topic: &str, partition: i32) -> Option<Chain> {
     let spec = specs.borrow_and_update().clone();
     if Arc::ptr_eq(&spec, old.spec()) {
         return Some(old);
     }
     let (from, to) = (old.spec().generation, spec.generation);
     let chain = build_chain(ctx, spec, topic, partition).await?;
-    tracing::debug!(topic, partition, from, to, at_offset, "partition worker switched chain generation");
+    tracing::debug!(topic, partition, from, to, "partition worker built the new chain generation");
     Some(chain)
 }
 
@@ -725,7 +754,7 @@ async fn write_batch(
     };
     ctx.stats.sink_write_seconds.observe(started.elapsed().as_secs_f64());
     ctx.stats.sink_write_documents.observe(ops.len() as f64);
-    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted, Ordering::Relaxed);
+    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted + report.replaced, Ordering::Relaxed);
     ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
     if !rejections.is_empty() {
         decide(ctx, spec, records, &rejected(&rejections, &op_source), log).await?;

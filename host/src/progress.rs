@@ -41,14 +41,23 @@ impl Progress {
         format!("{}/{}/{}", self.group, topic, partition)
     }
 
+    /// What every save sets besides its offset (the topic's id when known).
+    fn identity(&self, topic: &str, partition: i32, topic_id: Option<&str>) -> Document {
+        let mut set = doc! { "group": &self.group, "topic": topic, "partition": partition };
+        if let Some(id) = topic_id {
+            set.insert("topic_id", id);
+        }
+        set
+    }
+
     /// Record that everything before `next_offset` is written.
-    pub async fn save(&self, topic: &str, partition: i32, next_offset: i64) -> mongodb::error::Result<()> {
+    pub async fn save(&self, topic: &str, partition: i32, next_offset: i64, topic_id: Option<&str>) -> mongodb::error::Result<()> {
         self.coll
             .update_one(
                 doc! { "_id": self.id(topic, partition) },
                 doc! {
                     "$max": { "next_offset": next_offset },
-                    "$set": { "group": &self.group, "topic": topic, "partition": partition },
+                    "$set": self.identity(topic, partition, topic_id),
                 },
             )
             .upsert(true)
@@ -58,15 +67,27 @@ impl Progress {
     }
 
     /// Record that no write will go past `intent` until a later intent is saved.
-    pub async fn save_intent(&self, topic: &str, partition: i32, intent: i64) -> mongodb::error::Result<()> {
+    /// `chain` (the running plugin versions, `name@version,…`) joins the
+    /// versions that may have written below the intent; `fresh`: it is the only one.
+    pub async fn save_intent(
+        &self,
+        topic: &str,
+        partition: i32,
+        intent: i64,
+        topic_id: Option<&str>,
+        chain: &str,
+        fresh: bool,
+    ) -> mongodb::error::Result<()> {
+        let mut set = self.identity(topic, partition, topic_id);
+        let mut update = doc! { "$max": { "intent": intent } };
+        if fresh {
+            set.insert("chains", vec![chain]);
+        } else {
+            update.insert("$addToSet", doc! { "chains": chain });
+        }
+        update.insert("$set", set);
         self.coll
-            .update_one(
-                doc! { "_id": self.id(topic, partition) },
-                doc! {
-                    "$max": { "intent": intent },
-                    "$set": { "group": &self.group, "topic": topic, "partition": partition },
-                },
-            )
+            .update_one(doc! { "_id": self.id(topic, partition) }, update)
             .upsert(true)
             .write_concern(self.write_concern.clone())
             .await
@@ -76,9 +97,14 @@ impl Progress {
     /// At a clean release (every write done): bring the intent back from `from`
     /// to `to`, the next offset, unless another owner has moved it meanwhile.
     /// The next owner then has no replay window to clean.
-    pub async fn settle_intent(&self, topic: &str, partition: i32, from: i64, to: i64) -> mongodb::error::Result<()> {
+    /// `done`: nothing is left below the intent to replay (the versions are forgotten).
+    pub async fn settle_intent(&self, topic: &str, partition: i32, from: i64, to: i64, done: bool) -> mongodb::error::Result<()> {
+        let mut set = doc! { "intent": to };
+        if done {
+            set.insert("chains", Vec::<String>::new());
+        }
         self.coll
-            .update_one(doc! { "_id": self.id(topic, partition), "intent": from }, doc! { "$set": { "intent": to } })
+            .update_one(doc! { "_id": self.id(topic, partition), "intent": from }, doc! { "$set": set })
             .write_concern(self.write_concern.clone())
             .await
             .map(|_| ())
@@ -100,7 +126,12 @@ impl Progress {
                 continue;
             };
             // A document of an earlier release has no intent; one saved only an intent has no next offset yet.
-            let stored = Stored { next_offset: int(d.get("next_offset")), intent: int(d.get("intent")) };
+            let stored = Stored {
+                next_offset: int(d.get("next_offset")),
+                intent: int(d.get("intent")),
+                topic_id: d.get_str("topic_id").ok().map(str::to_owned),
+                chains: d.get_array("chains").map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+            };
             out.insert((t.to_owned(), p as i32), stored);
         }
         Ok(out)
@@ -125,6 +156,21 @@ impl Progress {
             .map(|_| ())
     }
 
+    /// Start a partition's progress over for a new incarnation of its topic
+    /// (deleted and created again): no next offset, the new topic id, and an
+    /// intent covering what the old incarnation wrote (its derived ids are
+    /// those the new records get: they are replaced, not taken for replays).
+    pub async fn renew(&self, topic: &str, partition: i32, topic_id: &str, written_until: i64) -> mongodb::error::Result<()> {
+        let mut d = self.identity(topic, partition, Some(topic_id));
+        d.insert("intent", written_until);
+        self.coll
+            .replace_one(doc! { "_id": self.id(topic, partition) }, d)
+            .upsert(true)
+            .write_concern(self.write_concern.clone())
+            .await
+            .map(|_| ())
+    }
+
     /// Forget this group's progress (used by `sluice reset`).
     pub async fn forget_group(&self) -> mongodb::error::Result<u64> {
         Ok(self.coll.delete_many(doc! { "group": &self.group }).await?.deleted_count)
@@ -132,12 +178,17 @@ impl Progress {
 }
 
 /// One partition's stored progress.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {
     /// Everything before it is written.
     pub next_offset: Option<i64>,
     /// No write went past it.
     pub intent: Option<i64>,
+    /// The Kafka topic id (incarnation) these offsets belong to; absent in
+    /// documents of earlier releases.
+    pub topic_id: Option<String>,
+    /// The chain versions that may have written below the intent (empty: unknown).
+    pub chains: Vec<String>,
 }
 
 fn int(b: Option<&Bson>) -> Option<i64> {

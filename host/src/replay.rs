@@ -143,7 +143,7 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
             }
             Err(e) => return Err(e).context("writing to MongoDB (the replay can be run again)"),
         };
-        report.written += w.inserted + w.upserted + w.deleted;
+        report.written += w.inserted + w.upserted + w.deleted + w.replaced;
         report.already_there += w.duplicates;
     }
     let counts = reader.await??;

@@ -73,6 +73,9 @@ pub struct WriteReport {
     pub duplicates: u64,
     pub upserted: u64,
     pub deleted: u64,
+    /// Replayed inserts whose document, made by another version (or an earlier
+    /// incarnation of the topic), was replaced.
+    pub replaced: u64,
 }
 
 /// A document the server (or the driver) refused; retrying will not help.
@@ -408,11 +411,11 @@ impl Sink {
             let op = &ops[*i];
             let id = id_of(&op.doc);
             match id.as_ref().and_then(|id| stored.get(&id_key(id))) {
-                Some(there) if op.derived_id && op.replay && there.as_bytes() != op.doc.as_bytes() => {
+                Some(there) if op.derived_id && op.replay && !same_document(there, &op.doc) => {
                     let c = self.collection(coll);
                     let filter = doc! { "_id": { "$eq": id.clone().unwrap_or(Bson::Null) } };
                     match c.replace_one(filter, &op.doc).write_concern(self.write_concern.clone()).await {
-                        Ok(_) => w.report.duplicates += 1,
+                        Ok(_) => w.report.replaced += 1,
                         Err(e) if classify(&e, coll.is_some()) == ErrorClass::Retry => return Err(SinkError::Transient(e)),
                         Err(e) => w.reject(*i, code_of(&e), e.to_string()),
                     }
@@ -517,6 +520,12 @@ impl Writing<'_> {
     fn reject(&mut self, index: usize, code: i32, message: String) {
         self.rejected.push(Rejection { index, code, message });
     }
+}
+
+/// Whether two stored documents hold the same fields and values, in any order
+/// (the server moves `_id` first).
+fn same_document(a: &RawDocumentBuf, b: &RawDocumentBuf) -> bool {
+    a.as_bytes() == b.as_bytes() || matches!((a.to_document(), b.to_document()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// A document's `_id`, if it has one.

@@ -66,15 +66,25 @@ pub struct PartitionState {
     /// Records before this offset may have been written by an earlier owner
     /// (MongoDB's progress `intent`): the worker cleans up after their replay.
     pub replay_until: i64,
+    /// The topic's id (incarnation), when the cluster told it.
+    pub topic_id: Option<String>,
+    /// The stored progress belonged to an earlier incarnation of the topic:
+    /// the worker starts it over ([`crate::progress::Progress::renew`]).
+    pub renewed: bool,
+    /// The chain versions that may have written below `replay_until` (empty: unknown).
+    pub window_chains: Vec<String>,
 }
 
 impl PartitionState {
     /// `start`: where consumption starts, already written (the later of Kafka's
     /// committed offset and MongoDB's progress). Committing it again is harmless,
     /// and it brings Kafka's offset up to MongoDB's when a commit was lost.
-    fn new(start: Option<i64>, replay_until: i64) -> Self {
+    fn new(start: Option<i64>, since: Since) -> Self {
         PartitionState {
-            replay_until,
+            replay_until: since.replay_until,
+            topic_id: since.topic_id,
+            renewed: since.renewed,
+            window_chains: since.chains,
             acked: AtomicI64::new(start.unwrap_or(-1)),
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -101,6 +111,15 @@ impl PartitionState {
         let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
         RECORD_OVERHEAD + record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len) + headers
     }
+}
+
+/// What a partition inherits from the stored progress besides its start.
+#[derive(Debug, Clone, Default)]
+struct Since {
+    replay_until: i64,
+    topic_id: Option<String>,
+    renewed: bool,
+    chains: Vec<String>,
 }
 
 /// What a queued record costs beyond its bytes (the struct, the allocations
@@ -213,7 +232,7 @@ impl ConsumerContext for SourceContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let (starts, intents) = self.start_positions(consumer, tpl);
+                let (starts, since) = self.start_positions(consumer, tpl);
                 let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
                 if let Err(e) = result {
                     tracing::error!("assigning partitions failed: {e}");
@@ -224,7 +243,7 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = consumer.resume(tpl) {
                     tracing::warn!("cannot resume newly assigned partitions: {e}");
                 }
-                self.on_assigned(tpl, &starts, &intents);
+                self.on_assigned(tpl, &starts, &since);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.on_revoked(consumer, tpl);
@@ -271,12 +290,14 @@ impl ConsumerContext for SourceContext {
 impl SourceContext {
     /// Where each assigned partition starts: the later of Kafka's committed offset
     /// and MongoDB's stored progress. Sets the MongoDB one in `tpl` when it is later.
-    /// Also returns MongoDB's `intent` per partition (where replays end).
+    /// Also returns what each partition inherits: where replays end (MongoDB's
+    /// `intent`), the topic's id, and whether the stored progress belonged to
+    /// an earlier incarnation of the topic (then it is not used).
     fn start_positions(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
-    ) -> (HashMap<(String, i32), i64>, HashMap<(String, i32), i64>) {
+    ) -> (HashMap<(String, i32), i64>, HashMap<(String, i32), Since>) {
         let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let mut starts = HashMap::new();
         if parts.is_empty() {
@@ -289,7 +310,13 @@ impl SourceContext {
                 HashMap::new()
             }
         };
-        let stored =
+        let mut topics: Vec<String> = parts.iter().map(|(t, _)| t.clone()).collect();
+        topics.dedup();
+        let ids = crate::kafka_raw::topic_ids(consumer.client().native_ptr(), &topics, Duration::from_secs(5)).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the topics' ids (progress is used without checking the topic's incarnation): {e}");
+            HashMap::new()
+        });
+        let mut stored =
             match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load_stored(&parts)).await }) {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -301,6 +328,22 @@ impl SourceContext {
                     HashMap::new()
                 }
             };
+        let mut since: HashMap<(String, i32), Since> = HashMap::new();
+        for key in &parts {
+            let current = ids.get(&key.0).cloned();
+            let s = stored.get(key).cloned().unwrap_or_default();
+            let renewed = matches!((&s.topic_id, &current), (Some(a), Some(b)) if a != b);
+            let mut replay_until = s.intent.unwrap_or(-1);
+            if renewed {
+                // Offsets of a deleted topic mean nothing for the new one; its records reuse the old derived ids.
+                replay_until = replay_until.max(s.next_offset.unwrap_or(-1));
+                tracing::warn!(topic = %key.0, partition = key.1, stored_id = ?s.topic_id, topic_id = ?current, stored_next_offset = ?s.next_offset,
+                    "the topic was deleted and created again since the progress in MongoDB was stored: starting it over; documents of the old topic with the same derived ids are replaced");
+                stored.remove(key);
+            }
+            let chains = if renewed { Vec::new() } else { s.chains };
+            since.insert(key.clone(), Since { replay_until, topic_id: current, renewed, chains });
+        }
         for key in parts {
             let kafka = match committed.get(&key) {
                 Some(Offset::Offset(o)) => Some(*o),
@@ -321,11 +364,10 @@ impl SourceContext {
                 starts.insert(key, start);
             }
         }
-        let intents = stored.into_iter().filter_map(|(k, s)| Some((k, s.intent?))).collect();
-        (starts, intents)
+        (starts, since)
     }
 
-    fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>, intents: &HashMap<(String, i32), i64>) {
+    fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>, since: &HashMap<(String, i32), Since>) {
         let mut a = self.assigned.lock().unwrap();
         a.assigned_once = true;
         self.joined.store(true, Ordering::Relaxed);
@@ -339,7 +381,8 @@ impl SourceContext {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let start = starts.get(&key).copied();
-            let state = Arc::new(PartitionState::new(start, intents.get(&key).copied().unwrap_or(-1)));
+            let state =
+                Arc::new(PartitionState::new(start, since.get(&key).cloned().unwrap_or(Since { replay_until: -1, ..Since::default() })));
             let task = (self.spawn)(topic.clone(), key.1, rx, state.clone());
             map.insert(key.1, Entry { topic, tx, state, task, stored: -1, paused: false, start, target: None });
             parts.push(key);

@@ -120,13 +120,14 @@ impl TestEnv {
         Ok(docs)
     }
 
-    /// MongoDB's progress (`sluice_offsets`, next offset) of this env's group per partition.
+    /// MongoDB's progress (`sluice_offsets`, next offset) of this env's group per
+    /// partition (a document with only a write intent has none yet).
     pub async fn progress(&self) -> BTreeMap<i32, i64> {
         let client = mongodb::Client::with_uri_str(mongo_uri()).await.unwrap();
         let coll = client.database(DATABASE).collection::<Document>(sluice::progress::DEFAULT_COLLECTION);
         let docs: Vec<Document> =
             coll.find(doc! { "group": &self.group, "topic": &self.topic }).await.unwrap().try_collect().await.unwrap();
-        docs.iter().map(|d| (int(d, "partition") as i32, int(d, "next_offset"))).collect()
+        docs.iter().filter(|d| d.contains_key("next_offset")).map(|d| (int(d, "partition") as i32, int(d, "next_offset"))).collect()
     }
 
     /// Kafka's committed offset of this env's group per partition, and the end offsets.

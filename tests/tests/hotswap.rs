@@ -97,6 +97,26 @@ async fn finish(
     (produced as i64, env.documents().await.unwrap())
 }
 
+/// Per partition, the offset at which the host reported switching to generation `to`.
+fn reported_switches(host: &Host, to: u64) -> std::collections::BTreeMap<i32, i64> {
+    let field = |line: &str, key: &str| -> Option<i64> {
+        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
+    };
+    host.log_lines("partition switched chain generation")
+        .iter()
+        .filter(|l| field(l, "to") == Some(to as i64))
+        .map(|l| (field(l, "partition").unwrap() as i32, field(l, "at_offset").unwrap()))
+        .collect()
+}
+
+/// Each partition's first document by `version` is at the offset the host reported for the switch to it.
+fn assert_switches_as_reported(docs: &[mongodb::bson::Document], version: &str, reported: &std::collections::BTreeMap<i32, i64>) {
+    for (p, list) in by_partition(docs, FIELD) {
+        let first = list.iter().find(|(_, v)| v == version).map(|(o, _)| *o);
+        assert_eq!(first, reported.get(&p).copied(), "partition {p}: the first document by {version} vs the reported switch {reported:?}");
+    }
+}
+
 fn assert_all_once(docs: &[mongodb::bson::Document], produced: i64) {
     let report = num_report(docs, 0..produced);
     assert!(report.is_exact(), "missing {:?} duplicates {:?}", report.missing.len(), report.duplicates.len());
@@ -141,6 +161,7 @@ async fn a_plugin_file_written_mid_stream_is_swapped_in() {
     for (p, list) in by_partition(&docs, FIELD) {
         assert_eq!(segments(&list), [v1.clone(), v2.clone()], "partition {p}: one switch from v1 to v2");
     }
+    assert_switches_as_reported(&docs, &v2, &reported_switches(&host, 2));
     for d in &docs {
         let n = int(d, "num");
         match made_by(d, FIELD) {
@@ -230,6 +251,13 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
     assert_all_once(&docs, produced);
     for (p, list) in by_partition(&docs, FIELD) {
         assert_eq!(segments(&list), [v1.clone(), v2.clone(), v1.clone()], "partition {p}: v1, then v2, then v1 again");
+    }
+    // v2 starts where generation 2 was reported; v1 again where generation 3 was.
+    assert_switches_as_reported(&docs, &v2, &reported_switches(&host, 2));
+    let third = reported_switches(&host, 3);
+    for (p, list) in by_partition(&docs, FIELD) {
+        let after_v2 = list.iter().skip_while(|(_, v)| *v != v2).find(|(_, v)| *v == v1).map(|(o, _)| *o);
+        assert_eq!(after_v2, third.get(&p).copied(), "partition {p}: v1 again from the reported switch {third:?}");
     }
 }
 

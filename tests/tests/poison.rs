@@ -296,3 +296,36 @@ async fn an_unwritable_dead_letter_topic_is_not_ready_and_loses_nothing() {
     assert_eq!(letters[0].header("sluice.error.kind"), "invalid-input");
     env.assert_committed_at_end();
 }
+
+/// A dead-letter topic with a smaller `max.message.bytes` than the source's
+/// records: the broker refuses the whole dead letter, a truncated one is sent.
+/// Then the topic is deleted while the host runs: it is created again, and
+/// the next dead letter lands there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_or_deleted_dead_letter_topic_still_gets_every_dead_letter() {
+    let env = TestEnv::new("poison-dlq-gone");
+    env.create_topic(1).await.unwrap();
+    let dlq = format!("{}.dlq", env.topic);
+    create_topic(&dlq, "3000").await;
+    let big_bad = vec![b'x'; 5000];
+    env.produce_raw(&[(None, Some(br#"{"num": 0}"#)), (None, Some(&big_bad))]).await.unwrap();
+    let config = env.config_file(&["passthrough"], "");
+    let mut host = Host::spawn(&env, "h", &config, false);
+    env.wait_for_count(1, Duration::from_secs(60)).await.unwrap();
+    let letters = env.dead_letters(1).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].header("sluice.error.truncated"), "true", "{:?}", letters[0].headers);
+    assert_eq!(letters[0].value, None);
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let r = admin.delete_topics(&[dlq.as_str()], &AdminOptions::new()).await.unwrap();
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.produce_raw(&[(None, Some(b"not json")), (None, Some(br#"{"num": 1}"#))]).await.unwrap();
+    env.wait_for_count(2, Duration::from_secs(90)).await.unwrap_or_else(|e| panic!("{e}\n{}", host.log_tail(30)));
+    let letters = env.dead_letters(1).unwrap();
+    assert_eq!(letters.len(), 1, "the new topic holds the new dead letter");
+    assert_eq!(letters[0].header("sluice.source.offset"), "2");
+    host.terminate(Duration::from_secs(30)).await;
+    env.assert_committed_at_end();
+}

@@ -188,3 +188,36 @@ async fn an_upgrade_takes_over_the_previous_release_s_tail() {
     assert_eq!((summary.consumed, summary.duplicates, summary.written), (20, 5, 15), "{summary}");
     env.assert_exact(40).await;
 }
+
+/// A topic deleted and created again under the same name: the progress of the
+/// old one is not used (its offsets would skip the new records), and the new
+/// records replace the old documents with the same derived ids instead of
+/// being taken for replays of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_starts_over_and_loses_nothing() {
+    let env = TestEnv::new("recreated");
+    env.create_topic(1).await.unwrap();
+    env.produce_nums(20).await.unwrap();
+    assert_eq!(run(&env, "").await.written, 20);
+
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let r = admin.delete_topics(&[env.topic.as_str()], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    // Deletion is asynchronous: wait until the cluster no longer lists it, then create it anew.
+    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while probe.fetch_metadata(None, Duration::from_secs(5)).unwrap().topics().iter().any(|t| t.name() == env.topic) {
+        assert!(std::time::Instant::now() < deadline, "the topic is still there");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.create_topic(1).await.unwrap();
+    let opts = sluice::produce::ProduceOptions::numbers(&brokers(), &env.topic, 100, 10);
+    assert_eq!(sluice::produce::produce(&opts).await.unwrap(), 10);
+
+    let second = run(&env, "").await;
+    assert_eq!((second.consumed, second.written), (10, 10), "the new topic's records, from its start: {second}");
+    let nums: std::collections::BTreeSet<i64> = env.documents().await.unwrap().iter().map(|d| int(d, "num")).collect();
+    assert!((100..110).all(|n| nums.contains(&n)), "every new record stored: {nums:?}");
+    assert_eq!(nums.len(), 20, "offsets 0..10 replaced, the old 10..20 kept: {nums:?}");
+}

@@ -71,9 +71,9 @@ async fn progress_only_moves_forward() {
     let env = TestEnv::new("progress");
     let (sink, config) = sink(&env).await;
     let p = sink.progress(&format!("{}-offsets", env.collection), &config.kafka.group_id);
-    p.save("t", 0, 100).await.unwrap();
-    p.save("t", 0, 50).await.unwrap(); // a late writer cannot move it back
-    p.save("t", 1, 7).await.unwrap();
+    p.save("t", 0, 100, None).await.unwrap();
+    p.save("t", 0, 50, None).await.unwrap(); // a late writer cannot move it back
+    p.save("t", 1, 7, None).await.unwrap();
     let got = p.load(&[("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]).await.unwrap();
     assert_eq!(got.get(&("t".to_string(), 0)), Some(&100));
     assert_eq!(got.get(&("t".to_string(), 1)), Some(&7));
