@@ -1136,4 +1136,66 @@ mod tests {
         assert_eq!(p.failures.len(), 1);
         assert!(p.failures[0].1.message.contains("progress store"), "{:?}", p.failures);
     }
+
+    mod properties {
+        use super::super::*;
+        use crate::chain::{ChainOutput, Results};
+        use crate::sink::Op;
+        use proptest::prelude::*;
+
+        /// One output: an operation, maybe a collection, and a document that may or may not be JSON.
+        fn output() -> impl Strategy<Value = (u8, Option<String>, Vec<u8>)> {
+            let doc = prop_oneof![
+                Just(br#"{"num": 1}"#.to_vec()),
+                Just(br#"{"_id": "x", "n": 2}"#.to_vec()),
+                Just(br#"{"_id": {"$gt": ""}}"#.to_vec()),
+                Just(br#"{"$set": {"a": 1}}"#.to_vec()),
+                Just(br#"{"big": 18446744073709551615}"#.to_vec()),
+                Just(br#"{"a": 1, "a": 2}"#.to_vec()),
+                Just(b"[1, 2]".to_vec()),
+                prop::collection::vec(any::<u8>(), 0..24),
+            ];
+            let collection = prop::option::of(prop_oneof![Just("other".to_string()), Just("progress".to_string()), "[a-z$.\\x00]{0,6}"]);
+            (0u8..3, collection, doc)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Whatever the plugins return, planning never panics and every record
+            /// ends exactly one way: written (its ops, in record order), failed, or dropped.
+            #[test]
+            fn every_record_is_planned_exactly_once(records in prop::collection::vec(prop::collection::vec(output(), 0..4), 1..12)) {
+                let mut results = Results { outputs: Vec::new(), records: Vec::new(), data: Vec::new() };
+                for outs in &records {
+                    let first = results.outputs.len();
+                    for (op, collection, doc) in outs {
+                        let start = results.data.len();
+                        results.data.extend_from_slice(doc);
+                        let op = [Op::Insert, Op::Upsert, Op::Delete][*op as usize];
+                        results.outputs.push(ChainOutput { op, collection: collection.clone(), document: start..results.data.len() });
+                    }
+                    results.records.push(Ok(first..results.outputs.len()));
+                }
+                let sources: Vec<SourceRecord> = (0..records.len())
+                    .map(|i| SourceRecord { topic: Arc::from("t"), partition: 0, offset: i as i64, timestamp: None, key: None, value: None, headers: vec![] })
+                    .collect();
+                let target = Target { versions_field: Some("_v"), offsets_collection: "progress" };
+                let p = plan(&ChainSpec::new(1, vec![]), &target, &sources, &results);
+                let failed: std::collections::BTreeSet<usize> = p.failures.iter().map(|(i, _)| *i).collect();
+                let written: std::collections::BTreeSet<usize> = p.op_source.iter().copied().collect();
+                prop_assert_eq!(failed.len(), p.failures.len(), "a record fails once");
+                prop_assert!(failed.is_disjoint(&written), "a failed record has no ops");
+                prop_assert_eq!(failed.len() + written.len() + p.dropped as usize, records.len());
+                prop_assert!(p.op_source.windows(2).all(|w| w[0] <= w[1]), "ops in record order");
+                for op in &p.ops {
+                    prop_assert!(op.doc.to_document().is_ok());
+                    prop_assert!(op.collection.as_deref() != Some("progress"), "never Sluice's progress collection");
+                    if op.derived_id {
+                        prop_assert!(op.doc.get_str("_id").ok().and_then(parse_derived_id).is_some());
+                    }
+                }
+            }
+        }
+    }
 }
