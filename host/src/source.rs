@@ -353,9 +353,13 @@ impl SourceContext {
             if let Some(m) = mongo
                 && kafka.is_none_or(|k| m > k)
             {
-                // Kafka's offset is often a little behind after a crash (MongoDB's is saved more often). A rewind
-                // of Kafka's alone (kafka-consumer-groups --reset-offsets) is overridden: `sluice offsets set` moves both.
-                tracing::info!(topic = %key.0, partition = key.1, kafka = ?kafka, mongo = m, "starting at the progress stored in MongoDB (the later; to rewind, use `sluice offsets set`, which moves both)");
+                // Kafka's offset is a little behind after a crash (MongoDB's is saved more often); a rewind of
+                // Kafka's alone (kafka-consumer-groups --reset-offsets) is overridden: `sluice offsets set` moves both.
+                match kafka {
+                    Some(k) => tracing::warn!(topic = %key.0, partition = key.1, kafka = k, mongo = m,
+                        "Kafka's committed offset is behind MongoDB's progress (a crash before the commit, or a rewind of Kafka's offsets alone): starting at MongoDB's; to rewind, use `sluice offsets set`, which moves both"),
+                    None => tracing::info!(topic = %key.0, partition = key.1, mongo = m, "starting at the progress stored in MongoDB (Kafka has no offset)"),
+                }
                 if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
                     tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);
                 }

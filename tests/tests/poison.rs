@@ -253,6 +253,11 @@ async fn every_poison_record_is_written_or_dead_lettered_once() {
     }
     let after: BTreeSet<i64> = env.documents().await.unwrap().iter().map(|d| int(d, "num")).collect();
     assert_eq!(after.len(), want.len(), "the replay wrote nothing twice");
+    // Another group's replay of the same dead-letter topic leaves them alone (sluice.group).
+    let mut other = config.clone();
+    other.kafka.group_id = format!("{}-other", env.group);
+    let foreign = sluice::replay::replay(&other, &format!("{}.dlq", env.topic), &[]).await.unwrap();
+    assert_eq!((foreign.read, foreign.other_groups), (0, dead.len() as u64), "{foreign:?}");
 }
 
 /// A dead-letter topic that refuses every dead letter (even truncated): the
