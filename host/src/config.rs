@@ -576,7 +576,7 @@ impl Config {
 
     fn parse_env_vec(text: &str, path: &Path, base: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env.to_vec();
-        let parse_err = |e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: one_line(&e) };
+        let parse_err = |e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: one_line(&e, text) };
         let file: toml::Table = toml::from_str(text).map_err(parse_err)?;
         let invalid = |message| ConfigError::Invalid { path: path.to_owned(), message };
         let mut raw = file.clone();
@@ -599,7 +599,7 @@ impl Config {
                             c
                         }
                         Err(_) => {
-                            let message = format!("{} (with environment overrides {})", one_line(&e), applied.join(", "));
+                            let message = format!("{} (with environment overrides {})", one_line(&e, ""), applied.join(", "));
                             return Err(ConfigError::Parse { path: path.to_owned(), message });
                         }
                     }
@@ -741,7 +741,15 @@ fn apply_env(raw: &mut toml::Table, env: &[(String, String)], text: bool) -> Res
     vars.sort();
     for (name, value) in vars {
         let rest = &name["SLUICE_".len()..];
-        let Some((prefix, section)) = ENV_SECTIONS.iter().find(|(p, _)| rest.starts_with(p)) else { continue };
+        let Some((prefix, section)) = ENV_SECTIONS.iter().find(|(p, _)| rest.starts_with(p)) else {
+            // Sluice's own variables that are not config keys; anything else is likely a typo (SLUICE_MONGODB_URI).
+            const NOT_CONFIG: [&str; 8] = ["LOG", "LOG_JSON", "CONFIG", "CACHE", "PERFMAP", "BIN", "BROKERS", "TEST_"];
+            if !text && !NOT_CONFIG.iter().any(|n| rest == *n || (n.ends_with('_') && rest.starts_with(n))) {
+                let sections: Vec<&str> = ENV_SECTIONS.iter().map(|(_, s)| *s).collect();
+                tracing::warn!("{name} names no config section ({}): ignored", sections.join(", "));
+            }
+            continue;
+        };
         let key = rest[prefix.len()..].to_ascii_lowercase();
         if key.is_empty() {
             continue;
@@ -774,12 +782,43 @@ fn apply_env(raw: &mut toml::Table, env: &[(String, String)], text: bool) -> Res
 
 /// toml's messages span several lines (with a source excerpt); keep the first
 /// line plus the location, so the error stays one line in logs.
-fn one_line(e: &toml::de::Error) -> String {
+fn one_line(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message().trim().to_owned();
     match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
-        None => msg,
+        Some(span) if span.start <= text.len() => {
+            let before = &text[..span.start];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+            match key_at(text, span.start) {
+                Some(key) => format!("{msg} (key `{key}`, line {line}, column {column})"),
+                None => format!("{msg} (line {line}, column {column})"),
+            }
+        }
+        _ => msg,
     }
+}
+
+/// The dotted key whose value is at byte `at` of a TOML `text`: the last
+/// `[table]` header before it and the key before `=` on its line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+    let line = &text[line_start..];
+    let line = &line[..line.find('\n').unwrap_or(line.len())];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
 }
 
 impl ConfigError {
@@ -1276,5 +1315,14 @@ mod tests {
         // The URI's password.
         let text = MINIMAL.replace("mongodb://127.0.0.1:27017", "mongodb://u:pw-9911@h").replace("collection = \"c\"", "collection = 5");
         check(&text, &[], "pw-9911");
+    }
+
+    #[test]
+    fn config_errors_name_the_key_line_and_column() {
+        let text = MINIMAL.replace("collection = \"c\"", "collection = 5");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("key `mongo.collection`, line 9, column 22"), "{e}");
+        let e = parse(&MINIMAL.replace("topics = [\"t\"]", "topics = [\"t\"\noops")).unwrap_err().to_string();
+        assert!(e.contains("line 6, column 1") && !e.contains("at byte"), "{e}");
     }
 }

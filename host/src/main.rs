@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "sluice",
     version,
     about = "Kafka -> WebAssembly plugins -> MongoDB, no message lost or duplicated",
-    after_help = "Config keys can be set from the environment: SLUICE_<SECTION>_<KEY>, e.g. SLUICE_MONGO_URI, SLUICE_KAFKA_BROKERS,\nSLUICE_ADMIN_TOKEN, SLUICE_PIPELINE_BATCH_MAX_RECORDS. Logs: SLUICE_LOG (a tracing filter, default info)."
+    after_help = "Config keys can be set from the environment: SLUICE_<SECTION>_<KEY>, e.g. SLUICE_MONGO_URI, SLUICE_KAFKA_BROKERS,\nSLUICE_ADMIN_TOKEN, SLUICE_PIPELINE_BATCH_MAX_RECORDS. Logs: SLUICE_LOG (a tracing filter, default \"info,librdkafka=warn\"), colours only on a terminal."
 )]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
@@ -457,7 +457,9 @@ async fn shutdown_signal() {
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         b.json().init();
     } else {

@@ -246,8 +246,17 @@ fn wasm_kind(bytes: &[u8]) -> Option<WasmKind> {
 
 /// Wrap a core module built with the guest SDK (it carries its component type in
 /// a custom section) into a component, in-process.
+/// Any bytes on disk give an error, never a panic: the module is validated
+/// first (wit-component indexes out of range on some truncated files), and
+/// the encoder runs under `catch_unwind` all the same.
 fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
-    wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode()).map_err(|e| format!("{e:#}"))
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(module)
+        .map_err(|e| format!("not a valid WebAssembly module: {e}"))?;
+    std::panic::catch_unwind(|| {
+        wit_component::ComponentEncoder::default().module(module).and_then(|e| e.validate(true).encode()).map_err(|e| format!("{e:#}"))
+    })
+    .unwrap_or_else(|_| Err("the module could not be read (malformed)".into()))
 }
 
 /// A compiled, pre-linked plugin version. Cheap to instantiate.
@@ -696,6 +705,23 @@ mod tests {
 
     fn result(outcomes: &[u32], outputs: &[u32], data: &[u8]) -> BatchResult {
         BatchResult { outcomes: outcomes.to_vec(), outputs: outputs.to_vec(), data: data.to_vec() }
+    }
+
+    /// Every prefix of a real plugin (a file still being copied, a truncated
+    /// download) is refused with an error, never a panic.
+    #[test]
+    fn truncated_plugin_files_are_errors_not_panics() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-unknown-unknown/release/passthrough.wasm");
+        let bytes = std::fs::read(&path).expect("make plugins");
+        let rt = Runtime::new().unwrap();
+        let cfg = PluginConfig::new("p", &path);
+        let step = (bytes.len() / 97).max(1);
+        for cut in (8..bytes.len()).step_by(step) {
+            let e = rt.validate(&cfg, bytes[..cut].to_vec()).map(|_| ()).unwrap_err().to_string();
+            assert!(!e.is_empty() && !e.contains('\n'), "cut at {cut}: {e}");
+        }
+        rt.validate(&cfg, bytes).unwrap();
     }
 
     #[test]

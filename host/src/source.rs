@@ -358,7 +358,9 @@ impl SourceContext {
                 match kafka {
                     Some(k) => tracing::warn!(topic = %key.0, partition = key.1, kafka = k, mongo = m,
                         "Kafka's committed offset is behind MongoDB's progress (a crash before the commit, or a rewind of Kafka's offsets alone): starting at MongoDB's; to rewind, use `sluice offsets set`, which moves both"),
-                    None => tracing::info!(topic = %key.0, partition = key.1, mongo = m, "starting at the progress stored in MongoDB (Kafka has no offset)"),
+                    None => {
+                        tracing::info!(topic = %key.0, partition = key.1, mongo = m, "starting at the progress stored in MongoDB (Kafka has no offset)")
+                    }
                 }
                 if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
                     tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);

@@ -139,3 +139,28 @@ fn logs_are_json_lines_with_the_flag_or_the_environment() {
         assert!(!log_line(off, false).starts_with('{'), "{off:?}: text, not JSON");
     }
 }
+
+/// Logs written to a file or a pipe carry no colour codes (without NO_COLOR too).
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let env = TestEnv::new("cli-plain");
+    let path = env.dir.path().join("cli.toml");
+    let text = env.config_text(&[], "").replace(&sluice_tests::mongo_uri(), "mongodb://127.0.0.1:1/?connectTimeoutMS=300");
+    std::fs::write(&path, text.replace("collection = ", "connect_timeout = \"1s\"\ncollection = ")).unwrap();
+    let out = Command::new(sluice_bin()).args(["run", "--config"]).arg(&path).env_remove("NO_COLOR").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INFO"), "some log lines: {err}");
+    assert!(!err.contains('\u{1b}'), "no escape codes: {err:?}");
+}
+
+/// A `SLUICE_` variable that names no config section is a likely typo: said, not ignored silently.
+#[test]
+fn an_environment_override_of_no_section_is_reported() {
+    let env = TestEnv::new("cli-env-typo");
+    let path = env.dir.path().join("cli.toml");
+    std::fs::write(&path, env.config_text(&[], "")).unwrap();
+    let out = Command::new(sluice_bin()).args(["check", "--config"]).arg(&path).env("SLUICE_MONGODB_URI", "mongodb://x").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("SLUICE_MONGODB_URI names no config section (kafka, mongo, pipeline, dlq, admin, hot_swap): ignored"), "{err}");
+}
