@@ -138,6 +138,8 @@ pub enum SourceError {
     Unreachable { brokers: String, timeout: Duration, cause: KafkaError },
     #[error("cannot subscribe to {topics:?}: {cause}")]
     Subscribe { topics: Vec<String>, cause: KafkaError },
+    #[error("topic(s) {topics:?} do not exist on {brokers} (waited {timeout:?}); create them, or check the names in kafka.topics")]
+    MissingTopics { topics: Vec<String>, brokers: String, timeout: Duration },
 }
 
 struct Entry {
@@ -480,14 +482,32 @@ fn fmt_tpl(tpl: &TopicPartitionList) -> String {
 }
 
 /// Check that the brokers answer within `timeout` (a metadata request), with the
-/// configured connection and security options.
+/// configured connection and security options, and that the topics exist by
+/// then (a producer started at the same moment may still be creating them): a
+/// misspelled topic is an error at start, not a host that waits forever.
 pub fn check_reachable(cfg: &KafkaConfig, timeout: Duration) -> Result<(), SourceError> {
     let probe: BaseConsumer = cfg.client_config().create().map_err(SourceError::Create)?;
-    probe.fetch_metadata(None, timeout).map(|_| ()).map_err(|cause| SourceError::Unreachable {
-        brokers: cfg.brokers.clone(),
-        timeout,
-        cause,
-    })
+    let started = Instant::now();
+    loop {
+        let md = probe.fetch_metadata(None, timeout).map_err(|cause| SourceError::Unreachable {
+            brokers: cfg.brokers.clone(),
+            timeout,
+            cause,
+        })?;
+        let missing: Vec<String> = cfg
+            .topics
+            .iter()
+            .filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str() && !m.partitions().is_empty()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(SourceError::MissingTopics { topics: missing, brokers: cfg.brokers.clone(), timeout });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The consumer and its settings, ready to run on its own thread.

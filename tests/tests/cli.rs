@@ -164,3 +164,22 @@ fn an_environment_override_of_no_section_is_reported() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("SLUICE_MONGODB_URI names no config section (kafka, mongo, pipeline, dlq, admin, hot_swap): ignored"), "{err}");
 }
+
+/// A topic that does not exist (a typo) stops `run` with its name after
+/// `kafka.connect_timeout`, instead of a host that waits forever; its
+/// dead-letter topic is not created.
+#[test]
+fn a_misspelled_topic_is_an_error_not_a_wait() {
+    let env = TestEnv::new("cli-no-topic");
+    let text = env.config_text(&[], "").replace("auto_offset_reset", "connect_timeout = \"2s\"\nauto_offset_reset");
+    let started = std::time::Instant::now();
+    let (code, err) = run_with(&env, &text);
+    assert_eq!(code, 1, "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    let line = error_line(&err);
+    assert!(line.contains(&format!("[\"{}\"] do not exist on", env.topic)), "{line}");
+    let probe: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", sluice_tests::brokers()).create().unwrap();
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, None, std::time::Duration::from_secs(10)).unwrap();
+    assert!(!md.topics().iter().any(|t| t.name() == format!("{}.dlq", env.topic)), "no dead-letter topic made for it");
+}
