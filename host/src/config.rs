@@ -100,7 +100,8 @@ pub struct KafkaConfig {
     /// Where a partition without a committed offset starts. Default `earliest`.
     #[serde(default)]
     pub auto_offset_reset: OffsetReset,
-    /// How long the brokers may take to answer at start. Default 10s.
+    /// How long the brokers may take to answer at start, and the configured
+    /// topics to exist (then `run` fails naming them). Default 10s.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Raw librdkafka settings (TLS, SASL, tuning…), applied after Sluice's own;
