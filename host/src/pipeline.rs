@@ -343,6 +343,9 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     if let Some(e) = fatal {
         return Err(e);
     }
+    if let Some(SourceEnd::Failed(why)) = &end {
+        anyhow::bail!("{why}");
+    }
     let s = &stats;
     Ok(Summary {
         consumed: s.consumed.load(Ordering::Relaxed),

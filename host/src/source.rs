@@ -526,6 +526,8 @@ pub struct Source {
 pub enum SourceEnd {
     Stopped,
     CaughtUp,
+    /// The consumer cannot go on: the reason.
+    Failed(String),
 }
 
 impl Source {
@@ -580,6 +582,12 @@ impl Source {
                 Some(Ok(msg)) => {
                     self.dispatch(&msg);
                     false
+                }
+                Some(Err(e)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset) => {
+                    // `auto_offset_reset = "error"`: a partition without an offset is the operator's to decide.
+                    break SourceEnd::Failed(format!(
+                        "{e} — a partition has no committed offset and kafka.auto_offset_reset = \"error\": set its offsets (`sluice offsets set`) or choose earliest/latest"
+                    ));
                 }
                 Some(Err(e)) => {
                     poll_errors += 1;

@@ -183,3 +183,40 @@ fn a_misspelled_topic_is_an_error_not_a_wait() {
     let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, None, std::time::Duration::from_secs(10)).unwrap();
     assert!(!md.topics().iter().any(|t| t.name() == format!("{}.dlq", env.topic)), "no dead-letter topic made for it");
 }
+
+/// `auto_offset_reset = "error"` and a partition without an offset: `run`
+/// stops with the reason and what to do, instead of logging it and waiting.
+#[test]
+fn auto_offset_reset_error_stops_the_run() {
+    let env = TestEnv::new("cli-reset-error");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        env.create_topic(1).await.unwrap();
+        env.produce_nums(3).await.unwrap();
+    });
+    let text = env.config_text(&[], "").replace("auto_offset_reset = \"earliest\"", "auto_offset_reset = \"error\"");
+    let path = env.dir.path().join("cli.toml");
+    std::fs::write(&path, text).unwrap();
+    let log = env.dir.path().join("cli.log");
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Bounded: the failure this guards against is a host that waits forever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running after 60 s:\n{}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (code, err) = (status.code().unwrap_or(-1), std::fs::read_to_string(&log).unwrap());
+    assert_eq!(code, 1, "{err}");
+    assert!(error_line(&err).contains("kafka.auto_offset_reset = \"error\""), "{err}");
+}
