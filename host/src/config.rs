@@ -628,6 +628,9 @@ impl Config {
         if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
             return Err("kafka.topics must list at least one non-empty topic".into());
         }
+        if let Some(t) = k.topics.iter().find(|t| t.starts_with('^')) {
+            return Err(format!("kafka.topics: {t:?} is a pattern (it starts with `^`); Sluice reads the topics it is given: list them"));
+        }
         for key in k.options.keys() {
             if key == "enable.auto.offset.store" {
                 return Err("kafka.options.\"enable.auto.offset.store\" cannot be set: Sluice stores offsets only after MongoDB acknowledged the write".into());
@@ -638,6 +641,9 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(format!("{what} is empty"));
             }
+        }
+        if !(m.uri.starts_with("mongodb://") || m.uri.starts_with("mongodb+srv://")) {
+            return Err(format!("mongo.uri {:?} is not a MongoDB connection string (mongodb:// or mongodb+srv://)", redact_uri(&m.uri)));
         }
         if m.collection == m.offsets_collection {
             return Err(format!(

@@ -66,19 +66,27 @@ impl SendError {
 
 impl DeadLetters {
     pub fn new(kafka: &KafkaConfig, cfg: &DlqConfig) -> Result<DeadLetters, KafkaError> {
-        let mut cc = kafka.client_config();
-        // A bounded delivery time: an unreachable topic is reported (and retried) rather than queued for 5 minutes.
-        cc.set("client.id", "sluice-dlq")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "10000");
-        for (k, v) in &cfg.options {
-            cc.set(k, v);
-        }
+        let cc = producer_config(kafka, cfg);
         Ok(DeadLetters { producer: cc.create()?, cfg: cfg.clone(), kafka: kafka.clone(), group: kafka.group_id.clone() })
     }
+}
 
+/// The dead-letter producer's librdkafka settings (`sluice check` validates them offline).
+pub fn producer_config(kafka: &KafkaConfig, cfg: &DlqConfig) -> rdkafka::ClientConfig {
+    let mut cc = kafka.client_config();
+    // A bounded delivery time: an unreachable topic is reported (and retried) rather than queued for 5 minutes.
+    cc.set("client.id", "sluice-dlq")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "10000");
+    for (k, v) in &cfg.options {
+        cc.set(k, v);
+    }
+    cc
+}
+
+impl DeadLetters {
     /// Create `topic`'s dead-letter topic again (after [`SendError::NoTopic`]), if allowed.
     pub async fn recreate_topic(&self, source_topic: &str) -> anyhow::Result<()> {
         if !self.cfg.create_topics {

@@ -249,6 +249,11 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
     let mut out = String::new();
     use std::fmt::Write as _;
     let k = &config.kafka;
+    // librdkafka checks every setting's name and value when it is set: offline, no client is made.
+    crate::source::consumer_config(k).create_native_config().map_err(|e| anyhow::anyhow!("kafka.options: {e}"))?;
+    if config.pipeline.on_error == crate::config::OnError::DeadLetter {
+        crate::dlq::producer_config(k, &config.dlq).create_native_config().map_err(|e| anyhow::anyhow!("dlq.options: {e}"))?;
+    }
     let _ = writeln!(out, "  kafka: {} group {} topics {:?}", k.brokers, k.group_id, k.topics);
     let m = &config.mongo;
     let _ = writeln!(out, "  mongo: {} -> {}.{}", crate::config::redact_uri(&m.uri), m.database, m.collection);

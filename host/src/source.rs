@@ -539,22 +539,7 @@ impl Source {
         progress: Progress,
     ) -> Result<Source, SourceError> {
         let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined, commits } = settings;
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group_id)
-            // A resumed partition is fetched again without waiting out a long poll.
-            .set("fetch.wait.max.ms", "100")
-            // High watermarks for the lag metric.
-            .set("statistics.interval.ms", "1000")
-            .set("client.id", "sluice")
-            .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.partition.eof", "false");
-        for (k, v) in &cfg.options {
-            cc.set(k, v);
-        }
-        cc.set("enable.auto.offset.store", "false");
+        let cc = consumer_config(cfg);
         let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), joined, commits, spawn, runtime, drain_timeout, progress };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
         consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
@@ -566,7 +551,31 @@ impl Source {
         consumer.subscribe(&topics).map_err(|cause| SourceError::Subscribe { topics: cfg.topics.clone(), cause })?;
         Ok(Source { consumer, max_queued, max_queued_bytes, until_caught_up, reset: cfg.auto_offset_reset, last_watermarks: None })
     }
+}
 
+/// The consumer's librdkafka settings: Sluice's, then `kafka.options`, then
+/// the one Sluice's guarantees need. `sluice check` validates them offline.
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        // A resumed partition is fetched again without waiting out a long poll.
+        .set("fetch.wait.max.ms", "100")
+        // High watermarks for the lag metric.
+        .set("statistics.interval.ms", "1000")
+        .set("client.id", "sluice")
+        .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &cfg.options {
+        cc.set(k, v);
+    }
+    cc.set("enable.auto.offset.store", "false");
+    cc
+}
+
+impl Source {
     /// Poll until `stop` is set (or, with `until_caught_up`, until every assigned
     /// partition is written up to the end offset seen at assignment); then drain
     /// the workers and commit.

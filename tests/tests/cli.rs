@@ -220,3 +220,24 @@ fn auto_offset_reset_error_stops_the_run() {
     assert_eq!(code, 1, "{err}");
     assert!(error_line(&err).contains("kafka.auto_offset_reset = \"error\""), "{err}");
 }
+
+/// `sluice check` refuses, offline, what `run` would refuse at once.
+#[test]
+fn check_refuses_what_run_would() {
+    let env = TestEnv::new("cli-check");
+    let base = env.config_text(&[], "");
+    let cases = [
+        (format!("{base}\n[kafka.options]\n\"no.such.option\" = \"1\"\n"), "No such configuration property"),
+        (format!("{base}\n[dlq.options]\n\"linger.ms\" = \"soon\"\n"), "dlq.options"),
+        (base.replace(&sluice_tests::mongo_uri(), "http://127.0.0.1:27017"), "is not a MongoDB connection string"),
+        (base.replace(&format!("topics = [\"{}\"]", env.topic), "topics = [\"^t-.*\"]"), "is a pattern"),
+    ];
+    for (text, needle) in cases {
+        let path = env.dir.path().join("check.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(sluice_bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{needle}: {err}");
+        assert!(error_line(&err).contains(needle), "{needle}: {err}");
+    }
+}
