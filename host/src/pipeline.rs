@@ -866,7 +866,19 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
             {
                 set_field(&mut doc, field, &spec.versions);
             }
-            plan.ops.push(WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id, replay: false });
+            let op = WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id, replay: false };
+            // What MongoDB would refuse is known now: failed here, where `plugin test` sees it too.
+            if let Some(message) = crate::sink::precheck(&op) {
+                let (plugin, plugin_version) = match spec.plugins.last() {
+                    Some(p) => (Some(p.name.clone()), Some(p.version.clone())),
+                    None => (None, None),
+                };
+                plan.ops.truncate(first_op);
+                plan.op_source.truncate(first_op);
+                plan.failures.push((i, Failure { plugin, plugin_version, kind: FailureKind::SinkRejected, message }));
+                break;
+            }
+            plan.ops.push(op);
             plan.op_source.push(i);
         }
     }

@@ -219,8 +219,9 @@ fn code_of(e: &mongodb::error::Error) -> i32 {
     }
 }
 
-/// Why MongoDB could not store this op as it is, known without asking it.
-fn precheck(op: &WriteOp) -> Option<String> {
+/// Why MongoDB could not store this op as it is, known without asking it
+/// (the planner applies it too, so `plugin test` shows what `run` does).
+pub fn precheck(op: &WriteOp) -> Option<String> {
     let size = op.doc.as_bytes().len();
     if size > MAX_DOCUMENT {
         return Some(format!("the document is {size} bytes in BSON, over MongoDB's limit of {MAX_DOCUMENT} (16 MiB)"));

@@ -149,6 +149,29 @@ fn plugin_test_prints_the_write_plan_and_checks_it() {
     // Parameters reach init.
     let out = sluice(&["plugin", "test"]).arg(&enrich).arg("--input").arg(&nums).args(["--params", "square_field=sq"]).output().unwrap();
     assert_eq!(lines(&ok(out))[0]["ops"][0]["document"]["sq"], 9);
+    // The dry run plans what the run does: what MongoDB would refuse is a failure here too.
+    let ops = dir.path().join("ops.jsonl");
+    std::fs::write(
+        &ops,
+        concat!(
+            r#"{"ops": [{"op": "upsert", "doc": {"v": 1}}]}"#,
+            "\n",
+            r#"{"ops": [{"op": "delete", "doc": {"_id": {"$gt": ""}}}]}"#,
+            "\n",
+            r#"{"ops": [{"op": "upsert", "doc": {"_id": 1, "v": 1}}]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let plan = lines(&ok(sluice(&["plugin", "test"]).arg(hostile("writer")).arg("--input").arg(&ops).output().unwrap()));
+    assert_eq!(
+        (&plan[0]["error"]["kind"], &plan[0]["error"]["plugin"]),
+        (&serde_json::json!("sink-rejected"), &serde_json::json!("hostile_writer")),
+        "{plan:?}"
+    );
+    assert!(plan[0]["error"]["message"].as_str().unwrap().contains("needs an `_id`"), "{plan:?}");
+    assert!(plan[1]["error"]["message"].as_str().unwrap().contains("operator"), "{plan:?}");
+    assert_eq!(plan[2]["ops"][0]["op"], "upsert", "{plan:?}");
 }
 
 /// What a newcomer does: scaffold, build for wasm, run it with `plugin test`, and its unit test natively.
