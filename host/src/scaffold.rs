@@ -110,7 +110,8 @@ sluice plugin test target/wasm32-unknown-unknown/release/{ident}.wasm --input re
 
 To deploy, list the `.wasm` under `[[plugins]]` in the host's config; to
 replace a running version, write the file, or upload it:
-`curl -X PUT --data-binary @target/wasm32-unknown-unknown/release/{ident}.wasm localhost:9464/plugins/{name}`.
+`curl -X PUT --data-binary @target/wasm32-unknown-unknown/release/{ident}.wasm localhost:9464/plugins/NAME`,
+where NAME is the `name` you gave it under `[[plugins]]`.
 "#
             ),
         ),
