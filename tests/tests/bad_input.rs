@@ -110,3 +110,33 @@ async fn stop_fails_the_run_without_committing_past_the_record() {
     let progress = env.progress().await;
     assert!(matches!(progress.get(&0), None | Some(1)), "MongoDB's progress: {progress:?}");
 }
+
+/// A failure in the second plugin of a chain, after the first transformed the
+/// record: the dead letter carries the record as it came (key and value, not
+/// the first plugin's output), its source partition, offset and timestamp, and
+/// names the plugin that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_keep_the_record_as_it_came() {
+    let env = TestEnv::new("bad-second");
+    env.create_topic(1).await.unwrap();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+        vec![(Some(b"k4"), Some(br#"{"num":4}"#)), (Some(b"k5"), Some(br#"{"num":5}"#)), (Some(b"k6"), Some(br#"{"num":6}"#))];
+    env.produce_raw(&records).await.unwrap();
+    let chain = format!(
+        "[[plugins]]\nname = \"enrich\"\npath = \"{}\"\n\n[[plugins]]\nname = \"panic\"\npath = \"{}\"\n",
+        plugin("enrich").display(),
+        sluice_tests::hostile("panic").display()
+    );
+    let summary = run(&env, &chain, "").await.unwrap();
+    assert_eq!(summary.dead_lettered, 1, "{summary}");
+    let dl = env.dead_letters(1).unwrap();
+    assert_eq!(dl.len(), 1);
+    let d = &dl[0];
+    assert_eq!((d.key.as_deref(), d.value.as_deref()), (Some(&b"k5"[..]), Some(&br#"{"num":5}"#[..])), "the record as it came");
+    assert_eq!((d.header("sluice.source.partition"), d.header("sluice.source.offset")), ("0", "1"));
+    assert!(d.header("sluice.source.timestamp").parse::<i64>().unwrap() > 1_600_000_000_000, "{d:?}");
+    assert_eq!((d.header("sluice.plugin"), d.header("sluice.error.kind")), ("panic", "trap"));
+    assert!(d.header("sluice.chain").starts_with("enrich@") && d.header("sluice.chain").contains(",panic@"), "{d:?}");
+    let docs = env.documents().await.unwrap();
+    assert_eq!(docs.len(), 2);
+}
