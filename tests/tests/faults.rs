@@ -58,7 +58,16 @@ async fn kill_9_mid_stream_then_restart() {
     host.kill9();
     let stored_at_kill = env.count().await;
     assert!(stored_at_kill < N, "the kill must land mid-stream");
-    finish(&env, &config, producer).await;
+    // Where the next host starts: per partition, the later of Kafka's committed offset and MongoDB's progress.
+    let (committed, _) = env.offsets().unwrap();
+    let progress = env.progress().await;
+    let start: i64 =
+        (0..PARTITIONS).map(|p| committed.get(&p).copied().unwrap_or(-1).max(progress.get(&p).copied().unwrap_or(-1)).max(0)).sum();
+    let last = finish(&env, &config, producer).await;
+    // The replay happened: the final host consumed exactly the tail neither store had recorded,
+    // and found part of it already written by the killed host.
+    assert_eq!(last.summary("consumed"), Some(N - start as u64), "{}", last.log_tail(20));
+    assert!(last.summary("duplicates").unwrap() > 0, "the killed host had written past what was recorded: {}", last.log_tail(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,4 +151,29 @@ async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
     // Nothing the first host wrote is consumed again.
     assert_eq!(last.summary("duplicates"), Some(0), "{}", last.log_tail(20));
     assert_eq!(last.summary("consumed"), Some(N - consumed_first));
+}
+
+/// A host joining mid-stream: the partitions it takes were drained and
+/// committed by their owner first, so neither host writes anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_joining_causes_no_replay() {
+    let _serial = SERIAL.lock().await;
+    let (env, config, producer) = setup("join").await;
+    let mut a = Host::spawn(&env, "a", &config, false);
+    env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
+    let mut b = Host::spawn(&env, "b", &config, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while b.assignments() == 0 {
+        assert!(std::time::Instant::now() < deadline, "b never got partitions:\n{}", b.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    producer.await.unwrap().expect("producer");
+    env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_tail(20), b.log_tail(20)));
+    a.terminate(Duration::from_secs(30)).await;
+    b.terminate(Duration::from_secs(30)).await;
+    env.assert_exact(N).await;
+    for h in [&a, &b] {
+        assert_eq!(h.summary("duplicates"), Some(0), "{}", h.log_tail(20));
+        assert!(h.log_lines("drain timeout").is_empty(), "the drain finished in time: {}", h.log_tail(20));
+    }
 }
