@@ -151,6 +151,7 @@ fn answer(result: Result<SwapReport, SwapError>) -> Response {
                 SwapError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
                 SwapError::NothingToRollBack(_) | SwapError::NoConfigFile => StatusCode::CONFLICT,
                 SwapError::Rejected(_) | SwapError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                SwapError::Persist { cause, .. } if cause.kind() == std::io::ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
                 SwapError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status, axum::Json(json!({ "error": e.to_string() }))).into_response()
@@ -168,5 +169,19 @@ mod tests {
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"abcd"));
         assert!(!same(b"", b"a"));
+    }
+
+    /// An upload over a plugin path that is a symbolic link is refused as a request (422), not a server failure.
+    #[test]
+    fn a_symlinked_plugin_path_is_a_422() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("v3.wasm");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("current.wasm");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let cause = crate::swap::write_atomically(&link, b"new").unwrap_err();
+        let e = crate::swap::SwapError::Persist { plugin: "p".into(), version: "v".into(), path: link.clone(), cause };
+        assert_eq!(super::answer(Err(e)).status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(std::fs::read(&target).unwrap(), b"old", "the link's target is untouched");
     }
 }

@@ -528,7 +528,9 @@ async fn hashed(bytes: Vec<u8>) -> (Vec<u8>, String) {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(std::io::Error::other(
+        // InvalidInput: a refusal of this deployment's layout (HTTP 422), not a failure of the disk (500).
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
             "it is a symbolic link, not replaced (point the plugin's path at a regular file, or set hot_swap.persist_uploads = false)",
         ));
     }
