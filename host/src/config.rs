@@ -397,8 +397,7 @@ impl Default for DlqConfig {
 
 impl std::fmt::Debug for DlqConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> =
-            self.options.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect();
+        let options = redacted(&self.options);
         f.debug_struct("DlqConfig")
             .field("topic", &self.topic)
             .field("create_topics", &self.create_topics)
@@ -905,6 +904,11 @@ fn secrets_after_keys(text: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Raw librdkafka options as `Debug` shows them: secret values hidden.
+fn redacted(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    options.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect()
+}
+
 /// Whether a librdkafka option's value must be hidden.
 pub fn is_secret_option(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -942,8 +946,7 @@ impl fmt::Debug for Config {
 
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let options: BTreeMap<&str, &str> =
-            self.options.iter().map(|(k, v)| (k.as_str(), if is_secret_option(k) { "***" } else { v.as_str() })).collect();
+        let options = redacted(&self.options);
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)

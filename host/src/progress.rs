@@ -50,20 +50,20 @@ impl Progress {
         set
     }
 
-    /// Record that everything before `next_offset` is written.
-    pub async fn save(&self, topic: &str, partition: i32, next_offset: i64, topic_id: Option<&str>) -> mongodb::error::Result<()> {
+    /// Update (or create) a partition's progress document.
+    async fn upsert(&self, topic: &str, partition: i32, update: Document) -> mongodb::error::Result<()> {
         self.coll
-            .update_one(
-                doc! { "_id": self.id(topic, partition) },
-                doc! {
-                    "$max": { "next_offset": next_offset },
-                    "$set": self.identity(topic, partition, topic_id),
-                },
-            )
+            .update_one(doc! { "_id": self.id(topic, partition) }, update)
             .upsert(true)
             .write_concern(self.write_concern.clone())
             .await
             .map(|_| ())
+    }
+
+    /// Record that everything before `next_offset` is written.
+    pub async fn save(&self, topic: &str, partition: i32, next_offset: i64, topic_id: Option<&str>) -> mongodb::error::Result<()> {
+        self.upsert(topic, partition, doc! { "$max": { "next_offset": next_offset }, "$set": self.identity(topic, partition, topic_id) })
+            .await
     }
 
     /// Record that no write will go past `intent` until a later intent is saved.
@@ -86,12 +86,7 @@ impl Progress {
             update.insert("$addToSet", doc! { "chains": chain });
         }
         update.insert("$set", set);
-        self.coll
-            .update_one(doc! { "_id": self.id(topic, partition) }, update)
-            .upsert(true)
-            .write_concern(self.write_concern.clone())
-            .await
-            .map(|_| ())
+        self.upsert(topic, partition, update).await
     }
 
     /// At a clean release (every write done): bring the intent back from `from`
@@ -148,12 +143,7 @@ impl Progress {
         if let Some(w) = written_until {
             update.insert("$max", doc! { "intent": w });
         }
-        self.coll
-            .update_one(doc! { "_id": self.id(topic, partition) }, update)
-            .upsert(true)
-            .write_concern(self.write_concern.clone())
-            .await
-            .map(|_| ())
+        self.upsert(topic, partition, update).await
     }
 
     /// Start a partition's progress over for a new incarnation of its topic
