@@ -180,7 +180,7 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
     o.family(
         "sluice_partition_chain_generation",
         "gauge",
-        "Per assigned partition, the chain generation that made its last written batch (a swap's rollout).",
+        "Per assigned partition, the chain generation that made its last written batch (before the first: the one it started with).",
     );
     for ((topic, partition), p) in &partitions {
         o.sample("sluice_partition_chain_generation", &[("topic", topic), ("partition", &partition.to_string())], n(&p.generation));

@@ -131,7 +131,8 @@ impl Stats {
 pub struct PartitionGauges {
     /// Offsets (written, high watermark) and queue.
     pub state: Arc<PartitionState>,
-    /// The chain generation that made its last written batch (how far a swap has rolled out).
+    /// The chain generation that made its last written batch (how far a swap has rolled out);
+    /// before the first, the one the partition's worker started with.
     pub generation: AtomicU64,
 }
 
@@ -390,6 +391,9 @@ async fn worker(
     };
     let Some(mut chain) = build_chain(&ctx, spec, &topic, partition).await else { return };
     chain = chain.with_cancel(cancel.clone());
+    // Until its first batch is written, the generation it starts with (a partition assigned again
+    // after its last record, e.g. by a late rebalance, otherwise shows no generation at all).
+    registered.gauges.generation.store(chain.spec().generation, Ordering::Relaxed);
     let max = ctx.pipeline.batch_max_records;
     let mut batch: Vec<SourceRecord> = Vec::with_capacity(max);
     let mut progress = ProgressSaver::new(ctx.pipeline.progress_interval);

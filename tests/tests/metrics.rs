@@ -133,6 +133,10 @@ async fn lag_counts_from_the_start_and_grows_while_paused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(first, STUCK as f64);
+    // Nothing written yet: the partition shows the generation it starts with (a partition
+    // assigned again after its last record would otherwise show none).
+    let generation = format!("sluice_partition_chain_generation{{topic=\"{}\",partition=\"0\"}}", env.topic);
+    assert_eq!(parse(&admin.get("/metrics").await.1).get(&generation), Some(&1.0));
     // More records while the worker is stuck (10 s a batch) and the partition paused.
     env.produce_nums(MORE).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
