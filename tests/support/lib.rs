@@ -8,6 +8,7 @@
 //! - [`plugin`]: path of a built example plugin; [`hostile`]: of a hostile test plugin.
 //! - [`Host`]: a `sluice run` process (signals, logs, summary) and its [`Admin`] API.
 //! - [`by_partition`], [`segments`]: which chain version made each document, in offset order.
+//! - [`watch::ProgressWatch`]: both progress stores sampled against the documents while a test runs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice::config::Config;
+
+pub mod watch;
 
 pub fn brokers() -> String {
     std::env::var("SLUICE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -206,6 +209,34 @@ pub fn services(args: &[&str]) {
     assert!(status.success(), "scripts/services {args:?} failed: {status}");
 }
 
+/// MongoDB stopped by a fault test ([`stop_mongo`]); started again when
+/// dropped, also when the test fails half-way, so the rest of the suite has it.
+pub struct MongoStopped {
+    started: bool,
+}
+
+/// Stop FerretDB until [`MongoStopped::start`] (or the guard's drop): killed
+/// (SIGKILL, at once: a crash) or stopped gracefully (SIGTERM, ~1 s).
+pub fn stop_mongo(kill: bool) -> MongoStopped {
+    services(&[if kill { "kill-mongo" } else { "stop-mongo" }]);
+    MongoStopped { started: false }
+}
+
+impl MongoStopped {
+    pub fn start(mut self) {
+        self.started = true;
+        services(&["start-mongo"]);
+    }
+}
+
+impl Drop for MongoStopped {
+    fn drop(&mut self) {
+        if !self.started {
+            let _ = std::process::Command::new(repo().join("scripts/services")).arg("start-mongo").status();
+        }
+    }
+}
+
 /// A `sluice run` process.
 pub struct Host {
     pub name: String,
@@ -254,7 +285,8 @@ impl Host {
         self.signal("HUP");
     }
 
-    fn signal(&self, name: &str) {
+    /// Send signal `name` (`TERM`, `STOP`, `CONT`, …) to the host process.
+    pub fn signal(&self, name: &str) {
         let ok = std::process::Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap().success();
         assert!(ok, "kill -{name} {}", self.pid());
     }

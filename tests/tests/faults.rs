@@ -1,13 +1,16 @@
 //! Faults on the real services: the host killed, a second host taking over,
 //! MongoDB down, the Kafka broker restarted, a graceful stop. Each test ends with:
 //! one document per number (none missing, none duplicated) and the group's
-//! committed offsets equal to the end offsets.
+//! committed offsets equal to the end offsets. Throughout, a [`ProgressWatch`]
+//! checks that neither Kafka's committed offsets nor MongoDB's progress ever
+//! pass a record whose document is not there.
 //!
 //! These tests stop and start the shared services, so they run one at a time
 //! (a lock) and in their own test binary (cargo runs test binaries one by one).
 
 use std::time::Duration;
 
+use sluice_tests::watch::ProgressWatch;
 use sluice_tests::{Host, TestEnv, services};
 use tokio::sync::Mutex;
 
@@ -53,6 +56,7 @@ async fn finish(env: &TestEnv, config: &std::path::Path, producer: tokio::task::
 async fn kill_9_mid_stream_then_restart() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("kill9").await;
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut host = Host::spawn(&env, "victim", &config, false);
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
     host.kill9();
@@ -68,12 +72,14 @@ async fn kill_9_mid_stream_then_restart() {
     // and found part of it already written by the killed host.
     assert_eq!(last.summary("consumed"), Some(N - start as u64), "{}", last.log_tail(20));
     assert!(last.summary("duplicates").unwrap() > 0, "the killed host had written past what was recorded: {}", last.log_tail(20));
+    watch.finish(10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_one_killed_the_survivor_takes_over() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("takeover").await;
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut a = Host::spawn(&env, "a", &config, false);
     let mut b = Host::spawn(&env, "b", &config, false);
     // Both hosts own partitions before one dies.
@@ -92,42 +98,68 @@ async fn two_hosts_one_killed_the_survivor_takes_over() {
     b.terminate(Duration::from_secs(30)).await;
     env.assert_exact(N).await;
     assert!(b.assignments() > before, "the survivor took the dead host's partitions over:\n{}", b.log_tail(20));
+    watch.finish(10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_down_for_10_s_mid_stream() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("mongo-outage").await;
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut host = Host::spawn(&env, "host", &config, false);
     let admin = host.admin(None).await;
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
     assert_eq!(admin.get("/readyz").await.0, 200);
-    services(&["stop-mongo"]);
-    // /readyz tells the outage while the writes are retried.
+    // What MongoDB holds when it goes down, exactly: the host frozen meanwhile
+    // (a second or so, well within its session timeout), then MongoDB killed.
+    let client = mongodb::Client::with_uri_str(sluice_tests::mongo_uri()).await.unwrap();
+    watch.pause(true).await;
+    let frozen = std::time::Instant::now();
+    host.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = watch.reader().first_missing(&client).await.unwrap();
+    let stopped = sluice_tests::stop_mongo(true);
+    host.signal("CONT");
+    eprintln!("host frozen for {:?} while MongoDB's documents were read and MongoDB killed", frozen.elapsed());
+    // /readyz tells the outage while the writes are retried; Kafka's committed
+    // offsets never pass what MongoDB held, and stop moving once the last
+    // acknowledged writes are committed (auto-commit every second).
     let outage = std::time::Instant::now();
     let mut seen = None;
-    while outage.elapsed() < Duration::from_secs(10) {
+    let mut committed = Vec::new();
+    // A write waits for a server (the driver's server selection timeout) before it fails.
+    while outage.elapsed() < Duration::from_secs(10) || (seen.is_none() && outage.elapsed() < Duration::from_secs(40)) {
         let (status, body) = admin.get("/readyz").await;
         if status == 503 {
             seen = Some(body);
         }
+        let c = tokio::task::block_in_place(|| watch.reader().committed()).unwrap();
+        for (p, o) in &c {
+            assert!(*o <= held[p], "partition {p}: committed {o} during the outage, but MongoDB held documents up to {}", held[p]);
+        }
+        committed.push((outage.elapsed(), c));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let seen = seen.expect("/readyz answered 503 during the outage");
+    let settled: Vec<_> = committed.iter().filter(|(t, _)| *t > Duration::from_secs(3)).map(|(_, c)| c).collect();
+    assert!(settled.windows(2).all(|w| w[0] == w[1]), "Kafka's committed offsets moved while nothing could be written: {settled:?}");
+    let seen = seen.unwrap_or_else(|| panic!("/readyz never answered 503 during the outage:\n{}", host.log_tail(30)));
     assert!(seen.contains("MongoDB writes are failing"), "{seen}");
-    services(&["start-mongo"]);
+    stopped.start();
+    watch.pause(false).await;
     producer.await.unwrap().expect("producer");
     env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
     assert_eq!(admin.get("/readyz").await.0, 200, "ready again once writes succeed");
     host.terminate(Duration::from_secs(30)).await;
     assert!(host.summary("retries").unwrap() > 0, "the outage was seen and retried");
     env.assert_exact(N).await;
+    watch.finish(10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_broker_restarted_mid_stream() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("kafka-restart").await;
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut host = Host::spawn(&env, "host", &config, false);
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
     services(&["restart-kafka"]);
@@ -135,12 +167,14 @@ async fn kafka_broker_restarted_mid_stream() {
     env.wait_for_count(N, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
     host.terminate(Duration::from_secs(30)).await;
     env.assert_exact(N).await;
+    watch.finish(10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("sigterm").await;
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut host = Host::spawn(&env, "first", &config, false);
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
     host.terminate(Duration::from_secs(20)).await;
@@ -151,6 +185,7 @@ async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
     // Nothing the first host wrote is consumed again.
     assert_eq!(last.summary("duplicates"), Some(0), "{}", last.log_tail(20));
     assert_eq!(last.summary("consumed"), Some(N - consumed_first));
+    watch.finish(10).await;
 }
 
 /// A host joining mid-stream: the partitions it takes were drained and
@@ -159,6 +194,7 @@ async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
 async fn a_host_joining_causes_no_replay() {
     let _serial = SERIAL.lock().await;
     let (env, config, producer) = setup("join").await;
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut a = Host::spawn(&env, "a", &config, false);
     env.wait_for_count(3_000, Duration::from_secs(90)).await.unwrap();
     let mut b = Host::spawn(&env, "b", &config, false);
@@ -176,4 +212,5 @@ async fn a_host_joining_causes_no_replay() {
         assert_eq!(h.summary("duplicates"), Some(0), "{}", h.log_tail(20));
         assert!(h.log_lines("drain timeout").is_empty(), "the drain finished in time: {}", h.log_tail(20));
     }
+    watch.finish(10).await;
 }
