@@ -4,12 +4,15 @@
 //! backlog. Each test checks that no record is lost or duplicated, that every
 //! document was made by exactly one chain version (the versions field), and that
 //! per partition the versions change at one offset per swap (all of the old
-//! before, all of the new after).
+//! before, all of the new after). Throughout the swaps by file and by the
+//! API, a [`ProgressWatch`] checks that neither progress store passes a record
+//! whose document is not there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sluice_tests::watch::ProgressWatch;
 use sluice_tests::{Admin, Host, TestEnv, brokers, by_partition, hostile, int, made_by, num_report, plugin, segments, source_of};
 
 const PARTITIONS: i32 = 6;
@@ -127,6 +130,7 @@ async fn a_plugin_file_written_mid_stream_is_swapped_in() {
     let (env, stop, producer) = start("swap-file").await;
     let (file, config) = setup_transform(&env);
     let (v1, v2) = (label(&plugin("passthrough")), label(&plugin("enrich")));
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut host = Host::spawn(&env, "host", &config, false);
     let admin = host.admin(None).await;
     wait_made_by(&env, &v1, 4000, &host).await;
@@ -155,6 +159,18 @@ async fn a_plugin_file_written_mid_stream_is_swapped_in() {
     std::fs::write(&file, std::fs::read(plugin("enrich")).unwrap()).unwrap();
     wait_made_by(&env, &v2, 4000, &host).await;
     assert!(!producer.is_finished(), "the load ran through the swap");
+    // The rollout as the metrics show it: every partition's last batch by generation 2.
+    let gauges: Vec<String> =
+        (0..PARTITIONS).map(|p| format!("sluice_partition_chain_generation{{topic=\"{}\",partition=\"{p}\"}}", env.topic)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let values: Vec<Option<u64>> = futures::future::join_all(gauges.iter().map(|g| admin.metric(g))).await;
+        if values.iter().all(|v| *v == Some(2)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rollout never reached every partition: {values:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let (produced, docs) = finish(&env, stop, producer, &mut host).await;
     assert_all_once(&docs, produced);
@@ -174,6 +190,7 @@ async fn a_plugin_file_written_mid_stream_is_swapped_in() {
     assert!(swaps[0].contains("trigger=file"), "{}", swaps[0]);
     let rejected = host.log_lines("swap rejected");
     assert!(rejected.len() == 1 && rejected[0].contains("trigger=file"), "{rejected:?}");
+    watch.finish(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,6 +198,7 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
     let (env, stop, producer) = start("swap-api").await;
     let (file, config) = setup_transform(&env);
     let (v1, v2) = (label(&plugin("passthrough")), label(&plugin("enrich")));
+    let watch = ProgressWatch::start(&env, PARTITIONS);
     let mut host = Host::spawn(&env, "host", &config, false);
     let admin = host.admin(None).await;
     wait_made_by(&env, &v1, 4000, &host).await;
@@ -259,6 +277,7 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
         let after_v2 = list.iter().skip_while(|(_, v)| *v != v2).find(|(_, v)| *v == v1).map(|(o, _)| *o);
         assert_eq!(after_v2, third.get(&p).copied(), "partition {p}: v1 again from the reported switch {third:?}");
     }
+    watch.finish(3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
