@@ -195,6 +195,30 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
             o.sample("sluice_consumer_lag", &[("topic", topic), ("partition", &partition.to_string())], lag);
         }
     }
+    o.family(
+        "sluice_partition_queued_records",
+        "gauge",
+        "Per assigned partition, records fetched and not yet written (at max_queued_per_partition the partition is paused).",
+    );
+    for ((topic, partition), p) in &partitions {
+        o.sample(
+            "sluice_partition_queued_records",
+            &[("topic", topic), ("partition", &partition.to_string())],
+            p.state.queued.load(Ordering::Relaxed) as u64,
+        );
+    }
+    o.family(
+        "sluice_partition_queued_bytes",
+        "gauge",
+        "Per assigned partition, the bytes those records count for (key, value, headers + 128 each; max_queued_bytes_per_partition pauses).",
+    );
+    for ((topic, partition), p) in &partitions {
+        o.sample(
+            "sluice_partition_queued_bytes",
+            &[("topic", topic), ("partition", &partition.to_string())],
+            p.state.queued_bytes.load(Ordering::Relaxed) as u64,
+        );
+    }
     let counts = hot.counts();
     o.family("sluice_plugin_swaps_total", "counter", "Plugin versions swapped in, by trigger (file, api, rollback, reload).");
     for (plugin, trigger, v) in &counts.swaps {

@@ -214,3 +214,86 @@ async fn a_host_joining_causes_no_replay() {
     }
     watch.finish(10).await;
 }
+
+/// The host's resident memory in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    kb * 1024
+}
+
+/// Back-pressure: MongoDB down and a backlog 8 times what the queues may hold
+/// (Sluice's per-partition queues plus librdkafka's pre-fetch queue). Each
+/// partition is paused at its queue limit (the queued gauges stay at it) and the
+/// host's memory grows by no more than twice those limits plus 16 MiB (the
+/// retried batch, allocator slack); without the pause it grows by the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_down_a_backlog_stays_within_the_queue_limits() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let _serial = SERIAL.lock().await;
+    const PARTS: i32 = 2;
+    const QUEUE_BYTES: u64 = 1 << 20;
+    const PREFETCH_KB: u64 = 1024;
+    const WARM: u64 = 100;
+    let limits = PARTS as u64 * QUEUE_BYTES + PREFETCH_KB * 1024;
+    let env = TestEnv::new("backpressure");
+    env.create_topic(PARTS).await.unwrap();
+    let extra = format!(
+        "[kafka.options]\n\"queued.max.messages.kbytes\" = \"{PREFETCH_KB}\"\n\n[pipeline]\nbatch_max_records = 100\n\
+         max_queued_bytes_per_partition = {QUEUE_BYTES}\nretry_backoff = \"100ms\"\nretry_max_backoff = \"1s\"\n"
+    );
+    let config = env.config_file(&["passthrough"], &extra);
+    let mut host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    // Warm: plugin instances built, connections open, the first batches written.
+    env.produce_nums(WARM).await.unwrap();
+    env.wait_for_count(WARM, Duration::from_secs(60)).await.unwrap();
+    let baseline = rss(host.pid());
+    let stopped = sluice_tests::stop_mongo(true);
+
+    // ~1 KiB records, numbered on from the warm-up's, round-robin over the partitions.
+    let pad = "x".repeat(1000);
+    let backlog = 8 * limits / 1024;
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", sluice_tests::brokers()).set("linger.ms", "5").create().unwrap();
+    for chunk in (WARM..WARM + backlog).collect::<Vec<_>>().chunks(2000) {
+        let payloads: Vec<String> = chunk.iter().map(|n| format!("{{\"num\":{n},\"pad\":\"{pad}\"}}")).collect();
+        let sends = chunk.iter().zip(&payloads).map(|(n, p)| {
+            producer
+                .send(FutureRecord::<(), String>::to(&env.topic).partition((*n % PARTS as u64) as i32).payload(p), Duration::from_secs(60))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
+    // Until the backlog's fetching has long settled: memory and queues sampled.
+    let gauge = |name: &str, p: i32| format!("{name}{{topic=\"{}\",partition=\"{p}\"}}", env.topic);
+    let (mut peak_rss, mut peak_queued) = (0u64, vec![0u64; PARTS as usize]);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        peak_rss = peak_rss.max(rss(host.pid()));
+        let (_, text) = admin.get("/metrics").await;
+        for p in 0..PARTS {
+            let key = gauge("sluice_partition_queued_bytes", p);
+            let v: u64 = text.lines().find_map(|l| l.strip_prefix(&key)?.trim().parse().ok()).unwrap_or_else(|| panic!("no {key}"));
+            peak_queued[p as usize] = peak_queued[p as usize].max(v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown = peak_rss.saturating_sub(baseline);
+    eprintln!(
+        "backlog {backlog} records; RSS {baseline} -> peak {peak_rss} (+{grown}); queued bytes peaks {peak_queued:?}; limits {limits}"
+    );
+    for (p, q) in peak_queued.iter().enumerate() {
+        // The queue fills to its limit (so the pause is what held it) and one record past it at most.
+        assert!(*q >= QUEUE_BYTES && *q <= QUEUE_BYTES + 2048, "partition {p}: queued bytes peaked at {q}, limit {QUEUE_BYTES}");
+    }
+    assert!(grown <= 2 * limits + (16 << 20), "RSS grew by {grown} with MongoDB down; limits {limits}");
+
+    stopped.start();
+    env.wait_for_count(WARM + backlog, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\n{}", host.log_tail(20)));
+    env.wait_committed_at_end(Duration::from_secs(60)).await.unwrap();
+    host.terminate(Duration::from_secs(30)).await;
+    env.assert_exact(WARM + backlog).await;
+}
