@@ -297,3 +297,89 @@ async fn mongodb_down_a_backlog_stays_within_the_queue_limits() {
     host.terminate(Duration::from_secs(30)).await;
     env.assert_exact(WARM + backlog).await;
 }
+
+/// A host whose plugin is stuck (spinning on `num` 13 until its 30 s call limit)
+/// in the batch of offsets 10..20 of one partition; the first batch is written.
+async fn stuck_host(name: &str) -> (TestEnv, Host, sluice_tests::Admin) {
+    let env = TestEnv::new(name);
+    env.create_topic(1).await.unwrap();
+    env.produce_nums(40).await.unwrap();
+    let plugin = format!(
+        "[[plugins]]\nname = \"spin\"\npath = \"{}\"\n[plugins.limits]\ncall_timeout = \"30s\"\n",
+        sluice_tests::hostile("spin").display()
+    );
+    // A short session: the next run does not wait long for a member that left without a word.
+    let extra = "[kafka.options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\n\
+                 [pipeline]\nbatch_max_records = 10\ndrain_timeout = \"2s\"\nshutdown_timeout = \"6s\"\n";
+    let config = env.dir.path().join("host.toml");
+    std::fs::write(&config, format!("{}{plugin}{extra}", env.config_text(&[], ""))).unwrap();
+    let host = Host::spawn(&env, "stuck", &config, false);
+    let admin = host.admin(None).await;
+    env.wait_for_count(10, Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.count().await, 10, "the second batch is stuck");
+    (env, host, admin)
+}
+
+/// SIGTERM while a plugin is stuck: /readyz says so at once, the drain gives up
+/// after `drain_timeout` and abandons the batch in flight, the host exits 0
+/// within `shutdown_timeout`, and the next run replays exactly that batch and what
+/// followed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stuck_plugin_abandons_the_batch_within_the_timeouts() {
+    let _serial = SERIAL.lock().await;
+    let (env, mut host, admin) = stuck_host("stuck-term").await;
+    let signalled = std::time::Instant::now();
+    host.sigterm();
+    // Not ready from the moment the signal is handled, while the drain goes on.
+    let body = loop {
+        let (status, body) = admin.get("/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "still ready after SIGTERM: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(body.contains("shutting down"), "{body}");
+    let status = host.wait(Duration::from_secs(20)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status}\n{}", host.log_tail(20));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "exit after {took:?}: drain_timeout 2 s, shutdown_timeout 6 s"
+    );
+    assert_eq!(host.log_lines("drain timeout: in-flight batch abandoned").len(), 1, "{}", host.log_tail(20));
+    // The worker is stuck, so its MongoDB progress (saved every second) may lag; Kafka's commit on drain does not.
+    let (committed, _) = env.offsets().unwrap();
+    assert_eq!(committed.get(&0), Some(&10), "committed up to the abandoned batch\n{}", host.log_tail(20));
+    assert!(env.progress().await.get(&0).is_none_or(|p| *p <= 10), "progress not past the abandoned batch");
+
+    // The next run (a plugin that is not stuck) consumes the abandoned batch and the rest, once.
+    let config = env.config_file(&["passthrough"], "");
+    let mut last = Host::spawn(&env, "next", &config, true);
+    assert!(last.wait(Duration::from_secs(60)).await.success(), "{}", last.log_tail(20));
+    assert_eq!(last.summary("consumed"), Some(30), "{}", last.log_tail(20));
+    env.assert_exact(40).await;
+}
+
+/// A second signal while draining exits at once, with status 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_with_130() {
+    let _serial = SERIAL.lock().await;
+    let (env, mut host, _admin) = stuck_host("stuck-twice").await;
+    host.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    host.sigterm();
+    let status = host.wait(Duration::from_secs(20)).await;
+    assert!(signalled.elapsed() < Duration::from_secs(1), "exit after {:?}", signalled.elapsed());
+    assert_eq!(status.code(), Some(130), "{status}\n{}", host.log_tail(20));
+    // Nothing past what was written is recorded; the next run replays the rest, once.
+    let start = env.progress().await.get(&0).copied().unwrap_or(-1).max(env.offsets().unwrap().0[&0]).max(0);
+    assert!(start <= 10, "recorded up to {start}, but only offsets 0..10 were written");
+    let config = env.config_file(&["passthrough"], "");
+    let mut last = Host::spawn(&env, "next", &config, true);
+    assert!(last.wait(Duration::from_secs(60)).await.success(), "{}", last.log_tail(20));
+    assert_eq!(last.summary("consumed"), Some(40 - start as u64), "{}", last.log_tail(20));
+    env.assert_exact(40).await;
+}
