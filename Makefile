@@ -6,7 +6,7 @@ WASM_TARGET := wasm32-unknown-unknown
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 SLUICE := target/debug/sluice
 
-.PHONY: demo test chaos-small hostile services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: demo test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
 demo: services plugins build
@@ -35,8 +35,15 @@ plugins: wasm-target
 	cd plugins && $(CARGO) build --release
 
 ## hostile: the test-only misbehaving plugins (tests/hostile/).
-hostile: wasm-target
+hostile: wasm-target hostile-wasi
 	cd tests/hostile && $(CARGO) build --release
+
+# The hostile plugins that import WASI (tests/hostile/wasi-*), which the host must
+# refuse at load: components (wasm32-wasip2) and core modules (wasm32-wasip1).
+hostile-wasi:
+	@for t in wasm32-wasip1 wasm32-wasip2; do rustup target list --installed | grep -qx "$$t" || rustup target add "$$t"; done
+	cd tests/hostile && $(CARGO) build --release --target wasm32-wasip2 --target wasm32-wasip1 \
+		-p hostile-wasi-fs -p hostile-wasi-sockets -p hostile-wasi-clocks -p hostile-wasi-env
 
 plugins-test:
 	cd plugins && $(CARGO) test --target $(HOST_TRIPLE)

@@ -3,7 +3,8 @@
 //! One [`Runtime`] per process holds the wasmtime `Engine` and `Linker`; each
 //! [`LoadedPlugin`] is compiled and pre-linked once; each partition worker owns a
 //! [`PluginInstance`] (its own `Store`, memory cap and per-call deadline) that it
-//! reuses for every batch. The only import a plugin gets is `host.log`.
+//! reuses for every batch. The only import a plugin gets is `host.log`: a plugin
+//! importing anything else (WASI files, sockets, clocks, environment…) is refused at load.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,12 @@ use bindings::{Plugin, PluginPre};
 /// The contract version this host implements (the WIT package).
 pub const CONTRACT: &str = "sluice:plugin@0.2.0";
 
+/// The one interface the host provides to plugins (see [`RuntimeError::SystemImports`]).
+pub const HOST_INTERFACE: &str = "sluice:plugin/host@0.2.0";
+
+/// The core-module import namespaces of WASI preview 1 (and its predecessor).
+const WASI_MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"];
+
 /// A length that means "absent" in the contract's spans.
 pub const ABSENT: u32 = u32::MAX;
 
@@ -51,6 +58,21 @@ pub enum RuntimeError {
     Compile { name: String, path: PathBuf, message: String },
     #[error("plugin `{name}` ({path}) does not match the contract {CONTRACT}: {message}")]
     Contract { name: String, path: PathBuf, message: String },
+    /// The component imports something other than the contract's host interface
+    /// (WASI filesystem, sockets, clocks, environment…): refused at load.
+    #[error(
+        "plugin `{name}` ({path}) imports {}: plugins get no system interfaces (filesystem, sockets, clocks, environment, …); \
+         only `{HOST_INTERFACE}` is provided (build with the guest SDK for wasm32-unknown-unknown)",
+        quoted(.imports)
+    )]
+    SystemImports { name: String, path: PathBuf, imports: Vec<String> },
+    /// A core module built for WASI preview 1 (`wasm32-wasip1`): refused at load.
+    #[error(
+        "plugin `{name}` ({path}) is a WASI module: it imports {} from `{module}`: plugins get no system interfaces \
+         (filesystem, sockets, clocks, environment, …); build it with the guest SDK for wasm32-unknown-unknown",
+        quoted(.functions)
+    )]
+    WasiModule { name: String, path: PathBuf, module: String, functions: Vec<String> },
     #[error("plugin `{name}`: cannot instantiate: {message}")]
     Instantiate { name: String, message: String },
     #[error("plugin `{name}`: init failed: {message}")]
@@ -66,6 +88,11 @@ pub enum RuntimeError {
     /// isolated: the batch is left unwritten and uncommitted, for the next owner.
     #[error("the batch was cancelled: its partition was released")]
     Cancelled,
+}
+
+/// `a`, `b`: names for an error message.
+fn quoted(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// What kind of trap ended a call.
@@ -171,11 +198,16 @@ impl Runtime {
         let version = version_of(&bytes);
         let component_bytes = match wasm_kind(&bytes) {
             Some(WasmKind::Component) => None,
-            Some(WasmKind::Module) => Some(componentize(&bytes).map_err(|message| RuntimeError::Componentize {
-                name: name.into(),
-                path: path.into(),
-                message,
-            })?),
+            Some(WasmKind::Module) => {
+                if let Some((module, functions)) = wasi_imports(&bytes) {
+                    return Err(RuntimeError::WasiModule { name: name.into(), path: path.into(), module, functions });
+                }
+                Some(componentize(&bytes).map_err(|message| RuntimeError::Componentize {
+                    name: name.into(),
+                    path: path.into(),
+                    message,
+                })?)
+            }
             None => return Err(RuntimeError::NotWasm { name: name.into(), path: path.into() }),
         };
         let component_bytes = component_bytes.as_deref().unwrap_or(&bytes);
@@ -184,6 +216,12 @@ impl Runtime {
             path: path.into(),
             message: format!("{e:#}"),
         })?;
+        // No system interfaces: anything imported besides the contract's own is
+        // refused here, naming it (a contract mismatch is left to the linker).
+        let refused = refused_imports(component.component_type().imports(&self.engine).map(|(n, _)| n));
+        if !refused.is_empty() {
+            return Err(RuntimeError::SystemImports { name: name.into(), path: path.into(), imports: refused });
+        }
         // On a mismatch, say what the component does offer and need.
         let contract_err = |e: wasmtime::Error| {
             let ty = component.component_type();
@@ -242,6 +280,31 @@ fn wasm_kind(bytes: &[u8]) -> Option<WasmKind> {
         [0x0d, 0, 1, 0] => Some(WasmKind::Component),
         _ => None,
     }
+}
+
+/// The imports of a component that are not the contract's (`sluice:plugin/…`,
+/// any version): WASI and everything else the host does not provide.
+fn refused_imports<'a>(imports: impl Iterator<Item = &'a str>) -> Vec<String> {
+    imports.filter(|n| !n.starts_with("sluice:plugin/")).map(String::from).collect()
+}
+
+/// A core module built for WASI preview 1: the WASI namespace it imports from and
+/// the functions it imports (`fd_write`, `environ_get`…). `None` if it imports none
+/// (or cannot be read: [`componentize`] reports that).
+fn wasi_imports(module: &[u8]) -> Option<(String, Vec<String>)> {
+    let mut found: Option<(String, Vec<String>)> = None;
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        let Ok(wasmparser::Payload::ImportSection(section)) = payload else { continue };
+        for import in section.into_imports().map_while(Result::ok) {
+            if WASI_MODULES.contains(&import.module) {
+                let (module, functions) = found.get_or_insert_with(|| (import.module.to_string(), Vec::new()));
+                if module == import.module {
+                    functions.push(import.name.to_string());
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Wrap a core module built with the guest SDK (it carries its component type in
@@ -797,6 +860,33 @@ mod tests {
         let cfg = PluginConfig { path: dir.path().join("missing.wasm"), ..cfg };
         let err = rt.load(&cfg).unwrap_err().to_string();
         assert!(err.contains("cannot read") && err.contains("missing.wasm"), "{err}");
+    }
+
+    #[test]
+    fn only_the_contracts_own_imports_are_allowed() {
+        let imports =
+            ["sluice:plugin/host@0.2.0", "wasi:clocks/wall-clock@0.2.6", "sluice:plugin/types@0.2.0", "env", "sluice:plugin/host@0.0.9"];
+        assert_eq!(refused_imports(imports.into_iter()), ["wasi:clocks/wall-clock@0.2.6", "env"]);
+        assert!(refused_imports(["sluice:plugin/host@0.2.0"].into_iter()).is_empty());
+    }
+
+    /// A core module importing `wasi_snapshot_preview1.fd_write` (what a wasm32-wasip1 build has).
+    const WASI_MODULE: &[u8] = b"\0asm\x01\0\0\0\
+        \x01\x09\x01\x60\x04\x7f\x7f\x7f\x7f\x01\x7f\
+        \x02\x23\x01\x16wasi_snapshot_preview1\x08fd_write\x00\x00";
+
+    #[test]
+    fn a_wasi_module_is_refused_naming_its_imports() {
+        assert_eq!(wasi_imports(WASI_MODULE), Some(("wasi_snapshot_preview1".into(), vec!["fd_write".into()])));
+        assert_eq!(wasi_imports(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(wasi_imports(&WASI_MODULE[..20]), None, "a truncated module is left to componentize");
+        let rt = Runtime::new().unwrap();
+        let err = rt.validate(&PluginConfig::new("w", "w.wasm"), WASI_MODULE.to_vec()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "plugin `w` (w.wasm) is a WASI module: it imports `fd_write` from `wasi_snapshot_preview1`: plugins get no system \
+             interfaces (filesystem, sockets, clocks, environment, …); build it with the guest SDK for wasm32-unknown-unknown"
+        );
     }
 
     #[test]

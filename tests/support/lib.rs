@@ -459,6 +459,14 @@ pub fn hostile(name: &str) -> PathBuf {
     p
 }
 
+/// The built `.wasm` of a hostile plugin that imports WASI (`tests/hostile/wasi-<name>`),
+/// for `target`: `wasm32-wasip2` (a component) or `wasm32-wasip1` (a core module).
+pub fn hostile_wasi(target: &str, name: &str) -> PathBuf {
+    let p = repo().join("tests/hostile/target").join(target).join("release").join(format!("hostile_wasi_{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `make hostile` (make test does)", p.display());
+    p
+}
+
 /// One dead-lettered record as read back from the DLQ topic.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

@@ -60,6 +60,11 @@ async fn a_panic_on_one_input_fails_only_that_record() {
     run_hostile("panic", 5, "", "trap", "boom on 5").await;
 }
 
+/// Built for wasm32-unknown-unknown, the plugin's `std::fs`, `std::net` and
+/// `std::env` calls are stubs that fail inside the plugin without reaching the
+/// host: this shows such a plugin gets errors (and the record is dead-lettered),
+/// not that the host refuses system access. That is what [`wasi`] shows, with
+/// plugins that really import WASI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_files_and_opening_sockets_is_impossible() {
     run_hostile("escape", 3, "", "plugin-error", "sandbox held").await;
@@ -137,5 +142,88 @@ mod isolation {
             other => panic!("expected a cancellation, got {:?}", other.map(|_| "results")),
         }
         assert_eq!(metrics.call_records.count(), 1, "only the first, failed, call ran");
+    }
+}
+
+mod wasi {
+    //! Plugins built for WASI targets import system interfaces (files, sockets,
+    //! clocks, environment); the host provides none, so it refuses them at load,
+    //! naming the imports (no services needed).
+    use std::process::Command;
+
+    use sluice::config::PluginConfig;
+    use sluice::runtime::{Runtime, RuntimeError};
+    use sluice_tests::{TestEnv, hostile_wasi, sluice_bin};
+
+    const NO_SYSTEM: &str = "plugins get no system interfaces (filesystem, sockets, clocks, environment, …)";
+
+    fn load_error(target: &str, family: &str) -> RuntimeError {
+        let rt = Runtime::new().unwrap();
+        match rt.load(&PluginConfig::new(family, hostile_wasi(target, family))) {
+            Ok(_) => panic!("{target} {family}: loaded"),
+            Err(e) => e,
+        }
+    }
+
+    /// One component per family (`tests/hostile/wasi-*` built for wasm32-wasip2);
+    /// every one also imports `wasi:io` and `wasi:cli` (the Rust standard library's).
+    #[test]
+    fn components_importing_wasi_are_refused_at_load_naming_the_import() {
+        for (family, interface) in [
+            ("fs", "wasi:filesystem/types@"),
+            ("sockets", "wasi:sockets/tcp@"),
+            ("clocks", "wasi:clocks/wall-clock@"),
+            ("env", "wasi:cli/environment@"),
+        ] {
+            let err = load_error("wasm32-wasip2", family);
+            let message = err.to_string();
+            let RuntimeError::SystemImports { imports, .. } = err else { panic!("{family}: not refused for its imports: {message}") };
+            let import =
+                imports.iter().find(|i| i.starts_with(interface)).unwrap_or_else(|| panic!("{family}: {interface} not in {imports:?}"));
+            assert!(message.contains(&format!("`{import}`")), "{family}: {message}");
+            assert!(message.contains(NO_SYSTEM), "{family}: {message}");
+            assert!(message.contains("only `sluice:plugin/host@0.2.0` is provided"), "{family}: {message}");
+            assert!(!message.contains('\n'), "{family}: {message}");
+        }
+    }
+
+    /// Core modules built for wasm32-wasip1 import functions of `wasi_snapshot_preview1`.
+    #[test]
+    fn a_wasi_core_module_is_refused_at_load_naming_its_wasi_imports() {
+        for (family, function) in [("fs", "path_open"), ("clocks", "clock_time_get"), ("env", "environ_get")] {
+            let err = load_error("wasm32-wasip1", family);
+            let message = err.to_string();
+            let RuntimeError::WasiModule { module, functions, .. } = err else { panic!("{family}: not refused as WASI: {message}") };
+            assert_eq!(module, "wasi_snapshot_preview1", "{message}");
+            assert!(functions.iter().any(|f| f == function), "{family}: {function} not in {functions:?}");
+            assert!(message.contains("is a WASI module") && message.contains(&format!("`{function}`")), "{family}: {message}");
+            assert!(message.contains("from `wasi_snapshot_preview1`") && message.contains(NO_SYSTEM), "{family}: {message}");
+            assert!(message.contains("build it with the guest SDK for wasm32-unknown-unknown"), "{family}: {message}");
+            assert!(!message.contains('\n'), "{family}: {message}");
+        }
+    }
+
+    /// `sluice check` refuses them offline, exit code 1, with one error line naming the import.
+    #[test]
+    fn sluice_check_refuses_wasi_plugins_with_one_line_naming_the_import() {
+        let env = TestEnv::new("hostile-wasi-check");
+        for (target, family, needle) in [
+            ("wasm32-wasip2", "sockets", "`wasi:sockets/tcp@"),
+            ("wasm32-wasip2", "fs", "`wasi:filesystem/types@"),
+            ("wasm32-wasip1", "env", "`environ_get`"),
+        ] {
+            let plugin = hostile_wasi(target, family);
+            let text = format!("{}[[plugins]]\nname = \"{family}\"\npath = \"{}\"\n", env.config_text(&[], ""), plugin.display());
+            let path = env.dir.path().join("check.toml");
+            std::fs::write(&path, text).unwrap();
+            let out = Command::new(sluice_bin()).args(["check", "--config"]).arg(&path).env_remove("SLUICE_LOG").output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{target} {family}: {err}");
+            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+            assert_eq!(errors.len(), 1, "{target} {family}: {err}");
+            let line = errors[0];
+            assert!(line.contains(&format!("plugin `{family}` ({})", plugin.display())), "{line}");
+            assert!(line.contains(needle) && line.contains(NO_SYSTEM), "{target} {family}: {line}");
+        }
     }
 }

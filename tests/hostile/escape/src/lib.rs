@@ -1,6 +1,9 @@
-//! On `num` 3, tries to read /etc/passwd and to open a socket. If either worked,
-//! what it got would be stored (and the test would see it); the sandbox gives it
-//! neither, so it reports what happened as a per-record error.
+//! On `num` 3, tries to read /etc/passwd, open a socket and read `HOME`, and
+//! reports what happened as a per-record error. Built for wasm32-unknown-unknown
+//! (like every plugin), these `std` calls are stubs that fail inside the plugin
+//! without ever reaching the host, so this shows only that such a plugin gets
+//! errors. That the host refuses plugins which really import system interfaces
+//! is shown by the `wasi-*` plugins (built for WASI targets) and their tests.
 use sluice_plugin::{Result, Value, bail, json, map};
 
 #[map]
