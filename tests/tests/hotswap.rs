@@ -431,3 +431,38 @@ async fn a_reload_is_all_or_nothing() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(versions(admin.plugins().await), [hash(&plugin("enrich")), hash(&plugin("even"))], "{body}");
 }
+
+/// An upload replaces the plugin's file keeping its permissions, and with
+/// `keep_versions = 2` only the two latest earlier versions can be rolled back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_keep_the_file_mode_and_keep_versions_bounds_rollback() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new("swap-keep");
+    env.create_topic(1).await.unwrap();
+    let (file, config) = setup_transform(&env);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[hot_swap]\nkeep_versions = 2\n")).unwrap();
+    let host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    let versions: Vec<String> = ["passthrough", "enrich", "even", "evensquare"].iter().map(|p| label(&plugin(p))).collect();
+    for p in ["enrich", "even", "evensquare"] {
+        let (status, body) = admin.put("/plugins/transform", std::fs::read(plugin(p)).unwrap()).await;
+        assert_eq!(status, 200, "{p}: {body}");
+        assert_eq!(label(&file), label(&plugin(p)), "persisted");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640, "the file's mode is kept");
+    }
+    let listed = admin.plugins().await;
+    let previous: Vec<String> =
+        listed["plugins"][0]["previous"].as_array().unwrap().iter().map(|v| format!("transform@{}", v.as_str().unwrap())).collect();
+    assert_eq!(previous, [versions[2].clone(), versions[1].clone()], "the two latest earlier versions, newest first: {listed}");
+    for expected in [&versions[2], &versions[1]] {
+        let (status, body) = admin.post("/plugins/transform/rollback").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(&format!("transform@{}", body["changes"][0]["to"].as_str().unwrap()), expected);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640, "kept by a rollback too");
+    }
+    let (status, body) = admin.post("/plugins/transform/rollback").await;
+    assert_eq!(status, 409, "the first version was not kept: {body}");
+    assert_eq!(label(&file), versions[1]);
+}
