@@ -196,6 +196,9 @@ pub struct SourceContext {
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
     progress: Progress,
+    /// `auto_offset_reset = "latest"`: a partition with no offset in either store
+    /// starts at the high watermark read at assignment, recorded as its start.
+    start_at_end: bool,
 }
 
 impl ClientContext for SourceContext {
@@ -370,6 +373,22 @@ impl SourceContext {
             }
             if let Some(start) = kafka.max(mongo) {
                 starts.insert(key, start);
+            } else if self.start_at_end {
+                // Left to librdkafka, "latest" is resolved anew by every run until a record of the
+                // partition is written: records sent between two runs would be skipped. Resolved
+                // here, the start is stored (and committed) like any written offset.
+                match consumer.fetch_watermarks(&key.0, key.1, Duration::from_secs(5)) {
+                    Ok((_, high)) => match tpl.set_partition_offset(&key.0, key.1, Offset::Offset(high)) {
+                        Ok(()) => {
+                            tracing::info!(topic = %key.0, partition = key.1, offset = high, "no offset stored: starting at the end (auto_offset_reset = \"latest\")");
+                            starts.insert(key, high);
+                        }
+                        Err(e) => tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1),
+                    },
+                    Err(e) => {
+                        tracing::warn!(topic = %key.0, partition = key.1, "cannot read the end offset (librdkafka resolves \"latest\" itself): {e}")
+                    }
+                }
             }
         }
         (starts, since)
@@ -540,7 +559,17 @@ impl Source {
     ) -> Result<Source, SourceError> {
         let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined, commits } = settings;
         let cc = consumer_config(cfg);
-        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), joined, commits, spawn, runtime, drain_timeout, progress };
+        let start_at_end = cfg.auto_offset_reset == OffsetReset::Latest;
+        let ctx = SourceContext {
+            assigned: Mutex::new(Assigned::default()),
+            joined,
+            commits,
+            spawn,
+            runtime,
+            drain_timeout,
+            progress,
+            start_at_end,
+        };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
         consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
             brokers: cfg.brokers.clone(),

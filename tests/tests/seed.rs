@@ -95,3 +95,51 @@ async fn a_second_run_replays_nothing() {
     assert_eq!(summary.consumed, 0, "{summary:?}");
     assert_eq!(env.documents().await.unwrap().len(), 500);
 }
+
+/// `auto_offset_reset = "latest"`: a new group starts at the end, so what was
+/// in the topic before it joined is not consumed; what comes after is, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_starts_a_new_group_at_the_end() {
+    let env = TestEnv::new("latest");
+    env.create_topic(2).await.unwrap();
+    env.produce_nums(50).await.unwrap();
+    let config = env.dir.path().join("host.toml");
+    let text = env.config_text(&["passthrough"], "").replace("auto_offset_reset = \"earliest\"", "auto_offset_reset = \"latest\"");
+    assert!(text.contains("\"latest\""));
+    std::fs::write(&config, text).unwrap();
+    let mut host = sluice_tests::Host::spawn(&env, "host", &config, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while host.assignments() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never assigned:\n{}", host.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The start offsets are fixed at assignment; give the fetch a moment to have started there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later: Vec<Vec<u8>> = (1000..1020).map(|n| format!("{{\"num\":{n}}}").into_bytes()).collect();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = later.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    env.produce_raw(&records).await.unwrap();
+    env.wait_for_count(20, Duration::from_secs(60)).await.unwrap();
+    env.wait_committed_at_end(Duration::from_secs(30)).await.unwrap();
+    host.terminate(Duration::from_secs(30)).await;
+    let docs = env.documents().await.unwrap();
+    let report = num_report(&docs, 1000..1020);
+    assert!(report.is_exact(), "only what came after the group joined: {report:?}");
+    assert_eq!(host.summary("consumed"), Some(20));
+
+    // Records sent while no host runs, also to a partition the first run never got a record of,
+    // are consumed by the next run: "latest" was resolved once, and recorded.
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", sluice_tests::brokers()).create().unwrap();
+    for n in 2000..2010 {
+        let payload = format!("{{\"num\":{n}}}");
+        producer
+            .send(FutureRecord::<(), String>::to(&env.topic).partition(n % 2).payload(&payload), Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let mut next = sluice_tests::Host::spawn(&env, "next", &config, true);
+    assert!(next.wait(Duration::from_secs(60)).await.success(), "{}", next.log_tail(20));
+    assert_eq!(next.summary("consumed"), Some(10), "{}", next.log_tail(20));
+    let docs = env.documents().await.unwrap();
+    assert!(num_report(&docs, (1000..1020).chain(2000..2010)).is_exact());
+}
