@@ -60,7 +60,7 @@ pub async fn serve(cfg: &AdminConfig, state: AdminState, cancel: CancellationTok
     let bind_err = |cause| AdminError::Bind { address: cfg.address, cause };
     let listener = tokio::net::TcpListener::bind(cfg.address).await.map_err(bind_err)?;
     let address = listener.local_addr().map_err(bind_err)?;
-    tracing::info!("admin API listening on http://{address}");
+    tracing::info!(event = "admin_listening", url = %format_args!("http://{address}"), "admin API listening on http://{address}");
     let port = address.port();
     let hosts = [address.to_string(), format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")].into();
     let app = router(Arc::new(Shared { state, hosts }), cfg.max_upload_bytes);

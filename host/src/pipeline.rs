@@ -304,7 +304,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let source = tokio::task::spawn_blocking(move || Source::new(&kafka, spawn, handle, settings, progress))
         .await
         .context("creating the consumer")??;
-    tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.topics, "consuming");
+    tracing::info!(event = "consuming", brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.topics, "consuming");
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

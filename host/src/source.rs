@@ -414,7 +414,7 @@ impl SourceContext {
             map.insert(key.1, Entry { topic, tx, state, task, stored: -1, paused: false, start, target: None });
             parts.push(key);
         }
-        tracing::info!(partitions = %fmt_parts(&parts), "partitions assigned");
+        tracing::info!(event = "assigned", partitions = %fmt_parts(&parts), "partitions assigned");
     }
 
     fn on_revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -424,7 +424,7 @@ impl SourceContext {
             parts.iter().filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e))).collect::<Vec<_>>()
         };
         if !entries.is_empty() {
-            tracing::info!(partitions = %fmt_parts(&parts), "partitions revoked: draining");
+            tracing::info!(event = "revoked", partitions = %fmt_parts(&parts), "partitions revoked: draining");
         }
         self.drain_and_commit(consumer, entries);
     }

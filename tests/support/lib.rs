@@ -237,6 +237,12 @@ impl Drop for MongoStopped {
     }
 }
 
+/// The value of `key=value` in a plain-text log line (quotes removed; empty if the value is).
+pub fn field(line: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    line.split_whitespace().find_map(|w| w.strip_prefix(&prefix)).map(|v| v.trim_matches('"').to_owned())
+}
+
 /// A `sluice run` process.
 pub struct Host {
     pub name: String,
@@ -291,18 +297,21 @@ impl Host {
         assert!(ok, "kill -{name} {}", self.pid());
     }
 
-    /// The host's admin API, once it logged its address (`admin API listening on http://…`).
+    /// The host's admin API, once it logged its address (the `event="admin_listening"` line's `url`).
     pub async fn admin(&self, token: Option<&str>) -> Admin {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-            if let Some(at) = text.find("admin API listening on ") {
-                let url = text[at + "admin API listening on ".len()..].split_whitespace().next().unwrap().to_owned();
+            if let Some(url) = self.events("admin_listening").first().and_then(|l| field(l, "url")) {
                 return Admin { base: url, token: token.map(str::to_owned), client: reqwest::Client::new() };
             }
             assert!(std::time::Instant::now() < deadline, "host {} never served its admin API:\n{}", self.name, self.log_tail(20));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The log lines of one structured event (`event="…"`: what tests wait for, not the wording).
+    pub fn events(&self, event: &str) -> Vec<String> {
+        self.log_lines(&format!("event=\"{event}\""))
     }
 
     /// Lines of the log that contain `needle`.
@@ -341,8 +350,7 @@ impl Host {
 
     /// How many non-empty partition assignments this host has logged.
     pub fn assignments(&self) -> usize {
-        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        text.lines().filter(|l| l.contains("partitions assigned partitions=") && !l.trim_end().ends_with("partitions=")).count()
+        self.events("assigned").iter().filter(|l| field(l, "partitions").is_some_and(|p| !p.is_empty())).count()
     }
 
     /// A field of the `summary:` line the host prints on a clean exit.
