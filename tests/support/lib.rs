@@ -63,6 +63,38 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
 }
 
+/// A passing test leaves nothing behind: its topics (and dead-letter topic), its
+/// collection and its progress documents are deleted. A failing one keeps them
+/// for a look.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let (topic, group, collection) = (self.topic.clone(), self.group.clone(), self.collection.clone());
+        // Drop runs inside the test's runtime: the clean-up gets a thread and a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                use rdkafka::admin::{AdminClient, AdminOptions};
+                if let Ok(admin) = ClientConfig::new().set("bootstrap.servers", brokers()).create::<AdminClient<_>>() {
+                    let dlq = format!("{topic}.dlq");
+                    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+                    let _ = tokio::time::timeout(Duration::from_secs(10), admin.delete_topics(&[&topic, &dlq], &opts)).await;
+                }
+                if let Ok(client) = mongodb::Client::with_uri_str(mongo_uri()).await {
+                    let db = client.database(DATABASE);
+                    let _ = db.collection::<Document>(&collection).drop().await;
+                    let progress = db.collection::<Document>(sluice::progress::DEFAULT_COLLECTION);
+                    let _ = progress.delete_many(doc! { "group": &group }).await;
+                }
+            });
+            Some(())
+        })
+        .join();
+    }
+}
+
 impl TestEnv {
     pub fn new(name: &str) -> TestEnv {
         let base = unique(name);
@@ -106,10 +138,14 @@ impl TestEnv {
     }
 
     /// Write the config file and load it as the binary would.
+    /// A config for an in-process run ([`sluice::run`]): it does not watch the
+    /// plugin files, which live in the build directory every test shares.
     pub fn config(&self, plugins: &[&str], extra: &str) -> anyhow::Result<Config> {
         let path = self.dir.path().join("sluice.toml");
         std::fs::write(&path, self.config_text(plugins, extra))?;
-        Ok(Config::load(&path)?)
+        let mut config = Config::load(&path)?;
+        config.hot_swap.watch = false;
+        Ok(config)
     }
 
     pub async fn collection(&self) -> anyhow::Result<mongodb::Collection<Document>> {
@@ -505,7 +541,9 @@ impl TestEnv {
     pub fn config_with(&self, plugins_toml: &str, extra: &str) -> anyhow::Result<Config> {
         let path = self.dir.path().join("sluice.toml");
         std::fs::write(&path, format!("{}{plugins_toml}\n{extra}", self.config_text(&[], "")))?;
-        Ok(Config::load(&path)?)
+        let mut config = Config::load(&path)?;
+        config.hot_swap.watch = false;
+        Ok(config)
     }
 
     /// Send raw records (key, value; `None` value = tombstone) to partition 0 in order.
