@@ -325,7 +325,15 @@ async fn a_small_or_deleted_dead_letter_topic_still_gets_every_dead_letter() {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
     let r = admin.delete_topics(&[dlq.as_str()], &AdminOptions::new()).await.unwrap();
     assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Gone once the cluster's metadata says so.
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rdkafka::consumer::Consumer::fetch_metadata(&probe, Some(&dlq), Duration::from_secs(5))
+        .is_ok_and(|m| m.topics().iter().any(|t| t.error().is_none()))
+    {
+        assert!(std::time::Instant::now() < deadline, "{dlq} still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     env.produce_raw(&[(None, Some(b"not json")), (None, Some(br#"{"num": 1}"#))]).await.unwrap();
     env.wait_for_count(2, Duration::from_secs(90)).await.unwrap_or_else(|e| panic!("{e}\n{}", host.log_tail(30)));
     let letters = env.dead_letters(1).unwrap();
