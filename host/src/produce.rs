@@ -91,6 +91,9 @@ pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -
         .client
         .clone()
         .set("linger.ms", "5")
+        // Keyless messages spread over the partitions one by one (librdkafka's default sticks
+        // to one partition per 10 ms: a fast run lands nearly all in one).
+        .set("sticky.partitioning.linger.ms", "0")
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "60000")

@@ -406,3 +406,17 @@ async fn replay_with_a_fixed_file_keeps_the_params_and_count_and_reset_see_it() 
     assert!(!md.topics().iter().any(|t| t.name() == dlq || t.name() == env.topic), "topics deleted, the dead-letter topic too");
     assert!(ok(count(&[])).starts_with("0 documents"));
 }
+
+/// `produce --partitions 4` without keys spreads the numbers over all four
+/// partitions (librdkafka's sticky default would put nearly all in one).
+#[test]
+fn produce_spreads_keyless_numbers_over_the_partitions() {
+    let env = TestEnv::new("tools-spread");
+    let out = ok(sluice(&["produce", "--topic", &env.topic, "--brokers", &sluice_tests::brokers(), "--partitions", "4", "--count", "400"])
+        .output()
+        .unwrap());
+    assert!(out.contains("sent 400 messages"), "{out}");
+    let (_, ends) = env.offsets().unwrap();
+    assert_eq!(ends.len(), 4, "{ends:?}");
+    assert!(ends.values().all(|n| (50..=150).contains(n)), "about 100 each: {ends:?}");
+}
