@@ -241,3 +241,105 @@ fn check_refuses_what_run_would() {
         assert!(error_line(&err).contains(needle), "{needle}: {err}");
     }
 }
+
+/// `plugin test --expect`: a plan saved as the expected one keeps passing when
+/// the plugin is rebuilt (same behaviour, another content hash, so another
+/// version in errors and under `--versions-field`), and still fails when what
+/// the plugin does changes.
+#[test]
+fn plugin_test_expect_ignores_the_plugins_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"num\": 3}\n{\"n\": 4}\n").unwrap();
+    // A "rebuild": the same code with a custom section appended (another SHA-256).
+    let (built, rebuilt) = (dir.path().join("a/enrich.wasm"), dir.path().join("b/enrich.wasm"));
+    for p in [&built, &rebuilt] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    }
+    std::fs::copy(plugin("enrich"), &built).unwrap();
+    let mut bytes = std::fs::read(&built).unwrap();
+    bytes.extend_from_slice(&[0, 8, 7]); // custom section, 8 bytes: name of 7 bytes, no payload
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&rebuilt, bytes).unwrap();
+    let plan_of = |wasm: &std::path::Path, expect: Option<&std::path::Path>| {
+        let mut c = Command::new(sluice_bin());
+        c.args(["plugin", "test"]).arg(wasm).arg("--input").arg(&input).args(["--versions-field", "_v"]);
+        if let Some(e) = expect {
+            c.arg("--expect").arg(e);
+        }
+        c.output().unwrap()
+    };
+    let out = plan_of(&built, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan = String::from_utf8(out.stdout).unwrap();
+    let versions = |plan: &str| -> Vec<String> {
+        plan.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|l| match l.get("error") {
+                Some(e) => e["version"].as_str().unwrap().to_owned(),
+                None => l["ops"][0]["document"]["_v"]["plugins"][0].as_str().unwrap().to_owned(),
+            })
+            .collect()
+    };
+    let expected = dir.path().join("expected.jsonl");
+    std::fs::write(&expected, &plan).unwrap();
+
+    let out = plan_of(&rebuilt, Some(&expected));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a rebuild fails the expected plan: {err}");
+    assert!(err.contains("the plan matches"), "{err}");
+    let (before, after) = (versions(&plan), versions(&String::from_utf8(out.stdout).unwrap()));
+    assert!(before.iter().zip(&after).all(|(b, a)| b != a), "the rebuild has another version: {before:?} {after:?}");
+    assert!(before[0].starts_with("enrich@") && !before[1].contains('@'), "{before:?}");
+
+    // Without versions in the expected plan at all: the same.
+    let bare = plan.replace(&before[0], "enrich").replace(&format!(",\"version\":\"{}\"", before[1]), "");
+    assert_ne!(bare, plan);
+    std::fs::write(&expected, &bare).unwrap();
+    let out = plan_of(&rebuilt, Some(&expected));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // What the plugin does is still compared: the plugin's name, a document, an error.
+    for (from, to) in [("enrich@", "other@"), ("\"square\":9", "\"square\":10"), ("\"kind\":\"plugin-error\"", "\"kind\":\"trap\"")] {
+        std::fs::write(&expected, plan.replace(from, to)).unwrap();
+        let out = plan_of(&rebuilt, Some(&expected));
+        assert_eq!(out.status.code(), Some(1), "{from} -> {to}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("differs"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// `count --expect-nums` says what is not exact: numbers produced twice (the
+/// README's Quick start run after `make demo` without its reset) are reported
+/// as duplicates, missing numbers as missing; not as "0 documents without a num".
+#[test]
+fn count_expect_nums_says_what_is_not_exact() {
+    let env = TestEnv::new("cli-count");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        env.create_topic(1).await.unwrap();
+        env.produce_nums(3).await.unwrap();
+        env.produce_nums(3).await.unwrap();
+    });
+    let path = env.dir.path().join("cli.toml");
+    std::fs::write(&path, env.config_text(&[], "")).unwrap();
+    let sluice = |args: &[&str]| Command::new(sluice_bin()).args(args).arg("--config").arg(&path).env("NO_COLOR", "1").output().unwrap();
+    let out = sluice(&["run", "--until-caught-up"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = sluice(&["count", "--expect-nums", "3"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("produced=3 stored=6 missing=0 duplicates=3"), "{stdout}");
+    let line = error_line(&stderr);
+    assert!(line.starts_with("error: not exact: 3 extra documents for numbers stored more than once"), "{line}");
+    assert!(line.contains("sluice reset") && !line.contains("without a num") && !line.contains("missing"), "{line}");
+
+    let out = sluice(&["count", "--expect-nums", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = error_line(&stderr);
+    assert!(line.contains("2 of the numbers 0..5 missing") && line.contains("3 extra documents"), "{line}");
+
+    let out = sluice(&["count", "--expect-nums", "2"]);
+    let line = error_line(&String::from_utf8_lossy(&out.stderr)).to_owned();
+    assert!(line.contains("2 documents without a num in 0..2"), "{line}");
+}
