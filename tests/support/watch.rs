@@ -1,6 +1,7 @@
 //! [`ProgressWatch`]: the promise behind both stores of progress, sampled while
-//! a test runs. Every ~200 ms it reads Kafka's committed offsets of the group,
-//! then MongoDB's progress (`sluice_offsets`), then which documents exist; per
+//! a test runs. Every ~200 ms (less often as the documents grow) it reads
+//! Kafka's committed offsets of the group, then MongoDB's progress
+//! (`sluice_offsets`), then which documents exist; per
 //! partition, every offset below the larger of the two stores must have its
 //! document (read after the offsets, so a document written since only helps).
 //! A store that ran ahead of MongoDB's acknowledgement shows up as a gap.
@@ -140,6 +141,7 @@ impl ProgressWatch {
                 let mut report = Report::default();
                 while !stop.load(Ordering::Relaxed) {
                     let _busy = busy.lock().await;
+                    let started = std::time::Instant::now();
                     if !paused.load(Ordering::Relaxed) {
                         let r = tokio::time::timeout(Duration::from_secs(10), reader.sample(&client, &mut report)).await;
                         if !matches!(r, Ok(Ok(()))) {
@@ -147,7 +149,9 @@ impl ProgressWatch {
                         }
                     }
                     drop(_busy);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Reading every document gets slower as they grow: the watch keeps to about
+                    // a quarter of the time, so that it does not slow the run it watches.
+                    tokio::time::sleep(Duration::from_millis(200).max(started.elapsed() * 3)).await;
                 }
                 report
             }
