@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use sluice::chain::{Chain, ChainSpec};
 use sluice::config::PluginConfig;
+use sluice::record::SourceRecord;
 use sluice::runtime::{CallLimit, LoadedPlugin, Runtime};
-use sluice::source::SourceRecord;
 
 fn wasm(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-unknown-unknown/release").join(format!("{name}.wasm"));

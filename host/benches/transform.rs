@@ -14,8 +14,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sluice::chain::{Chain, ChainSpec};
 use sluice::config::PluginConfig;
+use sluice::record::SourceRecord;
 use sluice::runtime::Runtime;
-use sluice::source::SourceRecord;
 
 const BATCHES: [usize; 3] = [1, 100, 1000];
 

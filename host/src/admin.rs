@@ -31,8 +31,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
-use crate::pipeline::{Health, Stats};
 use crate::swap::{HotSwap, SwapError, SwapReport};
+use crate::telemetry::{Health, Stats};
 
 /// What the handlers see.
 pub struct AdminState {

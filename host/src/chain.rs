@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 
+use crate::record::SourceRecord;
 use crate::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
 use crate::sink::Op;
-use crate::source::SourceRecord;
 
 /// One document a source record turned into.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +176,7 @@ pub struct Chain {
     /// The input columns, reused from call to call (no allocation per record).
     input: Batch,
     /// Per plugin (same order), where its calls are measured; empty: not measured.
-    metrics: Vec<Arc<crate::metrics::PluginMetrics>>,
+    metrics: Vec<Arc<crate::telemetry::PluginMetrics>>,
     /// Asked between the calls that isolate a failed batch: `true` stops them.
     cancelled: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
@@ -218,7 +218,7 @@ impl Chain {
     }
 
     /// Measure each plugin's calls into `metrics` (one per plugin, in chain order).
-    pub fn with_metrics(mut self, metrics: Vec<Arc<crate::metrics::PluginMetrics>>) -> Chain {
+    pub fn with_metrics(mut self, metrics: Vec<Arc<crate::telemetry::PluginMetrics>>) -> Chain {
         self.metrics = metrics;
         self
     }

@@ -27,7 +27,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::chain::Failure;
 use crate::config::{DlqConfig, KafkaConfig};
-use crate::source::SourceRecord;
+use crate::record::SourceRecord;
 
 /// Longest reason header; the rest is cut.
 const MAX_REASON: usize = 4096;

@@ -14,7 +14,7 @@ use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use rdkafka_sys as rdsys;
 
 /// A header: key and value bytes (`None`: a header without a value).
-pub type Header = (Vec<u8>, Option<Vec<u8>>);
+pub use crate::record::Header;
 
 /// Every header of a message, keys as bytes.
 pub fn read_headers(headers: &BorrowedHeaders) -> Vec<Header> {

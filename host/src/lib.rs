@@ -3,7 +3,8 @@
 //! after MongoDB acknowledged what it became.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration (strict, documented defaults).
+//! - [`record`]: a consumed record and its derived `_id`; [`config`]: the TOML configuration (strict, documented defaults).
+//! - [`telemetry`]: health, counters and histograms every layer fills in.
 //! - [`swap`]: hot swap: chain generations, validation, rollback, reload, the file watcher.
 //! - [`admin`]: the admin HTTP API (plugins, reload, health, metrics); [`metrics`]: its `/metrics`.
 //! - [`source`]: the Kafka consumer thread (dispatch, offset store, pause, rebalance).
@@ -39,12 +40,14 @@ pub mod ops;
 pub mod pipeline;
 pub mod produce;
 pub mod progress;
+pub mod record;
 pub mod replay;
 pub mod runtime;
 pub mod scaffold;
 pub mod sink;
 pub mod source;
 pub mod swap;
+pub mod telemetry;
 pub mod testbed;
 
 pub use pipeline::{RunOptions, Summary, run};

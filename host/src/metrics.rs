@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::pipeline::{Health, Stats};
 use crate::swap::HotSwap;
+use crate::telemetry::{Health, Histogram, Stats};
 
 /// A metric family being written: `# HELP`, `# TYPE`, then samples.
 struct Out(String);
@@ -48,74 +48,18 @@ impl Out {
     }
 }
 
-/// A histogram with fixed bucket bounds; observing is a few atomic adds.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// Per bucket (not cumulative), plus one for `+Inf`.
-    buckets: Vec<AtomicU64>,
-    /// The sum's bits (f64), updated by compare-and-swap.
-    sum: AtomicU64,
-    count: AtomicU64,
-}
-
-/// Seconds, for calls and writes: 100 µs to 10 s.
-pub const SECONDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// Items per call or write.
-pub const COUNTS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
-            count: AtomicU64::new(0),
-        }
+/// A histogram's samples: cumulative buckets, sum and count.
+fn render_histogram(h: &Histogram, o: &mut Out, name: &str, labels: &[(&str, &str)]) {
+    let mut cumulative = 0;
+    let bucket = format!("{name}_bucket");
+    for (i, b) in h.bounds().iter().map(|b| b.to_string()).chain(["+Inf".to_owned()]).enumerate() {
+        cumulative += h.bucket(i);
+        let mut l = labels.to_vec();
+        l.push(("le", &b));
+        o.sample(&bucket, &l, cumulative);
     }
-
-    pub fn observe(&self, v: f64) {
-        let i = self.bounds.partition_point(|b| *b < v);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self.sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + v).to_bits()));
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub fn sum(&self) -> f64 {
-        f64::from_bits(self.sum.load(Ordering::Relaxed))
-    }
-
-    fn render(&self, o: &mut Out, name: &str, labels: &[(&str, &str)]) {
-        let mut cumulative = 0;
-        let bucket = format!("{name}_bucket");
-        for (i, b) in self.bounds.iter().map(|b| b.to_string()).chain(["+Inf".to_owned()]).enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let mut l = labels.to_vec();
-            l.push(("le", &b));
-            o.sample(&bucket, &l, cumulative);
-        }
-        o.sample_f(&format!("{name}_sum"), labels, self.sum());
-        o.sample(&format!("{name}_count"), labels, self.count());
-    }
-}
-
-/// What is measured per plugin (by name, across versions).
-#[derive(Debug)]
-pub struct PluginMetrics {
-    /// Wall time of one call (one batch through this plugin).
-    pub call_seconds: Histogram,
-    /// Records given to one call.
-    pub call_records: Histogram,
-}
-
-impl Default for PluginMetrics {
-    fn default() -> Self {
-        PluginMetrics { call_seconds: Histogram::new(SECONDS), call_records: Histogram::new(COUNTS) }
-    }
+    o.sample_f(&format!("{name}_sum"), labels, h.sum());
+    o.sample(&format!("{name}_count"), labels, h.count());
 }
 
 /// Label values escape `\`, `"` and newlines.
@@ -154,18 +98,18 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         "histogram",
         "Time to write one batch to MongoDB until acknowledged (retries included).",
     );
-    stats.sink_write_seconds.render(&mut o, "sluice_sink_write_duration_seconds", &[]);
+    render_histogram(&stats.sink_write_seconds, &mut o, "sluice_sink_write_duration_seconds", &[]);
     o.family("sluice_sink_write_documents", "histogram", "Documents per batch write.");
-    stats.sink_write_documents.render(&mut o, "sluice_sink_write_documents", &[]);
+    render_histogram(&stats.sink_write_documents, &mut o, "sluice_sink_write_documents", &[]);
 
     let plugins = stats.plugins.lock().unwrap().clone();
     o.family("sluice_plugin_call_duration_seconds", "histogram", "Time of one plugin call (one batch through one plugin).");
     for (name, m) in &plugins {
-        m.call_seconds.render(&mut o, "sluice_plugin_call_duration_seconds", &[("plugin", name)]);
+        render_histogram(&m.call_seconds, &mut o, "sluice_plugin_call_duration_seconds", &[("plugin", name)]);
     }
     o.family("sluice_plugin_call_records", "histogram", "Records given to one plugin call.");
     for (name, m) in &plugins {
-        m.call_records.render(&mut o, "sluice_plugin_call_records", &[("plugin", name)]);
+        render_histogram(&m.call_records, &mut o, "sluice_plugin_call_records", &[("plugin", name)]);
     }
 
     let spec = hot.current();
@@ -259,7 +203,7 @@ mod tests {
             h.observe(v);
         }
         let mut o = Out(String::new());
-        h.render(&mut o, "x", &[("p", "a")]);
+        render_histogram(&h, &mut o, "x", &[("p", "a")]);
         assert_eq!(
             o.0,
             "x_bucket{p=\"a\",le=\"1\"} 2\nx_bucket{p=\"a\",le=\"5\"} 3\nx_bucket{p=\"a\",le=\"+Inf\"} 4\nx_sum{p=\"a\"} 11.5\nx_count{p=\"a\"} 4\n"

@@ -231,7 +231,7 @@ pub async fn count_by_version(config: &Config) -> anyhow::Result<Vec<VersionCoun
             .unwrap_or_default();
         let entry = by.entry(chain.clone()).or_insert_with(|| VersionCount { chain, documents: 0, offsets: BTreeMap::new() });
         entry.documents += 1;
-        if let Some((topic, partition, offset, _)) = d.get_str("_id").ok().and_then(crate::pipeline::parse_derived_id) {
+        if let Some((topic, partition, offset, _)) = d.get_str("_id").ok().and_then(crate::record::parse_derived_id) {
             let range = entry.offsets.entry(format!("{topic}:{partition}")).or_insert((offset, offset));
             range.0 = range.0.min(offset);
             range.1 = range.1.max(offset);

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
-use std::fmt::Write as _;
 
 use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 use tokio::sync::{mpsc, watch};
@@ -26,12 +25,14 @@ use crate::bson_json::json_to_bson;
 use crate::chain::{Chain, ChainSpec, Failure, FailureKind, Results};
 use crate::config::{Config, OnError, PipelineConfig};
 use crate::dlq::DeadLetters;
-use crate::metrics::{Histogram, PluginMetrics};
 use crate::progress::Progress;
+use crate::record::PartitionState;
+use crate::record::{SourceRecord, parse_derived_id, write_derived_id};
 use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError, WriteOp};
-use crate::source::{CommitCounts, PartitionState, Source, SourceEnd, SourceRecord, SourceSettings, SpawnWorker};
+use crate::source::{Source, SourceEnd, SourceSettings, SpawnWorker};
 use crate::swap::HotSwap;
+use crate::telemetry::{Health, PartitionGauges, Stats};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -42,98 +43,6 @@ pub struct RunOptions {
     /// Reload the configuration's `[[plugins]]` on SIGHUP (the binary sets it;
     /// signals are process-wide, so tests leave it off).
     pub reload_on_sighup: bool,
-}
-
-/// What `/readyz` reports.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// The group has assigned this host its partitions (possibly none) at least once.
-    pub joined: Arc<AtomicBool>,
-    /// Shutdown has begun.
-    pub stopping: AtomicBool,
-    /// Partition workers currently retrying a failed MongoDB write.
-    pub sink_failing: AtomicUsize,
-    /// Partition workers whose dead letter has not been sent for longer than `dlq.unavailable_timeout`.
-    pub dlq_failing: AtomicUsize,
-}
-
-impl Health {
-    /// `Err` says why this host is not ready.
-    pub fn readiness(&self) -> Result<(), &'static str> {
-        if self.stopping.load(Ordering::Relaxed) {
-            Err("shutting down")
-        } else if !self.joined.load(Ordering::Relaxed) {
-            Err("not yet assigned partitions by the consumer group")
-        } else if self.sink_failing.load(Ordering::Relaxed) > 0 {
-            Err("MongoDB writes are failing (retrying)")
-        } else if self.dlq_failing.load(Ordering::Relaxed) > 0 {
-            Err("dead letters cannot be sent (retrying; nothing is committed past them)")
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// Counters and histograms of a run (what `/metrics` shows).
-#[derive(Debug)]
-pub struct Stats {
-    pub consumed: AtomicU64,
-    pub written: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub dropped: AtomicU64,
-    pub skipped: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    /// By [`FailureKind`] (`kind as usize`).
-    pub skipped_by_kind: [AtomicU64; 8],
-    pub dead_lettered_by_kind: [AtomicU64; 8],
-    pub batches: AtomicU64,
-    pub retries: AtomicU64,
-    pub commits: Arc<CommitCounts>,
-    pub sink_write_seconds: Histogram,
-    pub sink_write_documents: Histogram,
-    /// Per plugin name.
-    pub plugins: std::sync::Mutex<std::collections::BTreeMap<String, Arc<PluginMetrics>>>,
-    /// Per assigned partition.
-    pub partitions: std::sync::Mutex<std::collections::BTreeMap<(Arc<str>, i32), Arc<PartitionGauges>>>,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            consumed: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            skipped_by_kind: Default::default(),
-            dead_lettered_by_kind: Default::default(),
-            batches: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            commits: Default::default(),
-            sink_write_seconds: Histogram::new(crate::metrics::SECONDS),
-            sink_write_documents: Histogram::new(crate::metrics::COUNTS),
-            plugins: Default::default(),
-            partitions: Default::default(),
-        }
-    }
-}
-
-impl Stats {
-    /// Where plugin `name`'s calls are measured.
-    pub fn plugin(&self, name: &str) -> Arc<PluginMetrics> {
-        self.plugins.lock().unwrap().entry(name.to_owned()).or_default().clone()
-    }
-}
-
-/// What `/metrics` shows of one assigned partition.
-#[derive(Debug)]
-pub struct PartitionGauges {
-    /// Offsets (written, high watermark) and queue.
-    pub state: Arc<PartitionState>,
-    /// The chain generation that made its last written batch (how far a swap has rolled out);
-    /// before the first, the one the partition's worker started with.
-    pub generation: AtomicU64,
 }
 
 /// Lists a partition in [`Stats`] while its worker runs.
@@ -860,8 +769,7 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
             let derived_id = out.op == crate::sink::Op::Insert && doc.get("_id").ok().flatten().is_none();
             if derived_id {
                 // Derived from the source coordinates: a replay finds it already there.
-                id.clear();
-                let _ = write!(id, "{}:{}:{}:{derived}", rec.topic, rec.partition, rec.offset);
+                write_derived_id(&mut id, rec, derived);
                 doc.append_ref("_id", id.as_str());
                 derived += 1;
             }
@@ -997,20 +905,6 @@ impl Backoff {
     }
 }
 
-/// `topic:partition:offset:index` — the default `_id` of the index-th output of a record.
-pub fn derived_id(rec: &SourceRecord, index: usize) -> String {
-    format!("{}:{}:{}:{}", rec.topic, rec.partition, rec.offset, index)
-}
-
-/// The parts of a [`derived_id`]: topic, partition, offset, index (the topic may contain `:`).
-pub fn parse_derived_id(id: &str) -> Option<(&str, i32, i64, usize)> {
-    let mut parts = id.rsplitn(4, ':');
-    let index = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    let partition = parts.next()?.parse().ok()?;
-    Some((parts.next()?, partition, offset, index))
-}
-
 /// The one place that decides what failed records do: dead-letter them (before
 /// their offset can be committed), skip them, or stop the run.
 async fn decide(
@@ -1117,24 +1011,6 @@ mod tests {
             assert!(w >= Duration::from_millis(lo) && w <= Duration::from_millis(hi), "{w:?} not in {lo}..{hi} ms");
         }
         assert_eq!(b.attempt, 5);
-    }
-
-    #[test]
-    fn derived_ids_name_the_source_coordinates() {
-        let rec = SourceRecord {
-            topic: Arc::from("testnum"),
-            partition: 2,
-            offset: 41,
-            timestamp: None,
-            key: None,
-            value: None,
-            headers: vec![],
-        };
-        assert_eq!(derived_id(&rec, 0), "testnum:2:41:0");
-        assert_eq!(derived_id(&rec, 3), "testnum:2:41:3");
-        assert_eq!(parse_derived_id("a:b:2:41:3"), Some(("a:b", 2, 41, 3)));
-        assert_eq!(parse_derived_id("testnum:2:x:3"), None);
-        assert_eq!(parse_derived_id("2:41:3"), None);
     }
 
     #[test]

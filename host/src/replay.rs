@@ -32,9 +32,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::chain::{Chain, ChainSpec, Failure};
 use crate::config::{Config, PluginConfig};
 use crate::pipeline::{Target, plan, rejected};
+use crate::record::SourceRecord;
 use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError};
-use crate::source::SourceRecord;
 
 /// What a replay did.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@
 //! on stop it does the same for all.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,105 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{KafkaConfig, OffsetReset};
 use crate::progress::Progress;
-
-/// A record as consumed, owned.
-#[derive(Debug, Clone)]
-pub struct SourceRecord {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    /// Keys as bytes: a client may send keys that are not UTF-8 ([`crate::kafka_raw`]).
-    pub headers: Vec<crate::kafka_raw::Header>,
-}
-
-/// Shared between the consumer thread and a partition's worker.
-#[derive(Debug)]
-pub struct PartitionState {
-    /// Next offset to consume once everything before it is written: what may be
-    /// committed. -1 until the worker wrote its first batch.
-    pub acked: AtomicI64,
-    /// Records handed to the worker and not yet written (or dropped).
-    pub queued: AtomicUsize,
-    /// Their size ([`PartitionState::size_of`]).
-    pub queued_bytes: AtomicUsize,
-    /// The broker's high watermark, from librdkafka's statistics (asked of the
-    /// broker while the partition is paused: librdkafka does not fetch it then,
-    /// so its statistics stand still); -1 until known.
-    pub high_watermark: AtomicI64,
-    /// Where consumption began when neither Kafka nor MongoDB had an offset (the
-    /// low or high watermark, by `auto_offset_reset`); -1 until known or when
-    /// there was an offset. With `acked` still -1, the lag counts from here.
-    pub origin: AtomicI64,
-    /// Set when the partition is revoked or the host stops: the worker finishes
-    /// the batch in flight and leaves the rest of its queue (uncommitted, it is
-    /// consumed again by whoever gets the partition), so a deep queue does not
-    /// slow a rebalance.
-    pub released: AtomicBool,
-    /// Records before this offset may have been written by an earlier owner
-    /// (MongoDB's progress `intent`): the worker cleans up after their replay.
-    pub replay_until: i64,
-    /// The topic's id (incarnation), when the cluster told it.
-    pub topic_id: Option<String>,
-    /// The stored progress belonged to an earlier incarnation of the topic:
-    /// the worker starts it over ([`crate::progress::Progress::renew`]).
-    pub renewed: bool,
-    /// The chain versions that may have written below `replay_until` (empty: unknown).
-    pub window_chains: Vec<String>,
-}
-
-impl PartitionState {
-    /// `start`: where consumption starts, already written (the later of Kafka's
-    /// committed offset and MongoDB's progress). Committing it again is harmless,
-    /// and it brings Kafka's offset up to MongoDB's when a commit was lost.
-    fn new(start: Option<i64>, since: Since) -> Self {
-        PartitionState {
-            replay_until: since.replay_until,
-            topic_id: since.topic_id,
-            renewed: since.renewed,
-            window_chains: since.chains,
-            acked: AtomicI64::new(start.unwrap_or(-1)),
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            high_watermark: AtomicI64::new(-1),
-            origin: AtomicI64::new(-1),
-            released: AtomicBool::new(false),
-        }
-    }
-
-    /// Records not yet written: the high watermark minus the next offset to
-    /// write (`None` until both are known).
-    pub fn lag(&self) -> Option<u64> {
-        let high = self.high_watermark.load(Ordering::Relaxed);
-        let next = match self.acked.load(Ordering::Relaxed) {
-            -1 => self.origin.load(Ordering::Relaxed),
-            acked => acked,
-        };
-        (high >= 0 && next >= 0).then(|| (high - next).max(0) as u64)
-    }
-
-    /// The size a record counts for in `queued_bytes`: its key, value and
-    /// headers, and [`RECORD_OVERHEAD`] for the record itself.
-    pub fn size_of(record: &SourceRecord) -> usize {
-        let headers: usize = record.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum();
-        RECORD_OVERHEAD + record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len) + headers
-    }
-}
-
-/// What a partition inherits from the stored progress besides its start.
-#[derive(Debug, Clone, Default)]
-struct Since {
-    replay_until: i64,
-    topic_id: Option<String>,
-    renewed: bool,
-    chains: Vec<String>,
-}
-
-/// What a queued record costs beyond its bytes (the struct, the allocations
-/// behind it), so that the byte limit bounds memory also for tiny records.
-pub const RECORD_OVERHEAD: usize = 128;
+use crate::record::{PartitionState, Since, SourceRecord};
+use crate::telemetry::CommitCounts;
 
 /// Starts a worker for a newly assigned partition.
 pub type SpawnWorker =
@@ -161,13 +64,6 @@ struct Assigned {
     by_topic: HashMap<String, HashMap<i32, Entry>>,
     /// Set after the first assignment (possibly empty) arrived.
     assigned_once: bool,
-}
-
-/// Offset commits, as librdkafka reports them.
-#[derive(Debug, Default)]
-pub struct CommitCounts {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
 }
 
 /// How the consumer runs.

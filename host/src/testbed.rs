@@ -29,9 +29,9 @@ use serde_json::{Value, json};
 use crate::chain::{Chain, ChainSpec};
 use crate::config::PluginConfig;
 use crate::pipeline::{Plan, Target, plan};
+use crate::record::SourceRecord;
 use crate::runtime::Runtime;
 use crate::sink::Op;
-use crate::source::SourceRecord;
 
 /// What to run and on what.
 #[derive(Debug, Clone)]

@@ -749,7 +749,7 @@ impl TestEnv {
 
 /// Where a document came from, from its derived `_id` (`topic:partition:offset:index`).
 pub fn source_of(d: &Document) -> (i32, i64) {
-    let parsed = d.get_str("_id").ok().and_then(sluice::pipeline::parse_derived_id);
+    let parsed = d.get_str("_id").ok().and_then(sluice::record::parse_derived_id);
     let (_, partition, offset, _) = parsed.unwrap_or_else(|| panic!("no derived _id in {d}"));
     (partition, offset)
 }

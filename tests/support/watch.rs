@@ -99,7 +99,7 @@ impl Reader {
         let docs: Vec<Document> = coll.find(doc! {}).projection(doc! { "_id": 1 }).await?.try_collect().await?;
         let mut have: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
         for d in &docs {
-            if let Some((_, p, o, _)) = d.get_str("_id").ok().and_then(sluice::pipeline::parse_derived_id) {
+            if let Some((_, p, o, _)) = d.get_str("_id").ok().and_then(sluice::record::parse_derived_id) {
                 have.entry(p).or_default().insert(o);
             }
         }

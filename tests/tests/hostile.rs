@@ -94,7 +94,7 @@ mod isolation {
     use sluice::chain::{Chain, ChainSpec};
     use sluice::config::PluginConfig;
     use sluice::runtime::{Runtime, RuntimeError};
-    use sluice::source::SourceRecord;
+    use sluice::record::SourceRecord;
 
     fn records(n: usize) -> Vec<SourceRecord> {
         let topic: Arc<str> = Arc::from("t");
@@ -111,10 +111,10 @@ mod isolation {
             .collect()
     }
 
-    fn panic_chain() -> (Chain, Arc<sluice::metrics::PluginMetrics>) {
+    fn panic_chain() -> (Chain, Arc<sluice::telemetry::PluginMetrics>) {
         let rt = Runtime::new().unwrap();
         let plugin = rt.load(&PluginConfig::new("panic", sluice_tests::hostile("panic"))).unwrap();
-        let metrics = Arc::new(sluice::metrics::PluginMetrics::default());
+        let metrics = Arc::new(sluice::telemetry::PluginMetrics::default());
         let chain = Chain::new(Arc::new(ChainSpec::new(1, vec![plugin])), 1 << 20).unwrap().with_metrics(vec![metrics.clone()]);
         (chain, metrics)
     }
