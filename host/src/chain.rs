@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 
+use crate::record::Op;
 use crate::record::SourceRecord;
+pub use crate::record::{Failure, FailureKind};
 use crate::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
-use crate::sink::Op;
 
 /// One document a source record turned into.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,62 +32,6 @@ pub struct ChainOutput {
     pub collection: Option<String>,
     /// Where the document (JSON, UTF-8) lies in [`Results::data`]: no copy per document.
     pub document: std::ops::Range<usize>,
-}
-
-/// Why a record failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The plugin that failed it, if a plugin did.
-    pub plugin: Option<String>,
-    /// That plugin's version (content hash).
-    pub plugin_version: Option<String>,
-    pub kind: FailureKind,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The plugin returned an error for the record.
-    PluginError,
-    /// The plugin trapped on the record.
-    Trap,
-    Timeout,
-    Memory,
-    /// The record cannot be processed as it is (no value, not JSON, not an object).
-    InvalidInput,
-    /// A plugin output is not a storable document.
-    InvalidOutput,
-    /// A plugin's outputs for one record exceed `limits.max_output_bytes`.
-    OutputTooLarge,
-    /// MongoDB refused the document.
-    SinkRejected,
-}
-
-impl FailureKind {
-    /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [FailureKind; 8] = [
-        FailureKind::PluginError,
-        FailureKind::Trap,
-        FailureKind::Timeout,
-        FailureKind::Memory,
-        FailureKind::InvalidInput,
-        FailureKind::InvalidOutput,
-        FailureKind::OutputTooLarge,
-        FailureKind::SinkRejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::PluginError => "plugin-error",
-            FailureKind::Trap => "trap",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Memory => "memory",
-            FailureKind::InvalidInput => "invalid-input",
-            FailureKind::InvalidOutput => "invalid-output",
-            FailureKind::OutputTooLarge => "output-too-large",
-            FailureKind::SinkRejected => "sink-rejected",
-        }
-    }
 }
 
 /// What a batch became: every output document, in record order, and per

@@ -485,8 +485,11 @@ fn default_keep_versions() -> usize {
 fn default_self_test_topic() -> String {
     "self-test".into()
 }
+/// Where progress is kept unless `mongo.offsets_collection` says otherwise.
+pub const DEFAULT_OFFSETS_COLLECTION: &str = "sluice_offsets";
+
 fn default_offsets_collection() -> String {
-    crate::progress::DEFAULT_COLLECTION.into()
+    DEFAULT_OFFSETS_COLLECTION.into()
 }
 fn default_true() -> bool {
     true

@@ -25,8 +25,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::chain::Failure;
 use crate::config::{DlqConfig, KafkaConfig};
+use crate::record::Failure;
 use crate::record::SourceRecord;
 
 /// Longest reason header; the rest is cut.

@@ -14,6 +14,7 @@
 //! - [`progress`]: next offsets kept in MongoDB, the later of it and Kafka's wins.
 //! - [`kafka_raw`]: Kafka headers as bytes (keys that are not UTF-8);
 //!   [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
+//! - [`plan`]: chain results to MongoDB writes (the pipeline writes it, the tools print it).
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
 //! - [`produce`]: the tutorial's producer (`sluice produce`).
 //! - [`ops`]: `sluice count`, `sluice reset`, `sluice check`.
@@ -38,6 +39,7 @@ pub mod kafka_raw;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod plan;
 pub mod produce;
 pub mod progress;
 pub mod record;
@@ -51,3 +53,6 @@ pub mod telemetry;
 pub mod testbed;
 
 pub use pipeline::{RunOptions, Summary, run};
+
+#[cfg(test)]
+mod layers;

@@ -68,7 +68,7 @@ fn escape(v: &str) -> String {
 }
 
 pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
-    use crate::chain::FailureKind;
+    use crate::record::FailureKind;
     let mut o = Out(String::with_capacity(8192));
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     o.counter("sluice_records_consumed_total", "Records taken from Kafka by the partition workers.", n(&stats.consumed));

@@ -23,7 +23,7 @@ use mongodb::options::WriteConcern;
 use mongodb::{Collection, Database};
 
 /// Default name of the progress collection (in the configured database).
-pub const DEFAULT_COLLECTION: &str = "sluice_offsets";
+pub const DEFAULT_COLLECTION: &str = crate::config::DEFAULT_OFFSETS_COLLECTION;
 
 #[derive(Clone)]
 pub struct Progress {

@@ -130,6 +130,70 @@ pub struct Since {
 /// behind it), so that the byte limit bounds memory also for tiny records.
 pub const RECORD_OVERHEAD: usize = 128;
 
+/// What a plugin output does to MongoDB (the contract's one operation kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Upsert,
+    Delete,
+}
+
+/// Why a record failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The plugin that failed it, if a plugin did.
+    pub plugin: Option<String>,
+    /// That plugin's version (content hash).
+    pub plugin_version: Option<String>,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The plugin returned an error for the record.
+    PluginError,
+    /// The plugin trapped on the record.
+    Trap,
+    Timeout,
+    Memory,
+    /// The record cannot be processed as it is (no value, not JSON, not an object).
+    InvalidInput,
+    /// A plugin output is not a storable document.
+    InvalidOutput,
+    /// A plugin's outputs for one record exceed `limits.max_output_bytes`.
+    OutputTooLarge,
+    /// MongoDB refused the document.
+    SinkRejected,
+}
+
+impl FailureKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::PluginError,
+        FailureKind::Trap,
+        FailureKind::Timeout,
+        FailureKind::Memory,
+        FailureKind::InvalidInput,
+        FailureKind::InvalidOutput,
+        FailureKind::OutputTooLarge,
+        FailureKind::SinkRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::PluginError => "plugin-error",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::InvalidInput => "invalid-input",
+            FailureKind::InvalidOutput => "invalid-output",
+            FailureKind::OutputTooLarge => "output-too-large",
+            FailureKind::SinkRejected => "sink-rejected",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

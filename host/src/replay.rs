@@ -29,9 +29,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::chain::{Chain, ChainSpec, Failure};
+use crate::chain::{Chain, ChainSpec};
 use crate::config::{Config, PluginConfig};
-use crate::pipeline::{Target, plan, rejected};
+use crate::plan::{Target, plan, rejected};
+use crate::record::Failure;
 use crate::record::SourceRecord;
 use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError};
@@ -264,7 +265,7 @@ fn read_source(
     topic: &str,
     partition: i32,
     offset: i64,
-) -> anyhow::Result<(Option<Vec<u8>>, Vec<crate::kafka_raw::Header>)> {
+) -> anyhow::Result<(Option<Vec<u8>>, Vec<crate::record::Header>)> {
     let at = format!("{topic}:{partition}@{offset}");
     let mut cc = kafka.client_config();
     cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))

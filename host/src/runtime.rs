@@ -527,7 +527,7 @@ impl Batch {
         timestamp: Option<i64>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: &[crate::kafka_raw::Header],
+        headers: &[crate::record::Header],
     ) {
         self.offsets.push(offset);
         self.timestamps.push(timestamp.unwrap_or(-1));

@@ -30,12 +30,7 @@ pub const DUPLICATE_KEY: i32 = 11000;
 /// MongoDB's largest document (BSON bytes).
 pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Insert,
-    Upsert,
-    Delete,
-}
+pub use crate::record::Op;
 
 /// One document to write, as BSON bytes (what the driver sends as it is).
 #[derive(Debug, Clone)]

@@ -28,10 +28,10 @@ use serde_json::{Value, json};
 
 use crate::chain::{Chain, ChainSpec};
 use crate::config::PluginConfig;
-use crate::pipeline::{Plan, Target, plan};
+use crate::plan::{Plan, Target, plan};
+use crate::record::Op;
 use crate::record::SourceRecord;
 use crate::runtime::Runtime;
-use crate::sink::Op;
 
 /// What to run and on what.
 #[derive(Debug, Clone)]
