@@ -29,8 +29,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
 ];
 
 /// Known exceptions, each to be removed: (from, to, why it is still there).
-const PENDING: &[(&str, &str, &str)] =
-    &[("source", "progress", "the start offsets are read from MongoDB in the rebalance callback; to become an injected lookup")];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 /// The modules a file's code (not its comments) names as `crate::x` or `crate::{x, y::z}`.
 fn uses(text: &str) -> std::collections::BTreeSet<String> {

@@ -29,7 +29,7 @@ use crate::record::PartitionState;
 use crate::record::{Failure, SourceRecord, parse_derived_id};
 use crate::runtime::Runtime;
 use crate::sink::{Sink, SinkError};
-use crate::source::{Source, SourceEnd, SourceSettings, SpawnWorker};
+use crate::source::{Source, SourceEnd, SourceSettings, SpawnWorker, StoredLookup};
 use crate::swap::HotSwap;
 use crate::telemetry::{Health, PartitionGauges, Stats};
 
@@ -209,7 +209,18 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         commits: stats.commits.clone(),
     };
     let handle = tokio::runtime::Handle::current();
-    let source = tokio::task::spawn_blocking(move || Source::new(&kafka, spawn, handle, settings, progress))
+    // Asked on librdkafka's rebalance callback, which must not return before the start offsets are known.
+    let lookup: StoredLookup = {
+        let (handle, progress) = (handle.clone(), progress.clone());
+        Arc::new(move |parts: &[(String, i32)]| {
+            match handle.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), progress.load_stored(parts)).await }) {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(e)) => Err(format!("MongoDB: {e}")),
+                Err(_) => Err("reading MongoDB timed out".into()),
+            }
+        })
+    };
+    let source = tokio::task::spawn_blocking(move || Source::new(&kafka, spawn, handle, settings, lookup))
         .await
         .context("creating the consumer")??;
     tracing::info!(event = "consuming", brokers = %config.kafka.brokers, group = %config.kafka.group_id, topics = ?config.kafka.topics, "consuming");

@@ -167,19 +167,7 @@ impl Progress {
     }
 }
 
-/// One partition's stored progress.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
-    /// Everything before it is written.
-    pub next_offset: Option<i64>,
-    /// No write went past it.
-    pub intent: Option<i64>,
-    /// The Kafka topic id (incarnation) these offsets belong to; absent in
-    /// documents of earlier releases.
-    pub topic_id: Option<String>,
-    /// The chain versions that may have written below the intent (empty: unknown).
-    pub chains: Vec<String>,
-}
+pub use crate::record::Stored;
 
 fn int(b: Option<&Bson>) -> Option<i64> {
     match b? {

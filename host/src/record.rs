@@ -194,6 +194,21 @@ impl FailureKind {
     }
 }
 
+/// One partition's stored progress (kept in MongoDB by [`crate::progress`], read at
+/// assignment by the Kafka layer through a lookup the pipeline gives it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Everything before it is written.
+    pub next_offset: Option<i64>,
+    /// No write went past it.
+    pub intent: Option<i64>,
+    /// The Kafka topic id (incarnation) these offsets belong to; absent in
+    /// documents of earlier releases.
+    pub topic_id: Option<String>,
+    /// The chain versions that may have written below the intent (empty: unknown).
+    pub chains: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,9 +25,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{KafkaConfig, OffsetReset};
-use crate::progress::Progress;
-use crate::record::{PartitionState, Since, SourceRecord};
+use crate::record::{PartitionState, Since, SourceRecord, Stored};
 use crate::telemetry::CommitCounts;
+
+/// Each partition's stored progress, asked at every assignment (on librdkafka's
+/// rebalance callback, so it blocks): the pipeline reads it from MongoDB.
+pub type StoredLookup = Arc<dyn Fn(&[(String, i32)]) -> Result<HashMap<(String, i32), Stored>, String> + Send + Sync>;
 
 /// Starts a worker for a newly assigned partition.
 pub type SpawnWorker =
@@ -91,7 +94,7 @@ pub struct SourceContext {
     spawn: SpawnWorker,
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
-    progress: Progress,
+    stored: StoredLookup,
     /// `auto_offset_reset = "latest"`: a partition with no offset in either store
     /// starts at the high watermark read at assignment, recorded as its start.
     start_at_end: bool,
@@ -217,18 +220,10 @@ impl SourceContext {
             tracing::warn!("cannot read the topics' ids (progress is used without checking the topic's incarnation): {e}");
             HashMap::new()
         });
-        let mut stored =
-            match self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), self.progress.load_stored(&parts)).await }) {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::warn!("cannot read the progress stored in MongoDB at assignment (using Kafka's offsets): {e}");
-                    HashMap::new()
-                }
-                Err(_) => {
-                    tracing::warn!("reading the progress stored in MongoDB timed out (using Kafka's offsets)");
-                    HashMap::new()
-                }
-            };
+        let mut stored = (self.stored)(&parts).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the progress stored at assignment (using Kafka's offsets): {e}");
+            HashMap::new()
+        });
         let mut since: HashMap<(String, i32), Since> = HashMap::new();
         for key in &parts {
             let current = ids.get(&key.0).cloned();
@@ -451,7 +446,7 @@ impl Source {
         spawn: SpawnWorker,
         runtime: tokio::runtime::Handle,
         settings: SourceSettings,
-        progress: Progress,
+        stored: StoredLookup,
     ) -> Result<Source, SourceError> {
         let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined, commits } = settings;
         let cc = consumer_config(cfg);
@@ -463,7 +458,7 @@ impl Source {
             spawn,
             runtime,
             drain_timeout,
-            progress,
+            stored,
             start_at_end,
         };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
