@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
-use crate::swap::{HotSwap, SwapError, SwapReport};
+use crate::plugin::swap::{HotSwap, SwapError, SwapReport};
 use crate::telemetry::{Health, Stats};
 
 /// What the handlers see.
@@ -179,8 +179,8 @@ mod tests {
         std::fs::write(&target, b"old").unwrap();
         let link = dir.path().join("current.wasm");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let cause = crate::swap::write_atomically(&link, b"new").unwrap_err();
-        let e = crate::swap::SwapError::Persist { plugin: "p".into(), version: "v".into(), path: link.clone(), cause };
+        let cause = crate::plugin::swap::write_atomically(&link, b"new").unwrap_err();
+        let e = crate::plugin::swap::SwapError::Persist { plugin: "p".into(), version: "v".into(), path: link.clone(), cause };
         assert_eq!(super::answer(Err(e)).status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(std::fs::read(&target).unwrap(), b"old", "the link's target is untouched");
     }

@@ -3,23 +3,18 @@
 //! after MongoDB acknowledged what it became.
 //!
 //! # Layout
-//! - [`record`]: a consumed record and its derived `_id`; [`config`]: the TOML configuration (strict, documented defaults).
-//! - [`telemetry`]: health, counters and histograms every layer fills in.
-//! - [`swap`]: hot swap: chain generations, validation, rollback, reload, the file watcher.
-//! - [`admin`]: the admin HTTP API (plugins, reload, health, metrics); [`metrics`]: its `/metrics`.
-//! - [`source`]: the Kafka consumer thread (dispatch, offset store, pause, rebalance).
-//! - [`runtime`]: wasmtime engine, plugin loading, sandboxed instances.
-//! - [`chain`]: a batch through the plugin chain, per-record results.
-//! - [`sink`]: MongoDB writes (idempotent inserts, upserts, deletes); [`bson_json`]: JSON to BSON bytes in one pass.
-//! - [`progress`]: next offsets kept in MongoDB, the later of it and Kafka's wins.
-//! - [`kafka_raw`]: Kafka headers as bytes (keys that are not UTF-8);
-//!   [`dlq`]: failed records to a Kafka dead-letter topic, with the reason in headers.
-//! - [`plan`]: chain results to MongoDB writes (the pipeline writes it, the tools print it).
+//! Layers, each using only those below it (checked by a unit test, `layers.rs`):
+//! - [`record`]: a consumed record, its derived `_id`, failure kinds, shared partition
+//!   state; [`config`]: the TOML configuration (strict, documented defaults).
+//! - [`telemetry`]: health, counters and histograms every layer fills in;
+//!   [`bson_json`]: JSON to BSON bytes in one pass.
+//! - Three siblings that never use each other: [`kafka`] (the consumer and its
+//!   offsets, headers as bytes, dead letters, the producer), [`plugin`] (wasmtime,
+//!   the chain, hot swap) and [`mongo`] (writes, the progress store).
+//! - [`plan`]: chain results to MongoDB writes; [`admin`] and [`metrics`]: the admin
+//!   HTTP API and `/metrics`; [`ops`], [`testbed`], [`scaffold`], [`replay`]: the
+//!   operator and plugin-author commands.
 //! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
-//! - [`produce`]: the tutorial's producer (`sluice produce`).
-//! - [`ops`]: `sluice count`, `sluice reset`, `sluice check`.
-//! - [`testbed`]: `sluice plugin test` (plugins on a file of records, the write plan);
-//!   [`scaffold`]: `sluice plugin new`; [`replay`]: `sluice dlq replay`.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -32,27 +27,26 @@
 
 pub mod admin;
 pub mod bson_json;
-pub mod chain;
 pub mod config;
-pub mod dlq;
-pub mod kafka_raw;
+pub mod kafka;
 pub mod metrics;
+pub mod mongo;
 pub mod ops;
 pub mod pipeline;
 pub mod plan;
-pub mod produce;
-pub mod progress;
+pub mod plugin;
 pub mod record;
 pub mod replay;
-pub mod runtime;
 pub mod scaffold;
-pub mod sink;
-pub mod source;
-pub mod swap;
 pub mod telemetry;
 pub mod testbed;
 
 pub use pipeline::{RunOptions, Summary, run};
+
+// The layers' modules by their short names too (`sluice::sink`, `sluice::runtime`, …).
+pub use kafka::{dlq, kafka_raw, produce, source};
+pub use mongo::{progress, sink};
+pub use plugin::{chain, runtime, swap};
 
 #[cfg(test)]
 mod layers;

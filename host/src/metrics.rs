@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::swap::HotSwap;
+use crate::plugin::swap::HotSwap;
 use crate::telemetry::{Health, Histogram, Stats};
 
 /// A metric family being written: `# HELP`, `# TYPE`, then samples.

@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::Config;
-use crate::sink::Sink;
+use crate::mongo::sink::Sink;
 
 /// One partition's offsets in both stores (`sluice offsets show`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,14 +245,14 @@ pub async fn count_by_version(config: &Config) -> anyhow::Result<Vec<VersionCoun
 /// `sluice check`: what a valid configuration will run, found without
 /// connecting to anything (plugins loaded and validated as at start).
 pub fn check(config: &Config) -> anyhow::Result<String> {
-    let runtime = crate::runtime::Runtime::new()?;
+    let runtime = crate::plugin::runtime::Runtime::new()?;
     let mut out = String::new();
     use std::fmt::Write as _;
     let k = &config.kafka;
     // librdkafka checks every setting's name and value when it is set: offline, no client is made.
-    crate::source::consumer_config(k).create_native_config().map_err(|e| anyhow::anyhow!("kafka.options: {e}"))?;
+    crate::kafka::source::consumer_config(k).create_native_config().map_err(|e| anyhow::anyhow!("kafka.options: {e}"))?;
     if config.pipeline.on_error == crate::config::OnError::DeadLetter {
-        crate::dlq::producer_config(k, &config.dlq).create_native_config().map_err(|e| anyhow::anyhow!("dlq.options: {e}"))?;
+        crate::kafka::dlq::producer_config(k, &config.dlq).create_native_config().map_err(|e| anyhow::anyhow!("dlq.options: {e}"))?;
     }
     let _ = writeln!(out, "  kafka: {} group {} topics {:?}", k.brokers, k.group_id, k.topics);
     let m = &config.mongo;

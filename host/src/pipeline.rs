@@ -20,17 +20,17 @@ use anyhow::Context as _;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::chain::{Chain, ChainSpec};
 use crate::config::{Config, OnError, PipelineConfig};
-use crate::dlq::DeadLetters;
+use crate::kafka::dlq::DeadLetters;
+use crate::kafka::source::{Source, SourceEnd, SourceSettings, SpawnWorker, StoredLookup};
+use crate::mongo::progress::Progress;
+use crate::mongo::sink::{Sink, SinkError};
 use crate::plan::{Plan, Target, plan, rejected};
-use crate::progress::Progress;
+use crate::plugin::chain::{Chain, ChainSpec};
+use crate::plugin::runtime::Runtime;
+use crate::plugin::swap::HotSwap;
 use crate::record::PartitionState;
 use crate::record::{Failure, SourceRecord, parse_derived_id};
-use crate::runtime::Runtime;
-use crate::sink::{Sink, SinkError};
-use crate::source::{Source, SourceEnd, SourceSettings, SpawnWorker, StoredLookup};
-use crate::swap::HotSwap;
 use crate::telemetry::{Health, PartitionGauges, Stats};
 
 /// How to run.
@@ -130,7 +130,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         crate::admin::serve(&config.admin, state, cancel.clone()).await?;
     }
     if config.hot_swap.watch {
-        let watcher = crate::swap::spawn_watcher(hot.clone(), config.hot_swap.debounce).context("watching the plugin files")?;
+        let watcher = crate::plugin::swap::spawn_watcher(hot.clone(), config.hot_swap.debounce).context("watching the plugin files")?;
         let cancel = cancel.clone();
         tokio::spawn(async move {
             cancel.cancelled().await;
@@ -158,7 +158,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 
     {
         let (kafka, timeout) = (config.kafka.clone(), config.kafka.connect_timeout);
-        tokio::task::spawn_blocking(move || crate::source::check_reachable(&kafka, timeout)).await??;
+        tokio::task::spawn_blocking(move || crate::kafka::source::check_reachable(&kafka, timeout)).await??;
     }
     let dlq = match config.pipeline.on_error {
         OnError::DeadLetter => {
@@ -419,7 +419,7 @@ async fn worker(
         let planned = match planned {
             Ok(p) => p,
             // Released mid-isolation: nothing of this batch is written or committed; the next owner runs it.
-            Err(crate::runtime::RuntimeError::Cancelled) => {
+            Err(crate::plugin::runtime::RuntimeError::Cancelled) => {
                 tracing::info!(topic = %topic, partition, "batch left to the next owner: the partition was released while it was isolated");
                 break;
             }
@@ -812,7 +812,7 @@ async fn decide(
 /// truncated. Topic deleted: created again. Failing for longer than
 /// `dlq.unavailable_timeout`: the host reports not ready until it is sent.
 async fn send_dead_letter(ctx: &WorkerCtx, spec: &ChainSpec, rec: &SourceRecord, f: &Failure) {
-    use crate::dlq::SendError;
+    use crate::kafka::dlq::SendError;
     let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
     let at = format!("{}:{}@{}", rec.topic, rec.partition, rec.offset);
     let mut backoff = Backoff::new(&ctx.pipeline);

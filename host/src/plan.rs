@@ -6,9 +6,9 @@
 use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 
 use crate::bson_json::json_to_bson;
-use crate::chain::{ChainSpec, Results};
+use crate::mongo::sink::WriteOp;
+use crate::plugin::chain::{ChainSpec, Results};
 use crate::record::{Failure, FailureKind, Op, SourceRecord, write_derived_id};
-use crate::sink::WriteOp;
 
 /// What a batch's chain results become in MongoDB.
 #[derive(Debug, Default)]
@@ -109,7 +109,7 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
             }
             let op = WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id, replay: false };
             // What MongoDB would refuse is known now: failed here, where `plugin test` sees it too.
-            if let Some(message) = crate::sink::precheck(&op) {
+            if let Some(message) = crate::mongo::sink::precheck(&op) {
                 let (plugin, plugin_version) = match spec.plugins.last() {
                     Some(p) => (Some(p.name.clone()), Some(p.version.clone())),
                     None => (None, None),
@@ -127,7 +127,7 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
 }
 
 /// The records whose documents MongoDB refused (once each), as failures.
-pub fn rejected(rejections: &[crate::sink::Rejection], op_source: &[usize]) -> Vec<(usize, Failure)> {
+pub fn rejected(rejections: &[crate::mongo::sink::Rejection], op_source: &[usize]) -> Vec<(usize, Failure)> {
     let mut seen = std::collections::HashSet::new();
     rejections
         .iter()
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn plugins_may_not_write_to_sluice_s_or_mongodb_s_own_collections() {
-        use crate::chain::{ChainOutput, Results};
+        use crate::plugin::chain::{ChainOutput, Results};
         let target = Target { versions_field: None, offsets_collection: "progress" };
         for name in ["progress", "system.users", "", "a$b", "a\0b"] {
             assert!(target.refuses(name).is_some(), "{name:?}");
@@ -179,7 +179,7 @@ mod tests {
 
     mod properties {
         use super::super::*;
-        use crate::chain::{ChainOutput, Results};
+        use crate::plugin::chain::{ChainOutput, Results};
         use crate::record::parse_derived_id;
         use proptest::prelude::*;
         use std::sync::Arc;

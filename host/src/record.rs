@@ -17,7 +17,7 @@ pub struct SourceRecord {
     pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    /// Keys as bytes ([`crate::kafka_raw`] reads and writes them).
+    /// Keys as bytes ([`crate::kafka::kafka_raw`] reads and writes them).
     pub headers: Vec<Header>,
 }
 
@@ -73,7 +73,7 @@ pub struct PartitionState {
     /// The topic's id (incarnation), when the cluster told it.
     pub topic_id: Option<String>,
     /// The stored progress belonged to an earlier incarnation of the topic:
-    /// the worker starts it over ([`crate::progress::Progress::renew`]).
+    /// the worker starts it over ([`crate::mongo::progress::Progress::renew`]).
     pub renewed: bool,
     /// The chain versions that may have written below `replay_until` (empty: unknown).
     pub window_chains: Vec<String>,
@@ -194,7 +194,7 @@ impl FailureKind {
     }
 }
 
-/// One partition's stored progress (kept in MongoDB by [`crate::progress`], read at
+/// One partition's stored progress (kept in MongoDB by [`crate::mongo::progress`], read at
 /// assignment by the Kafka layer through a lookup the pipeline gives it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stored {

@@ -29,13 +29,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::chain::{Chain, ChainSpec};
 use crate::config::{Config, PluginConfig};
+use crate::mongo::sink::{Sink, SinkError};
 use crate::plan::{Target, plan, rejected};
+use crate::plugin::chain::{Chain, ChainSpec};
+use crate::plugin::runtime::Runtime;
 use crate::record::Failure;
 use crate::record::SourceRecord;
-use crate::runtime::Runtime;
-use crate::sink::{Sink, SinkError};
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -213,7 +213,7 @@ fn read_all(
         let mut headers = Vec::new();
         let (mut group, mut truncated) = (None, false);
         let mut source: HashMap<String, String> = HashMap::new();
-        for (key, value) in m.headers().map(crate::kafka_raw::read_headers).unwrap_or_default() {
+        for (key, value) in m.headers().map(crate::kafka::kafka_raw::read_headers).unwrap_or_default() {
             match key.strip_prefix(b"sluice.source.") {
                 Some(k) => {
                     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -279,7 +279,7 @@ fn read_source(
     while std::time::Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) if m.offset() == offset => {
-                return Ok((m.payload().map(<[u8]>::to_vec), m.headers().map(crate::kafka_raw::read_headers).unwrap_or_default()));
+                return Ok((m.payload().map(<[u8]>::to_vec), m.headers().map(crate::kafka::kafka_raw::read_headers).unwrap_or_default()));
             }
             Some(Ok(m)) => {
                 bail!("the dead letter of {at} was truncated, and the source topic no longer has it (it starts at {})", m.offset())

@@ -46,7 +46,7 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub skipped: AtomicU64,
     pub dead_lettered: AtomicU64,
-    /// By [`FailureKind`] (`kind as usize`).
+    /// By [`crate::record::FailureKind`] (`kind as usize`).
     pub skipped_by_kind: [AtomicU64; 8],
     pub dead_lettered_by_kind: [AtomicU64; 8],
     pub batches: AtomicU64,

@@ -26,12 +26,12 @@ use anyhow::{Context as _, bail};
 use mongodb::bson::Bson;
 use serde_json::{Value, json};
 
-use crate::chain::{Chain, ChainSpec};
 use crate::config::PluginConfig;
 use crate::plan::{Plan, Target, plan};
+use crate::plugin::chain::{Chain, ChainSpec};
+use crate::plugin::runtime::Runtime;
 use crate::record::Op;
 use crate::record::SourceRecord;
-use crate::runtime::Runtime;
 
 /// What to run and on what.
 #[derive(Debug, Clone)]
@@ -111,7 +111,8 @@ pub fn run(opts: &TestOptions, records: &[SourceRecord]) -> anyhow::Result<Vec<V
     let mut lines = Vec::with_capacity(records.len());
     for batch in records.chunks(opts.batch.max(1)) {
         let results = chain.process(batch)?;
-        let target = Target { versions_field: opts.versions_field.as_deref(), offsets_collection: crate::progress::DEFAULT_COLLECTION };
+        let target =
+            Target { versions_field: opts.versions_field.as_deref(), offsets_collection: crate::mongo::progress::DEFAULT_COLLECTION };
         let p = plan(&spec, &target, batch, &results);
         lines.extend(plan_lines(batch, &p));
     }

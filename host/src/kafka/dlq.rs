@@ -92,7 +92,7 @@ impl DeadLetters {
         if !self.cfg.create_topics {
             anyhow::bail!("dlq.create_topics is off");
         }
-        crate::produce::ensure_topic(&self.kafka.client_config(), &self.topic_for(source_topic), 1).await
+        crate::kafka::produce::ensure_topic(&self.kafka.client_config(), &self.topic_for(source_topic), 1).await
     }
 
     pub fn topic_for(&self, source_topic: &str) -> String {
@@ -108,7 +108,7 @@ impl DeadLetters {
         }
         let client = kafka.client_config();
         for t in &kafka.topics {
-            crate::produce::ensure_topic(&client, &self.topic_for(t), 1).await?;
+            crate::kafka::produce::ensure_topic(&client, &self.topic_for(t), 1).await?;
         }
         Ok(())
     }
@@ -121,7 +121,7 @@ impl DeadLetters {
         let mut headers = OwnedHeaders::new_with_capacity(rec.headers.len() + 10);
         if !truncated {
             for (k, v) in &rec.headers {
-                headers = crate::kafka_raw::add_header(headers, k, v.as_deref());
+                headers = crate::kafka::kafka_raw::add_header(headers, k, v.as_deref());
             }
         }
         let mut reason = f.message.clone();

@@ -27,9 +27,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::chain::ChainSpec;
 use crate::config::{Config, ConfigError, HotSwapConfig, PluginConfig};
-use crate::runtime::{LoadedPlugin, Runtime, RuntimeError, read_plugin, version_of};
+use crate::plugin::chain::ChainSpec;
+use crate::plugin::runtime::{LoadedPlugin, Runtime, RuntimeError, read_plugin, version_of};
 
 /// What asked for a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -6,7 +6,7 @@
 //! conversion and panic on such a key, on the consumer's poll thread; its
 //! `OwnedHeaders::insert` takes only `&str` keys. These two functions read and
 //! write header keys as they are, so such a record is processed (its key passed
-//! to plugins lossily, see [`crate::runtime`]) and dead-lettered unchanged.
+//! to plugins lossily, see [`crate::plugin::runtime`]) and dead-lettered unchanged.
 
 use std::ffi::c_void;
 

@@ -216,7 +216,7 @@ impl SourceContext {
         };
         let mut topics: Vec<String> = parts.iter().map(|(t, _)| t.clone()).collect();
         topics.dedup();
-        let ids = crate::kafka_raw::topic_ids(consumer.client().native_ptr(), &topics, Duration::from_secs(5)).unwrap_or_else(|e| {
+        let ids = crate::kafka::kafka_raw::topic_ids(consumer.client().native_ptr(), &topics, Duration::from_secs(5)).unwrap_or_else(|e| {
             tracing::warn!("cannot read the topics' ids (progress is used without checking the topic's incarnation): {e}");
             HashMap::new()
         });
@@ -559,7 +559,7 @@ impl Source {
             );
             return;
         };
-        let headers = msg.headers().map(crate::kafka_raw::read_headers).unwrap_or_default();
+        let headers = msg.headers().map(crate::kafka::kafka_raw::read_headers).unwrap_or_default();
         let record = SourceRecord {
             topic: entry.topic.clone(),
             partition: msg.partition(),

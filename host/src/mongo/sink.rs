@@ -283,8 +283,8 @@ impl Sink {
     }
 
     /// The progress store of `group` in `collection`, with this sink's write concern.
-    pub fn progress(&self, collection: &str, group: &str) -> crate::progress::Progress {
-        crate::progress::Progress::new(&self.db, collection, group, self.write_concern.clone())
+    pub fn progress(&self, collection: &str, group: &str) -> crate::mongo::progress::Progress {
+        crate::mongo::progress::Progress::new(&self.db, collection, group, self.write_concern.clone())
     }
 
     fn collection(&self, name: Option<&str>) -> Collection<RawDocumentBuf> {

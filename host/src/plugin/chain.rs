@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use mongodb::bson::{Bson, RawDocumentBuf, doc};
 
+use crate::plugin::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
 use crate::record::Op;
 use crate::record::SourceRecord;
 pub use crate::record::{Failure, FailureKind};
-use crate::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
 
 /// One document a source record turned into.
 #[derive(Debug, Clone, PartialEq)]
