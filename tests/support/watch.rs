@@ -170,7 +170,9 @@ impl ProgressWatch {
         drop(self.busy.lock().await);
     }
 
-    /// Stop and assert: samples were taken and none found a store ahead of the documents.
+    /// Stop and assert: at least `min_samples` were taken (reading every document
+    /// takes seconds on a loaded machine: few, but each a full check) and none
+    /// found a store ahead of the documents.
     pub async fn finish(mut self, min_samples: usize) -> Report {
         self.stop.store(true, Ordering::Relaxed);
         let report = self.task.take().unwrap().await.expect("the watch task");

@@ -72,7 +72,7 @@ async fn kill_9_mid_stream_then_restart() {
     // and found part of it already written by the killed host.
     assert_eq!(last.summary("consumed"), Some(N - start as u64), "{}", last.log_tail(20));
     assert!(last.summary("duplicates").unwrap() > 0, "the killed host had written past what was recorded: {}", last.log_tail(20));
-    watch.finish(10).await;
+    watch.finish(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +98,7 @@ async fn two_hosts_one_killed_the_survivor_takes_over() {
     b.terminate(Duration::from_secs(30)).await;
     env.assert_exact(N).await;
     assert!(b.assignments() > before, "the survivor took the dead host's partitions over:\n{}", b.log_tail(20));
-    watch.finish(10).await;
+    watch.finish(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +152,7 @@ async fn mongodb_down_for_10_s_mid_stream() {
     host.terminate(Duration::from_secs(30)).await;
     assert!(host.summary("retries").unwrap() > 0, "the outage was seen and retried");
     env.assert_exact(N).await;
-    watch.finish(10).await;
+    watch.finish(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +167,7 @@ async fn kafka_broker_restarted_mid_stream() {
     env.wait_for_count(N, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\nlog:\n{}", host.log_tail(30)));
     host.terminate(Duration::from_secs(30)).await;
     env.assert_exact(N).await;
-    watch.finish(10).await;
+    watch.finish(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +185,7 @@ async fn sigterm_mid_stream_exits_0_and_a_restart_replays_nothing() {
     // Nothing the first host wrote is consumed again.
     assert_eq!(last.summary("duplicates"), Some(0), "{}", last.log_tail(20));
     assert_eq!(last.summary("consumed"), Some(N - consumed_first));
-    watch.finish(10).await;
+    watch.finish(1).await;
 }
 
 /// A host joining mid-stream: the partitions it takes were drained and
@@ -212,7 +212,7 @@ async fn a_host_joining_causes_no_replay() {
         assert_eq!(h.summary("duplicates"), Some(0), "{}", h.log_tail(20));
         assert!(h.log_lines("drain timeout").is_empty(), "the drain finished in time: {}", h.log_tail(20));
     }
-    watch.finish(10).await;
+    watch.finish(1).await;
 }
 
 /// The host's resident memory in bytes.

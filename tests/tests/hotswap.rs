@@ -190,7 +190,7 @@ async fn a_plugin_file_written_mid_stream_is_swapped_in() {
     assert!(swaps[0].contains("trigger=file"), "{}", swaps[0]);
     let rejected = host.log_lines("swap rejected");
     assert!(rejected.len() == 1 && rejected[0].contains("trigger=file"), "{rejected:?}");
-    watch.finish(3).await;
+    watch.finish(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +277,7 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
         let after_v2 = list.iter().skip_while(|(_, v)| *v != v2).find(|(_, v)| *v == v1).map(|(o, _)| *o);
         assert_eq!(after_v2, third.get(&p).copied(), "partition {p}: v1 again from the reported switch {third:?}");
     }
-    watch.finish(3).await;
+    watch.finish(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
