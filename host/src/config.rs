@@ -915,7 +915,20 @@ fn redacted(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
 /// Whether a librdkafka option's value must be hidden.
 pub fn is_secret_option(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "key.pem", "private.key", "token", "sasl.jaas"].iter().any(|s| k.contains(s))
+    ["password", "secret", "key.pem", "private.key", "token", "sasl.jaas", "oauthbearer.config"].iter().any(|s| k.contains(s))
+}
+
+/// `e` with the value of a secret option hidden: rust-rdkafka's message for a
+/// setting librdkafka refused ends with the value (and librdkafka's may quote it).
+pub fn redact_kafka_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use rdkafka::error::KafkaError;
+    match e {
+        KafkaError::ClientConfig(code, desc, key, value) if is_secret_option(&key) => {
+            let desc = if value.is_empty() { desc } else { desc.replace(&value, "***") };
+            KafkaError::ClientConfig(code, desc, key, "***".into())
+        }
+        e => e,
+    }
 }
 
 /// `mongodb://user:pw@host` → `mongodb://user:***@host`.
@@ -1304,6 +1317,30 @@ mod tests {
         assert!(dbg.contains("app:***@127.0.0.1") && dbg.contains("\"me\""), "{dbg}");
         assert_eq!(redact_uri("mongodb://h:1/db"), "mongodb://h:1/db");
         assert_eq!(redact_uri("mongodb+srv://u:p@a,b/x?y=@"), "mongodb+srv://u:***@a,b/x?y=@");
+    }
+
+    #[test]
+    fn secret_options_are_hidden_in_librdkafka_errors() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID;
+        // librdkafka's sensitive settings (its conf dump redacts them) are secret here too.
+        for key in ["sasl.password", "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret", "ssl.key.password", "ssl.key.pem"] {
+            assert!(is_secret_option(key), "{key}");
+        }
+        let refused = |key: &str, value: &str| {
+            let desc = format!("Invalid value \"{value}\" for configuration property \"{key}\"");
+            redact_kafka_error(KafkaError::ClientConfig(RD_KAFKA_CONF_INVALID, desc, key.into(), value.into())).to_string()
+        };
+        let e = refused("sasl.oauthbearer.client.secret", "hunter2");
+        assert!(!e.contains("hunter2") && e.contains("sasl.oauthbearer.client.secret"), "{e}");
+        let e = refused("linger.ms", "soon");
+        assert!(e.contains("soon"), "other values are shown: {e}");
+        // What this build says of an OIDC secret (it has no libcurl), or nothing if it takes it.
+        let real = rdkafka::ClientConfig::new().set("sasl.oauthbearer.client.secret", "hunter2").create_native_config();
+        if let Err(e) = real {
+            let e = redact_kafka_error(e).to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]

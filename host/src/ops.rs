@@ -13,7 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use crate::config::Config;
+use crate::config::{Config, redact_kafka_error};
 use crate::mongo::sink::Sink;
 
 /// One partition's offsets in both stores (`sluice offsets show`).
@@ -63,7 +63,7 @@ pub async fn offsets(config: &Config) -> anyhow::Result<Vec<PartitionOffsets>> {
     let kafka = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(String, i32, Option<i64>, i64, i64)>> {
         let mut cc = k.client_config();
         cc.set("group.id", &k.group_id).set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+        let consumer: BaseConsumer = cc.create().map_err(redact_kafka_error).context("creating a Kafka client")?;
         let timeout = Duration::from_secs(10);
         let mut tpl = rdkafka::TopicPartitionList::new();
         let mut out = Vec::new();
@@ -127,7 +127,7 @@ pub async fn set_offsets(config: &Config, to: OffsetTarget, partition: Option<i3
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut cc = k.client_config();
         cc.set("group.id", &k.group_id).set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = cc.create().context("creating a Kafka client")?;
+        let consumer: BaseConsumer = cc.create().map_err(redact_kafka_error).context("creating a Kafka client")?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for (t, p, o, _) in &kafka_moves {
             tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))?;
@@ -250,9 +250,13 @@ pub fn check(config: &Config) -> anyhow::Result<String> {
     use std::fmt::Write as _;
     let k = &config.kafka;
     // librdkafka checks every setting's name and value when it is set: offline, no client is made.
-    crate::kafka::source::consumer_config(k).create_native_config().map_err(|e| anyhow::anyhow!("kafka.options: {e}"))?;
+    crate::kafka::source::consumer_config(k)
+        .create_native_config()
+        .map_err(|e| anyhow::anyhow!("kafka.options: {}", redact_kafka_error(e)))?;
     if config.pipeline.on_error == crate::config::OnError::DeadLetter {
-        crate::kafka::dlq::producer_config(k, &config.dlq).create_native_config().map_err(|e| anyhow::anyhow!("dlq.options: {e}"))?;
+        crate::kafka::dlq::producer_config(k, &config.dlq)
+            .create_native_config()
+            .map_err(|e| anyhow::anyhow!("dlq.options: {}", redact_kafka_error(e)))?;
     }
     let _ = writeln!(out, "  kafka: {} group {} topics {:?}", k.brokers, k.group_id, k.topics);
     let m = &config.mongo;
@@ -290,7 +294,8 @@ pub struct ResetReport {
 /// other collections (by derived `_id`), and drop the collection.
 pub async fn reset(config: &Config) -> anyhow::Result<ResetReport> {
     let k = &config.kafka;
-    let admin: AdminClient<DefaultClientContext> = k.client_config().create().context("creating the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        k.client_config().create().map_err(redact_kafka_error).context("creating the Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut names: Vec<String> = k.topics.clone();
     names.extend(k.topics.iter().map(|t| config.dlq.topic_for(t)));
@@ -332,7 +337,7 @@ pub async fn reset(config: &Config) -> anyhow::Result<ResetReport> {
         }
     }
     // Topic deletion is asynchronous in Kafka: wait until the topics are gone.
-    let probe: rdkafka::consumer::BaseConsumer = k.client_config().create()?;
+    let probe: rdkafka::consumer::BaseConsumer = k.client_config().create().map_err(redact_kafka_error)?;
     for _ in 0..100 {
         let md = rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(10))?;
         if !md.topics().iter().any(|t| topics.contains(&t.name())) {

@@ -172,7 +172,7 @@ fn read_all(
     cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cc.create().context("creating the dead-letter reader")?;
+    let consumer: BaseConsumer = cc.create().map_err(crate::config::redact_kafka_error).context("creating the dead-letter reader")?;
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading the metadata of {topic}"))?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic).filter(|t| !t.partitions().is_empty()) else {
@@ -271,7 +271,7 @@ fn read_source(
     cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cc.create().context("creating the source reader")?;
+    let consumer: BaseConsumer = cc.create().map_err(crate::config::redact_kafka_error).context("creating the source reader")?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     consumer.assign(&tpl)?;

@@ -67,7 +67,12 @@ impl SendError {
 impl DeadLetters {
     pub fn new(kafka: &KafkaConfig, cfg: &DlqConfig) -> Result<DeadLetters, KafkaError> {
         let cc = producer_config(kafka, cfg);
-        Ok(DeadLetters { producer: cc.create()?, cfg: cfg.clone(), kafka: kafka.clone(), group: kafka.group_id.clone() })
+        Ok(DeadLetters {
+            producer: cc.create().map_err(crate::config::redact_kafka_error)?,
+            cfg: cfg.clone(),
+            kafka: kafka.clone(),
+            group: kafka.group_id.clone(),
+        })
     }
 }
 

@@ -64,7 +64,8 @@ impl ProduceOptions {
 /// for it, KIP-464, brokers since 2.4). `client`: the brokers and their security settings.
 pub async fn ensure_topic(client: &ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let brokers = client.get("bootstrap.servers").unwrap_or("(no bootstrap.servers)");
-    let admin: AdminClient<DefaultClientContext> = client.create().context("creating the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(crate::config::redact_kafka_error).context("creating the Kafka admin client")?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics([&new], &opts).await.with_context(|| format!("creating topic {topic} on {brokers}"))?;
@@ -98,6 +99,7 @@ pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "60000")
         .create()
+        .map_err(crate::config::redact_kafka_error)
         .context("creating the Kafka producer")?;
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut acks = Acks { sent: 0, reported: 0, progress };

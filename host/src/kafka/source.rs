@@ -24,7 +24,7 @@ use rdkafka::{ClientContext, error::KafkaError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{KafkaConfig, OffsetReset};
+use crate::config::{KafkaConfig, OffsetReset, redact_kafka_error};
 use crate::record::{PartitionState, Since, SourceRecord, Stored};
 use crate::telemetry::CommitCounts;
 
@@ -396,7 +396,7 @@ fn fmt_tpl(tpl: &TopicPartitionList) -> String {
 /// then (a producer started at the same moment may still be creating them): a
 /// misspelled topic is an error at start, not a host that waits forever.
 pub fn check_reachable(cfg: &KafkaConfig, timeout: Duration) -> Result<(), SourceError> {
-    let probe: BaseConsumer = cfg.client_config().create().map_err(SourceError::Create)?;
+    let probe: BaseConsumer = cfg.client_config().create().map_err(|e| SourceError::Create(redact_kafka_error(e)))?;
     let started = Instant::now();
     loop {
         let md = probe.fetch_metadata(None, timeout).map_err(|cause| SourceError::Unreachable {
@@ -461,7 +461,7 @@ impl Source {
             stored,
             start_at_end,
         };
-        let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(SourceError::Create)?;
+        let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(|e| SourceError::Create(redact_kafka_error(e)))?;
         consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
             brokers: cfg.brokers.clone(),
             timeout: connect_timeout,
