@@ -93,8 +93,8 @@ mod isolation {
 
     use sluice::chain::{Chain, ChainSpec};
     use sluice::config::PluginConfig;
-    use sluice::runtime::{Runtime, RuntimeError};
     use sluice::record::SourceRecord;
+    use sluice::runtime::{Runtime, RuntimeError};
 
     fn records(n: usize) -> Vec<SourceRecord> {
         let topic: Arc<str> = Arc::from("t");
