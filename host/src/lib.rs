@@ -4,17 +4,16 @@
 //!
 //! # Layout
 //! Layers, each using only those below it (checked by a unit test, `layers.rs`):
-//! - [`record`]: a consumed record, its derived `_id`, failure kinds, shared partition
-//!   state; [`config`]: the TOML configuration (strict, documented defaults).
-//! - [`telemetry`]: health, counters and histograms every layer fills in;
-//!   [`bson_json`]: JSON to BSON bytes in one pass.
-//! - Three siblings that never use each other: [`kafka`] (the consumer and its
-//!   offsets, headers as bytes, dead letters, the producer), [`plugin`] (wasmtime,
-//!   the chain, hot swap) and [`mongo`] (writes, the progress store).
-//! - [`plan`]: chain results to MongoDB writes; [`admin`] and [`metrics`]: the admin
-//!   HTTP API and `/metrics`; [`ops`], [`testbed`], [`scaffold`], [`replay`]: the
-//!   operator and plugin-author commands.
-//! - [`pipeline`]: per-partition workers and [`run`], which ties it all together.
+//! 1. [`record`]: a consumed record, its derived `_id`, failure kinds, shared partition
+//!    state; [`config`]: the TOML configuration (strict, documented defaults).
+//! 2. [`telemetry`]: health, counters and histograms every layer fills in.
+//! 3. Three siblings that never use each other: [`kafka`] (the consumer and its
+//!    offsets, headers as bytes, dead letters, the producer), [`plugin`] (wasmtime,
+//!    the chain, hot swap) and [`mongo`] (JSON to BSON, writes, the progress store).
+//! 4. [`ops`]: the admin HTTP API and `/metrics`.
+//! 5. [`pipeline`]: per-partition workers, the write plan, and [`run`], which ties it
+//!    all together.
+//! 6. [`cli`]: the binary's commands, one module each.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -25,21 +24,15 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod bson_json;
+pub mod cli;
 pub mod config;
 pub mod kafka;
-pub mod metrics;
 pub mod mongo;
 pub mod ops;
 pub mod pipeline;
-pub mod plan;
 pub mod plugin;
 pub mod record;
-pub mod replay;
-pub mod scaffold;
 pub mod telemetry;
-pub mod testbed;
 
 pub use pipeline::{RunOptions, Summary, run};
 

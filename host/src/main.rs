@@ -216,7 +216,7 @@ enum DlqCommand {
         /// params, limits and self-tests: NAME=PATH, or PATH alone when the chain has one plugin or one
         /// named after the file. Repeat for more plugins.
         #[arg(long = "plugin", value_name = "[NAME=]PLUGIN.wasm")]
-        plugins: Vec<sluice::replay::PluginFile>,
+        plugins: Vec<sluice::cli::replay::PluginFile>,
     },
 }
 
@@ -260,7 +260,7 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let cfg = Config::load(&config.config)?;
-            let report = sluice::ops::check(&cfg)?;
+            let report = sluice::cli::store::check(&cfg)?;
             println!("{} is valid (nothing was contacted)", config.config.display());
             print!("{report}");
             Ok(())
@@ -295,17 +295,17 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         }
         Command::Count { config, expect_nums, by_version } => {
             let cfg = Config::load(&config.config)?;
-            let n = sluice::ops::count(&cfg).await?;
+            let n = sluice::cli::store::count(&cfg).await?;
             println!("{n} documents in {}.{}", cfg.mongo.database, cfg.mongo.collection);
             if by_version {
-                for v in sluice::ops::count_by_version(&cfg).await? {
+                for v in sluice::cli::store::count_by_version(&cfg).await? {
                     let chain = if v.chain.is_empty() { "(no versions field)" } else { &v.chain };
                     let ranges: Vec<String> = v.offsets.iter().map(|(p, (lo, hi))| format!("{p} offsets {lo}..={hi}")).collect();
                     println!("  {chain}: {} documents; {}", v.documents, ranges.join(", "));
                 }
             }
             if let Some(expected) = expect_nums {
-                let c = sluice::ops::check_nums(&cfg, expected).await?;
+                let c = sluice::cli::store::check_nums(&cfg, expected).await?;
                 println!("produced={expected} stored={} missing={} duplicates={}", c.stored, c.missing, c.duplicates);
                 // Say what is wrong, and only that. A number stored twice is also what
                 // numbers produced twice give (each record is its own document).
@@ -329,7 +329,7 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         }
         Command::Reset { config } => {
             let cfg = Config::load(&config.config)?;
-            let r = sluice::ops::reset(&cfg).await?;
+            let r = sluice::cli::store::reset(&cfg).await?;
             println!(
                 "deleted topics {:?} and group {} (and its progress in {}), dropped {}.{}",
                 r.topics, cfg.kafka.group_id, cfg.mongo.offsets_collection, cfg.mongo.database, cfg.mongo.collection
@@ -341,13 +341,13 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         }
         Command::Offsets(OffsetsCommand::Show { config }) => {
             let cfg = Config::load(&config.config)?;
-            for p in sluice::ops::offsets(&cfg).await? {
+            for p in sluice::cli::store::offsets(&cfg).await? {
                 println!("{p}");
             }
             Ok(())
         }
         Command::Offsets(OffsetsCommand::Set { config, to_beginning, to_end, to_offset, partition }) => {
-            use sluice::ops::OffsetTarget;
+            use sluice::cli::store::OffsetTarget;
             let cfg = Config::load(&config.config)?;
             let to = match (to_beginning, to_end, to_offset) {
                 (true, _, _) => OffsetTarget::Beginning,
@@ -355,17 +355,17 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
                 (_, _, Some(o)) => OffsetTarget::Offset(o),
                 _ => anyhow::bail!("say where: --to-beginning, --to-end or --to-offset N"),
             };
-            for p in sluice::ops::set_offsets(&cfg, to, partition).await? {
+            for p in sluice::cli::store::set_offsets(&cfg, to, partition).await? {
                 println!("{p}");
             }
             Ok(())
         }
         Command::Plugin(PluginCommand::New { name, dir, sdk_path }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let sdk = sdk_path.or_else(sluice::scaffold::default_sdk_path).context(
+            let sdk = sdk_path.or_else(sluice::cli::scaffold::default_sdk_path).context(
                 "where is the sluice-plugin crate? pass --sdk-path <sluice checkout>/guest-sdk (this binary was not built from one)",
             )?;
-            let wasm = sluice::scaffold::new_plugin(&name, &dir, &sdk)?;
+            let wasm = sluice::cli::scaffold::new_plugin(&name, &dir, &sdk)?;
             println!("created plugin {name} in {}", dir.display());
             println!(
                 "next: cd {} && cargo build --release   # makes {}",
@@ -381,18 +381,18 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
                     let cfg = Config::load(&path)?;
                     (cfg.plugins, versions_field.or(cfg.pipeline.versions_field))
                 }
-                None => (sluice::testbed::chain_of_files(&plugins), versions_field),
+                None => (sluice::cli::testbed::chain_of_files(&plugins), versions_field),
             };
-            let opts = sluice::testbed::TestOptions { plugins, params, input, envelope, topic, versions_field, batch };
-            let records = sluice::testbed::read_records(&opts)?;
-            let plan = sluice::testbed::run(&opts, &records)?;
+            let opts = sluice::cli::testbed::TestOptions { plugins, params, input, envelope, topic, versions_field, batch };
+            let records = sluice::cli::testbed::read_records(&opts)?;
+            let plan = sluice::cli::testbed::run(&opts, &records)?;
             for line in &plan {
                 println!("{line}");
             }
             let count = |key: &str| plan.iter().filter(|l| l.get(key).is_some()).count();
             eprintln!("{} records: {} written, {} dropped, {} failed", plan.len(), count("ops"), count("dropped"), count("error"));
             if let Some(expected) = expect {
-                sluice::testbed::check_expected(&plan, &expected, opts.versions_field.as_deref())?;
+                sluice::cli::testbed::check_expected(&plan, &expected, opts.versions_field.as_deref())?;
                 eprintln!("the plan matches {}", expected.display());
             }
             Ok(())
@@ -400,7 +400,7 @@ async fn real_main(command: Command) -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::Replay { config, from, plugins }) => {
             let cfg = Config::load(&config.config)?;
             let from = from.unwrap_or_else(|| cfg.dlq.topic_for(&cfg.kafka.topics[0]));
-            let r = sluice::replay::replay(&cfg, &from, &plugins).await?;
+            let r = sluice::cli::replay::replay(&cfg, &from, &plugins).await?;
             println!(
                 "replayed {} dead letters from {from}: {} documents written, {} already there, {} dropped, {} failed again",
                 r.read,

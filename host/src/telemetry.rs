@@ -1,6 +1,6 @@
 //! Telemetry, below every layer that reports: what `/readyz` and `/metrics`
 //! read ([`Health`], [`Stats`], [`Histogram`]), filled in by the Kafka, plugin
-//! and MongoDB layers and the pipeline, rendered by [`crate::metrics`].
+//! and MongoDB layers and the pipeline, rendered by [`crate::ops::metrics`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -12,6 +12,8 @@
 //! is published it builds its instances of it, and the next batch (never a batch
 //! in progress) runs through it.
 
+pub mod plan;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,7 +27,7 @@ use crate::kafka::dlq::DeadLetters;
 use crate::kafka::source::{Source, SourceEnd, SourceSettings, SpawnWorker, StoredLookup};
 use crate::mongo::progress::Progress;
 use crate::mongo::sink::{Sink, SinkError};
-use crate::plan::{Plan, Target, plan, rejected};
+use crate::pipeline::plan::{Plan, Target, plan, rejected};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
 use crate::plugin::swap::HotSwap;
@@ -126,8 +128,8 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let _stop_background = cancel.clone().drop_guard();
     if config.admin.enabled {
         let state =
-            crate::admin::AdminState { hot: hot.clone(), stats: stats.clone(), health: health.clone(), token: config.admin.token.clone() };
-        crate::admin::serve(&config.admin, state, cancel.clone()).await?;
+            crate::ops::admin::AdminState { hot: hot.clone(), stats: stats.clone(), health: health.clone(), token: config.admin.token.clone() };
+        crate::ops::admin::serve(&config.admin, state, cancel.clone()).await?;
     }
     if config.hot_swap.watch {
         let watcher = crate::plugin::swap::spawn_watcher(hot.clone(), config.hot_swap.debounce).context("watching the plugin files")?;

@@ -122,7 +122,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let text = crate::metrics::render(&s.state.stats, &s.state.hot, &s.state.health);
+    let text = crate::ops::metrics::render(&s.state.stats, &s.state.hot, &s.state.health);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -27,7 +27,7 @@ use mongodb::bson::Bson;
 use serde_json::{Value, json};
 
 use crate::config::PluginConfig;
-use crate::plan::{Plan, Target, plan};
+use crate::pipeline::plan::{Plan, Target, plan};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
 use crate::record::Op;

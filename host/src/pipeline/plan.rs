@@ -5,7 +5,7 @@
 
 use mongodb::bson::{Bson, RawBsonRef, RawDocumentBuf};
 
-use crate::bson_json::json_to_bson;
+use crate::mongo::encode::json_to_bson;
 use crate::mongo::sink::WriteOp;
 use crate::plugin::chain::{ChainSpec, Results};
 use crate::record::{Failure, FailureKind, Op, SourceRecord, write_derived_id};

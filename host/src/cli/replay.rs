@@ -31,7 +31,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::config::{Config, PluginConfig};
 use crate::mongo::sink::{Sink, SinkError};
-use crate::plan::{Target, plan, rejected};
+use crate::pipeline::plan::{Target, plan, rejected};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
 use crate::record::Failure;
