@@ -5,10 +5,8 @@
 //! consumer: store the offsets workers report as written (`enable.auto.offset.store`
 //! is off, so librdkafka commits only what MongoDB has acknowledged), pause a
 //! partition whose queue is full and resume it when drained, and tell whether
-//! every partition has caught up. On revoke it stops the revoked partitions'
-//! workers, waits (up to the drain timeout) for their in-flight batches, stores
-//! their offsets and commits synchronously before the partitions are released;
-//! on stop it does the same for all.
+//! every partition has caught up. Rebalances are handled in [`super::rebalance`];
+//! on stop the thread drains and commits every partition the same way.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,25 +14,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, error::KafkaError};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+pub use crate::kafka::rebalance::SourceContext;
 use crate::config::{KafkaConfig, OffsetReset, redact_kafka_error};
-use crate::record::{PartitionState, Since, SourceRecord, Stored};
+use crate::kafka::rebalance::{Assigned, Entry, fmt_tpl};
+use crate::record::{PartitionState, SourceRecord, Stored};
 use crate::telemetry::CommitCounts;
 
 /// Each partition's stored progress, asked at every assignment (on librdkafka's
 /// rebalance callback, so it blocks): the pipeline reads it from MongoDB.
 pub type StoredLookup = Arc<dyn Fn(&[(String, i32)]) -> Result<HashMap<(String, i32), Stored>, String> + Send + Sync>;
 
-/// Starts a worker for a newly assigned partition.
+/// Starts a worker for a newly assigned partition: it reads the partition's
+/// records from the receiver until the sender is dropped or `released` is set.
 pub type SpawnWorker =
-    Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> JoinHandle<()> + Send + Sync>;
+    Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> WorkerHandle + Send + Sync>;
+
+/// A running worker as the consumer sees it. The rebalance callback, which
+/// must not return before a revoked partition's batch in flight is written,
+/// waits on `finished`: its sender lives as long as the worker does.
+pub struct WorkerHandle {
+    pub finished: std::sync::mpsc::Receiver<()>,
+    /// Stops the worker (its batch in flight is replayed by the next owner).
+    pub abort: Box<dyn FnOnce() + Send>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -48,27 +56,6 @@ pub enum SourceError {
     MissingTopics { topics: Vec<String>, brokers: String, timeout: Duration },
 }
 
-struct Entry {
-    topic: Arc<str>,
-    tx: mpsc::UnboundedSender<SourceRecord>,
-    state: Arc<PartitionState>,
-    task: JoinHandle<()>,
-    /// The offset last stored with librdkafka.
-    stored: i64,
-    paused: bool,
-    /// Where consumption started and the end offset seen then (caught-up, and
-    /// the lag's origin when nothing was committed).
-    start: Option<i64>,
-    target: Option<i64>,
-}
-
-#[derive(Default)]
-struct Assigned {
-    by_topic: HashMap<String, HashMap<i32, Entry>>,
-    /// Set after the first assignment (possibly empty) arrived.
-    assigned_once: bool,
-}
-
 /// How the consumer runs.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
@@ -80,315 +67,9 @@ pub struct SourceSettings {
     pub max_queued_bytes: usize,
     /// End once every assigned partition is written up to its end offset at assignment.
     pub until_caught_up: bool,
-    /// How long the brokers may take to answer at start.
-    pub connect_timeout: Duration,
     /// Set once the group assigned this consumer its partitions (possibly none).
     pub joined: Arc<AtomicBool>,
     pub commits: Arc<CommitCounts>,
-}
-
-pub struct SourceContext {
-    assigned: Mutex<Assigned>,
-    joined: Arc<AtomicBool>,
-    commits: Arc<CommitCounts>,
-    spawn: SpawnWorker,
-    runtime: tokio::runtime::Handle,
-    drain_timeout: Duration,
-    stored: StoredLookup,
-    /// `auto_offset_reset = "latest"`: a partition with no offset in either store
-    /// starts at the high watermark read at assignment, recorded as its start.
-    start_at_end: bool,
-}
-
-impl ClientContext for SourceContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", "{fac}: {log_message}"),
-            L::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
-            L::Notice | L::Info => tracing::info!(target: "librdkafka", "{fac}: {log_message}"),
-            L::Debug => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
-        }
-    }
-
-    /// Every `statistics.interval.ms`: note each assigned partition's high
-    /// watermark (for the lag). Only ever forward: for a paused partition these
-    /// statistics are older than what [`Source::housekeeping`] asked the broker.
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        let a = self.assigned.lock().unwrap();
-        for (name, topic) in &statistics.topics {
-            let Some(parts) = a.by_topic.get(name) else { continue };
-            for (p, stats) in &topic.partitions {
-                if let Some(e) = parts.get(p)
-                    && stats.hi_offset >= 0
-                {
-                    e.state.high_watermark.fetch_max(stats.hi_offset, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    /// Assign at the later of Kafka's committed offset and the progress stored in
-    /// MongoDB; on revoke, drain and commit before the partitions are released.
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let (starts, since) = self.start_positions(consumer, tpl);
-                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
-                if let Err(e) = result {
-                    tracing::error!("assigning partitions failed: {e}");
-                    return;
-                }
-                // librdkafka keeps a partition's pause flag across assignments: a
-                // partition paused (queue full) before a revoke would stay paused.
-                if let Err(e) = consumer.resume(tpl) {
-                    tracing::warn!("cannot resume newly assigned partitions: {e}");
-                }
-                self.on_assigned(tpl, &starts, &since);
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.on_revoked(consumer, tpl);
-                let result = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
-                if let Err(e) = result {
-                    tracing::error!("releasing partitions failed: {e}");
-                }
-            }
-            other => {
-                tracing::error!("rebalance failed: {other:?}; releasing all partitions");
-                let all = {
-                    self.assigned
-                        .lock()
-                        .unwrap()
-                        .by_topic
-                        .iter()
-                        .flat_map(|(t, m)| m.keys().map(move |p| (t.clone(), *p)))
-                        .collect::<Vec<_>>()
-                };
-                let mut revoked = TopicPartitionList::new();
-                for (t, p) in all {
-                    revoked.add_partition(&t, p);
-                }
-                self.on_revoked(consumer, &revoked);
-                let _ = consumer.unassign();
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                self.commits.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                self.commits.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("offset commit failed (the next commit carries the same offsets): {e}");
-            }
-        }
-    }
-}
-
-impl SourceContext {
-    /// Where each assigned partition starts: the later of Kafka's committed offset
-    /// and MongoDB's stored progress. Sets the MongoDB one in `tpl` when it is later.
-    /// Also returns what each partition inherits: where replays end (MongoDB's
-    /// `intent`), the topic's id, and whether the stored progress belonged to
-    /// an earlier incarnation of the topic (then it is not used).
-    fn start_positions(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        tpl: &mut TopicPartitionList,
-    ) -> (HashMap<(String, i32), i64>, HashMap<(String, i32), Since>) {
-        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        let mut starts = HashMap::new();
-        if parts.is_empty() {
-            return (starts, HashMap::new());
-        }
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(c) => c.to_topic_map(),
-            Err(e) => {
-                tracing::warn!("cannot read Kafka's committed offsets at assignment: {e}");
-                HashMap::new()
-            }
-        };
-        let mut topics: Vec<String> = parts.iter().map(|(t, _)| t.clone()).collect();
-        topics.dedup();
-        let ids = crate::kafka::kafka_raw::topic_ids(consumer.client().native_ptr(), &topics, Duration::from_secs(5)).unwrap_or_else(|e| {
-            tracing::warn!("cannot read the topics' ids (progress is used without checking the topic's incarnation): {e}");
-            HashMap::new()
-        });
-        let mut stored = (self.stored)(&parts).unwrap_or_else(|e| {
-            tracing::warn!("cannot read the progress stored at assignment (using Kafka's offsets): {e}");
-            HashMap::new()
-        });
-        let mut since: HashMap<(String, i32), Since> = HashMap::new();
-        for key in &parts {
-            let current = ids.get(&key.0).cloned();
-            let s = stored.get(key).cloned().unwrap_or_default();
-            let renewed = matches!((&s.topic_id, &current), (Some(a), Some(b)) if a != b);
-            let mut replay_until = s.intent.unwrap_or(-1);
-            if renewed {
-                // Offsets of a deleted topic mean nothing for the new one; its records reuse the old derived ids.
-                replay_until = replay_until.max(s.next_offset.unwrap_or(-1));
-                tracing::warn!(topic = %key.0, partition = key.1, stored_id = ?s.topic_id, topic_id = ?current, stored_next_offset = ?s.next_offset,
-                    "the topic was deleted and created again since the progress in MongoDB was stored: starting it over; documents of the old topic with the same derived ids are replaced");
-                stored.remove(key);
-            }
-            let chains = if renewed { Vec::new() } else { s.chains };
-            since.insert(key.clone(), Since { replay_until, topic_id: current, renewed, chains });
-        }
-        for key in parts {
-            let kafka = match committed.get(&key) {
-                Some(Offset::Offset(o)) => Some(*o),
-                _ => None,
-            };
-            let mongo = stored.get(&key).and_then(|s| s.next_offset);
-            if let Some(m) = mongo
-                && kafka.is_none_or(|k| m > k)
-            {
-                // Kafka's offset is a little behind after a crash (MongoDB's is saved more often); a rewind of
-                // Kafka's alone (kafka-consumer-groups --reset-offsets) is overridden: `sluice offsets set` moves both.
-                match kafka {
-                    Some(k) => tracing::warn!(topic = %key.0, partition = key.1, kafka = k, mongo = m,
-                        "Kafka's committed offset is behind MongoDB's progress (a crash before the commit, or a rewind of Kafka's offsets alone): starting at MongoDB's; to rewind, use `sluice offsets set`, which moves both"),
-                    None => {
-                        tracing::info!(topic = %key.0, partition = key.1, mongo = m, "starting at the progress stored in MongoDB (Kafka has no offset)")
-                    }
-                }
-                if let Err(e) = tpl.set_partition_offset(&key.0, key.1, Offset::Offset(m)) {
-                    tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1);
-                }
-            }
-            if let Some(start) = kafka.max(mongo) {
-                starts.insert(key, start);
-            } else if self.start_at_end {
-                // Left to librdkafka, "latest" is resolved anew by every run until a record of the
-                // partition is written: records sent between two runs would be skipped. Resolved
-                // here, the start is stored (and committed) like any written offset.
-                match consumer.fetch_watermarks(&key.0, key.1, Duration::from_secs(5)) {
-                    Ok((_, high)) => match tpl.set_partition_offset(&key.0, key.1, Offset::Offset(high)) {
-                        Ok(()) => {
-                            tracing::info!(topic = %key.0, partition = key.1, offset = high, "no offset stored: starting at the end (auto_offset_reset = \"latest\")");
-                            starts.insert(key, high);
-                        }
-                        Err(e) => tracing::warn!("cannot set the start offset of {}:{}: {e}", key.0, key.1),
-                    },
-                    Err(e) => {
-                        tracing::warn!(topic = %key.0, partition = key.1, "cannot read the end offset (librdkafka resolves \"latest\" itself): {e}")
-                    }
-                }
-            }
-        }
-        (starts, since)
-    }
-
-    fn on_assigned(&self, tpl: &TopicPartitionList, starts: &HashMap<(String, i32), i64>, since: &HashMap<(String, i32), Since>) {
-        let mut a = self.assigned.lock().unwrap();
-        a.assigned_once = true;
-        self.joined.store(true, Ordering::Relaxed);
-        let mut parts = Vec::new();
-        for e in tpl.elements() {
-            let key = (e.topic().to_owned(), e.partition());
-            let topic: Arc<str> = Arc::from(e.topic());
-            let map = a.by_topic.entry(key.0.clone()).or_default();
-            if map.contains_key(&key.1) {
-                continue;
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            let start = starts.get(&key).copied();
-            let state =
-                Arc::new(PartitionState::new(start, since.get(&key).cloned().unwrap_or(Since { replay_until: -1, ..Since::default() })));
-            let task = (self.spawn)(topic.clone(), key.1, rx, state.clone());
-            map.insert(key.1, Entry { topic, tx, state, task, stored: -1, paused: false, start, target: None });
-            parts.push(key);
-        }
-        tracing::info!(event = "assigned", partitions = %fmt_parts(&parts), "partitions assigned");
-    }
-
-    fn on_revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-        let entries = {
-            let mut a = self.assigned.lock().unwrap();
-            parts.iter().filter_map(|(t, p)| a.by_topic.get_mut(t).and_then(|m| m.remove(p)).map(|e| (*p, e))).collect::<Vec<_>>()
-        };
-        if !entries.is_empty() {
-            tracing::info!(event = "revoked", partitions = %fmt_parts(&parts), "partitions revoked: draining");
-        }
-        self.drain_and_commit(consumer, entries);
-    }
-
-    /// Close the workers' inputs, wait for their in-flight batches, then store
-    /// and synchronously commit their offsets.
-    fn drain_and_commit(&self, consumer: &BaseConsumer<Self>, entries: Vec<(i32, Entry)>) {
-        if entries.is_empty() {
-            return;
-        }
-        let deadline = Instant::now() + self.drain_timeout;
-        let mut tpl = TopicPartitionList::new();
-        // Every worker at once: finish the batch in flight, leave the queue.
-        let entries: Vec<_> = entries
-            .into_iter()
-            .map(|(p, e)| {
-                e.state.released.store(true, Ordering::Release);
-                drop(e.tx);
-                (p, e.topic, e.state, e.task)
-            })
-            .collect();
-        for (p, topic, state, mut task) in entries {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let finished = self.runtime.block_on(async { tokio::time::timeout(left, &mut task).await.is_ok() });
-            if !finished {
-                tracing::warn!(topic = %topic, partition = p, "drain timeout: in-flight batch abandoned (it will be replayed)");
-                task.abort();
-            }
-            let acked = state.acked.load(Ordering::Acquire);
-            if acked >= 0 {
-                let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(acked));
-            }
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = consumer.store_offsets(&tpl) {
-                tracing::debug!("store_offsets on drain: {e}");
-            }
-            // A commit can fail while the group coordinator moves (a broker
-            // restart): retry within the drain deadline. If it still fails, the
-            // offsets stay stored and MongoDB's progress covers them.
-            let mut attempt = 0;
-            loop {
-                match consumer.commit(&tpl, CommitMode::Sync) {
-                    Ok(()) => {
-                        tracing::info!(offsets = %fmt_tpl(&tpl), "committed");
-                        break;
-                    }
-                    Err(e) if attempt < 5 && Instant::now() + Duration::from_millis(500) < deadline => {
-                        attempt += 1;
-                        tracing::warn!(attempt, "synchronous commit on drain failed (retrying): {e}");
-                        std::thread::sleep(Duration::from_millis(200 * attempt));
-                    }
-                    Err(e) => {
-                        tracing::warn!("synchronous commit on drain failed: {e}; MongoDB's stored progress still covers these offsets");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn fmt_parts(parts: &[(String, i32)]) -> String {
-    let mut v: Vec<String> = parts.iter().map(|(t, p)| format!("{t}:{p}")).collect();
-    v.sort();
-    v.join(",")
-}
-
-fn fmt_tpl(tpl: &TopicPartitionList) -> String {
-    let mut v: Vec<String> =
-        tpl.elements().iter().map(|e| format!("{}:{}@{}", e.topic(), e.partition(), e.offset().to_raw().unwrap_or(-1))).collect();
-    v.sort();
-    v.join(",")
 }
 
 /// Check that the brokers answer within `timeout` (a metadata request), with the
@@ -444,11 +125,10 @@ impl Source {
     pub fn new(
         cfg: &KafkaConfig,
         spawn: SpawnWorker,
-        runtime: tokio::runtime::Handle,
         settings: SourceSettings,
         stored: StoredLookup,
     ) -> Result<Source, SourceError> {
-        let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, connect_timeout, joined, commits } = settings;
+        let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, joined, commits } = settings;
         let cc = consumer_config(cfg);
         let start_at_end = cfg.auto_offset_reset == OffsetReset::Latest;
         let ctx = SourceContext {
@@ -456,17 +136,12 @@ impl Source {
             joined,
             commits,
             spawn,
-            runtime,
             drain_timeout,
             stored,
             start_at_end,
         };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(|e| SourceError::Create(redact_kafka_error(e)))?;
-        consumer.fetch_metadata(None, connect_timeout).map_err(|cause| SourceError::Unreachable {
-            brokers: cfg.brokers.clone(),
-            timeout: connect_timeout,
-            cause,
-        })?;
+        // The brokers answered `check_reachable` already: subscribing needs no second probe.
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|cause| SourceError::Subscribe { topics: cfg.topics.clone(), cause })?;
         Ok(Source { consumer, max_queued, max_queued_bytes, until_caught_up, reset: cfg.auto_offset_reset, last_watermarks: None })
@@ -572,7 +247,7 @@ impl Source {
         let size = PartitionState::size_of(&record);
         let queued = entry.state.queued.fetch_add(1, Ordering::AcqRel) + 1;
         let queued_bytes = entry.state.queued_bytes.fetch_add(size, Ordering::AcqRel) + size;
-        if entry.tx.send(record).is_err() {
+        if !entry.send(record) {
             // The worker ended (fatal error); the run is stopping. Not committed.
             entry.state.queued.fetch_sub(1, Ordering::AcqRel);
             entry.state.queued_bytes.fetch_sub(size, Ordering::AcqRel);

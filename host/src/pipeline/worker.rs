@@ -1,0 +1,336 @@
+//! One partition's worker: next batch → switch generation → run the chain →
+//! write (deciding failed records once) → store the offset as written.
+//!
+//! It ends when the partition is released (revoke, stop: it records its
+//! progress first) or when the run must stop (reported on `fatal`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::PipelineConfig;
+use crate::kafka::dlq::DeadLetters;
+use crate::mongo::progress::Progress;
+use crate::mongo::sink::Sink;
+use crate::pipeline::plan::{Plan, Target, plan};
+use crate::pipeline::progress::{Intent, ProgressSaver, kept_ids, remove_stale};
+use crate::pipeline::write::{FailureLog, write_batch};
+use crate::plugin::chain::{Chain, ChainSpec};
+use crate::plugin::runtime::RuntimeError;
+use crate::plugin::swap::HotSwap;
+use crate::record::{PartitionState, SourceRecord};
+use crate::telemetry::{Health, PartitionGauges, Stats};
+
+/// What every worker of a run shares.
+pub(super) struct WorkerCtx {
+    pub hot: Arc<HotSwap>,
+    pub dlq_unavailable_timeout: std::time::Duration,
+    pub offsets_collection: String,
+    pub health: Arc<Health>,
+    pub dlq: Option<DeadLetters>,
+    pub sink: Sink,
+    pub progress: Progress,
+    pub pipeline: PipelineConfig,
+    pub stats: Arc<Stats>,
+    pub fatal: mpsc::UnboundedSender<anyhow::Error>,
+}
+
+/// Why a worker's loop ended.
+enum Exit {
+    /// Revoked, stopping, or its queue closed: record how far it got.
+    Released,
+    /// The run must stop; the reason was sent on `fatal`.
+    Fatal,
+}
+
+/// Serve one partition until it is released or the run must stop.
+pub(super) async fn worker(ctx: Arc<WorkerCtx>, topic: Arc<str>, partition: i32, rx: mpsc::UnboundedReceiver<SourceRecord>, state: Arc<PartitionState>) {
+    let Some(mut w) = Worker::start(ctx, topic, partition, rx, state).await else { return };
+    loop {
+        match w.one_batch().await {
+            Ok(()) => {}
+            Err(Exit::Released) => return w.release().await,
+            Err(Exit::Fatal) => return,
+        }
+    }
+}
+
+struct Worker {
+    ctx: Arc<WorkerCtx>,
+    topic: Arc<str>,
+    partition: i32,
+    rx: mpsc::UnboundedReceiver<SourceRecord>,
+    state: Arc<PartitionState>,
+    registered: Registered,
+    specs: watch::Receiver<Arc<ChainSpec>>,
+    /// Released (revoke, shutdown): the isolation of a failed batch stops between calls.
+    cancel: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// `None` only while a batch runs through it on a blocking thread.
+    chain: Option<Chain>,
+    /// The records' buffer, kept between batches.
+    batch: Vec<SourceRecord>,
+    progress: ProgressSaver,
+    intent: Intent,
+    failures: FailureLog,
+    /// The generation that ran the last batch.
+    ran: Option<u64>,
+}
+
+impl Worker {
+    async fn start(
+        ctx: Arc<WorkerCtx>,
+        topic: Arc<str>,
+        partition: i32,
+        rx: mpsc::UnboundedReceiver<SourceRecord>,
+        state: Arc<PartitionState>,
+    ) -> Option<Worker> {
+        let registered = Registered::new(ctx.stats.clone(), topic.clone(), partition, state.clone());
+        let mut specs = ctx.hot.subscribe();
+        let spec = specs.borrow_and_update().clone();
+        let cancel: Arc<dyn Fn() -> bool + Send + Sync> = {
+            let state = state.clone();
+            Arc::new(move || state.released.load(Ordering::Acquire))
+        };
+        let chain = build_chain(&ctx, spec, &topic, partition).await?.with_cancel(cancel.clone());
+        // Until its first batch is written, the generation it starts with (a partition assigned again
+        // after its last record, e.g. by a late rebalance, otherwise shows no generation at all).
+        registered.gauges.generation.store(chain.spec().generation, Ordering::Relaxed);
+        let intent = Intent::inherited(&state, ctx.pipeline.batch_max_records);
+        let mut progress = ProgressSaver::new(ctx.pipeline.progress_interval);
+        progress.topic_id = state.topic_id.clone();
+        if state.renewed
+            && let Some(id) = &state.topic_id
+        {
+            // A new incarnation of the topic: its progress starts over (a failure only leaves the old one ignored again).
+            if let Err(e) = ctx.progress.renew(&topic, partition, id, state.replay_until).await {
+                tracing::warn!(topic = %topic, partition, "starting the progress over for the recreated topic failed: {e}");
+            }
+        }
+        let batch = Vec::with_capacity(ctx.pipeline.batch_max_records);
+        let failures = FailureLog::new(&topic, partition);
+        Some(Worker { ctx, topic, partition, rx, state, registered, specs, cancel, chain: Some(chain), batch, progress, intent, failures, ran: None })
+    }
+
+    fn chain(&self) -> &Chain {
+        self.chain.as_ref().expect("the chain is back from its blocking thread")
+    }
+
+    fn released(&self) -> bool {
+        self.state.released.load(Ordering::Acquire)
+    }
+
+    async fn one_batch(&mut self) -> Result<(), Exit> {
+        let records = self.next_batch().await?;
+        self.switch_at_boundary(records[0].offset).await?;
+        let (n, bytes) = (records.len(), records.iter().map(PartitionState::size_of).sum::<usize>());
+        let next_offset = records.last().map(|r| r.offset + 1).expect("non-empty batch");
+        self.ctx.stats.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        let (records, planned) = self.run_chain(records).await?;
+        self.write(&records, planned, next_offset).await?;
+        self.store(next_offset, n, bytes).await;
+        self.batch = records;
+        Ok(())
+    }
+
+    /// Wait for a record (doing idle work meanwhile), then take what else came
+    /// within `batch_linger`, up to `batch_max_records`.
+    async fn next_batch(&mut self) -> Result<Vec<SourceRecord>, Exit> {
+        self.batch.clear();
+        let first = loop {
+            // Revoked or stopping: the rest of the queue is left to the next owner.
+            if self.released() {
+                return Err(Exit::Released);
+            }
+            tokio::select! {
+                r = self.rx.recv() => break r.ok_or(Exit::Released)?,
+                // Idle: build the new generation's instances now, not when records come.
+                Ok(()) = self.specs.changed() => self.switch().await?,
+                // Idle with progress not yet saved.
+                _ = self.progress.due(), if self.progress.pending() => self.progress.flush(&self.ctx, &self.topic, self.partition).await,
+                // Idle with failures not yet logged.
+                _ = tokio::time::sleep_until(self.failures.next), if !self.failures.counts.is_empty() => self.failures.flush(),
+            }
+        };
+        self.batch.push(first);
+        let linger_until = tokio::time::Instant::now() + self.ctx.pipeline.batch_linger;
+        while self.batch.len() < self.ctx.pipeline.batch_max_records {
+            match self.rx.try_recv() {
+                Ok(r) => self.batch.push(r),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger_until, self.rx.recv()).await {
+                    Ok(Some(r)) => self.batch.push(r),
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        // Released while it lingered: not in flight yet, left too.
+        if self.released() {
+            return Err(Exit::Released);
+        }
+        Ok(std::mem::take(&mut self.batch))
+    }
+
+    /// The batch boundary: a generation published meanwhile runs this batch.
+    async fn switch_at_boundary(&mut self, at_offset: i64) -> Result<(), Exit> {
+        if self.specs.has_changed().unwrap_or(false) {
+            self.switch().await?;
+        }
+        // Where this partition's documents change version: the first record of a new generation.
+        let generation = self.chain().spec().generation;
+        if let Some(from) = self.ran.filter(|&g| g != generation) {
+            tracing::info!(topic = %self.topic, partition = self.partition, from, to = generation, at_offset, "partition switched chain generation");
+        }
+        self.ran = Some(generation);
+        Ok(())
+    }
+
+    async fn switch(&mut self) -> Result<(), Exit> {
+        let old = self.chain.take().expect("the chain is not in use");
+        let chain = switch(&self.ctx, &mut self.specs, old, &self.topic, self.partition).await.ok_or(Exit::Fatal)?;
+        self.chain = Some(chain.with_cancel(self.cancel.clone()));
+        Ok(())
+    }
+
+    /// Plugins and planning (JSON to BSON) are CPU work: off the async threads,
+    /// moving the chain there and back.
+    async fn run_chain(&mut self, records: Vec<SourceRecord>) -> Result<(Vec<SourceRecord>, Plan), Exit> {
+        let mut chain = self.chain.take().expect("the chain is not in use");
+        let ctx = self.ctx.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let target = Target { versions_field: ctx.pipeline.versions_field.as_deref(), offsets_collection: &ctx.offsets_collection };
+            let planned = chain.process(&records).map(|results| plan(chain.spec(), &target, &records, &results));
+            (chain, records, planned)
+        })
+        .await;
+        let (chain, records, planned) = match ran {
+            Ok(t) => t,
+            Err(e) => return Err(self.fatal(anyhow::anyhow!("plugin chain for {}:{} panicked: {e}", self.topic, self.partition))),
+        };
+        self.chain = Some(chain);
+        match planned {
+            Ok(p) => Ok((records, p)),
+            // Released mid-isolation: nothing of this batch is written or committed; the next owner runs it.
+            Err(RuntimeError::Cancelled) => {
+                tracing::info!(topic = %self.topic, partition = self.partition, "batch left to the next owner: the partition was released while it was isolated");
+                Err(Exit::Released)
+            }
+            Err(e) => Err(self.fatal(anyhow::Error::new(e).context(format!("plugin chain for {}:{}", self.topic, self.partition)))),
+        }
+    }
+
+    /// Cover the batch with the write intent, write it (failed records decided
+    /// there), and after a replay remove what the running version no longer makes.
+    async fn write(&mut self, records: &[SourceRecord], mut planned: Plan, next_offset: i64) -> Result<(), Exit> {
+        // Records an earlier owner may have written under another version (or of an earlier
+        // incarnation of the topic, or versions unknown): which derived ids this version keeps.
+        let (state, chain) = (&self.state, self.chain.as_ref().expect("the chain is back from its blocking thread"));
+        let foreign = state.renewed || state.window_chains.is_empty() || state.window_chains.iter().any(|c| *c != chain.spec().label);
+        let replayed = (foreign && records[0].offset < state.replay_until).then(|| kept_ids(&planned, records, state.replay_until));
+        if replayed.is_some() {
+            for (op, &i) in planned.ops.iter_mut().zip(&planned.op_source) {
+                op.replay = records[i].offset < state.replay_until;
+            }
+        }
+        self.intent.cover(&self.ctx, &self.topic, self.partition, next_offset, &chain.spec().label).await;
+        if let Err(e) = write_batch(&self.ctx, chain.spec(), records, planned, &mut self.failures).await {
+            return Err(self.fatal(e));
+        }
+        if let Some(kept) = replayed {
+            remove_stale(&self.ctx, &self.topic, self.partition, &kept).await;
+        }
+        Ok(())
+    }
+
+    /// The batch is written: its offsets may be stored and committed.
+    async fn store(&mut self, next_offset: i64, n: usize, bytes: usize) {
+        self.ctx.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.registered.gauges.generation.store(self.chain().spec().generation, Ordering::Relaxed);
+        self.state.acked.store(next_offset, Ordering::Release);
+        self.state.queued.fetch_sub(n, Ordering::AcqRel);
+        self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.failures.flush_if_due();
+        self.progress.written(next_offset);
+        if self.progress.is_due() {
+            self.progress.flush(&self.ctx, &self.topic, self.partition).await;
+        }
+    }
+
+    /// Released (revoke, shutdown): record how far it got.
+    async fn release(mut self) {
+        let (ctx, topic, partition, state) = (&self.ctx, &self.topic, self.partition, &self.state);
+        self.progress.flush(ctx, topic, partition).await;
+        self.failures.flush();
+        // Not below what an earlier owner may have written (this worker's window, perhaps not all replayed yet).
+        let settled = state.acked.load(Ordering::Acquire).max(state.replay_until);
+        if settled >= 0 && self.intent.saved > settled && self.progress.unsaved.is_none() {
+            let done = settled == state.acked.load(Ordering::Acquire);
+            if let Err(e) = ctx.progress.settle_intent(topic, partition, self.intent.saved, settled, done).await {
+                tracing::debug!(topic = %topic, partition, "settling the write intent failed (the next owner checks a few more records): {e}");
+            }
+        }
+    }
+
+    fn fatal(&self, e: anyhow::Error) -> Exit {
+        let _ = self.ctx.fatal.send(e);
+        Exit::Fatal
+    }
+}
+
+/// Lists a partition in [`Stats`] while its worker runs.
+struct Registered {
+    stats: Arc<Stats>,
+    key: (Arc<str>, i32),
+    gauges: Arc<PartitionGauges>,
+}
+
+impl Registered {
+    fn new(stats: Arc<Stats>, topic: Arc<str>, partition: i32, state: Arc<PartitionState>) -> Self {
+        let gauges = Arc::new(PartitionGauges { state, generation: AtomicU64::new(0) });
+        stats.partitions.lock().unwrap().insert((topic.clone(), partition), gauges.clone());
+        Registered { stats, key: (topic, partition), gauges }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // Only its own entry: a newer worker of the same partition may have registered since.
+        let mut partitions = self.stats.partitions.lock().unwrap();
+        if partitions.get(&self.key).is_some_and(|g| Arc::ptr_eq(g, &self.gauges)) {
+            partitions.remove(&self.key);
+        }
+    }
+}
+
+/// Instances of `spec` for one partition worker, built on a blocking thread
+/// (init runs wasm). `None`: the run must stop (reported as fatal).
+async fn build_chain(ctx: &WorkerCtx, spec: Arc<ChainSpec>, topic: &str, partition: i32) -> Option<Chain> {
+    let max_value = ctx.pipeline.max_value_bytes;
+    let generation = spec.generation;
+    let metrics = spec.plugins.iter().map(|p| ctx.stats.plugin(&p.name)).collect();
+    match tokio::task::spawn_blocking(move || Chain::new(spec, max_value).map(|c| c.with_metrics(metrics))).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            let context = format!("starting generation {generation} of the plugin chain for {topic}:{partition}");
+            let _ = ctx.fatal.send(anyhow::Error::new(e).context(context));
+            None
+        }
+        Err(e) => {
+            let _ = ctx.fatal.send(anyhow::anyhow!("plugin chain start for {topic}:{partition} panicked: {e}"));
+            None
+        }
+    }
+}
+
+/// Switch a worker to the newest generation. The old chain is dropped only
+/// once the new one is built.
+async fn switch(ctx: &WorkerCtx, specs: &mut watch::Receiver<Arc<ChainSpec>>, old: Chain, topic: &str, partition: i32) -> Option<Chain> {
+    let spec = specs.borrow_and_update().clone();
+    if Arc::ptr_eq(&spec, old.spec()) {
+        return Some(old);
+    }
+    let (from, to) = (old.spec().generation, spec.generation);
+    let chain = build_chain(ctx, spec, topic, partition).await?;
+    tracing::debug!(topic, partition, from, to, "partition worker built the new chain generation");
+    Some(chain)
+}
