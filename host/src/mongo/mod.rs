@@ -1,6 +1,7 @@
-//! The MongoDB layer: JSON to BSON bytes in one pass ([`encode`]), writes with
-//! their errors classified once ([`sink`]) and the progress store ([`progress`]). It knows nothing of Kafka or plugins.
+//! The MongoDB layer: JSON to BSON bytes in one pass ([`encode`]), writes ([`sink`])
+//! with their errors classified once ([`classify`]) and the progress store ([`progress`]). It knows nothing of Kafka or plugins.
 
+pub mod classify;
 pub mod encode;
 pub mod progress;
 pub mod sink;
