@@ -244,7 +244,7 @@ async fn every_poison_record_is_written_or_dead_lettered_once() {
     env.assert_committed_at_end();
 
     // A replay takes the truncated ones' values from the source topic (they fail again, the same way).
-    let replayed = sluice::cli::replay::replay(&config, &format!("{}.dlq", env.topic), &[]).await.unwrap();
+    let replayed = sluice::cli::dlq_replay::replay(&config, &format!("{}.dlq", env.topic), &[]).await.unwrap();
     assert_eq!(replayed.from_source, 2, "{replayed:?}");
     assert_eq!(replayed.read, dead.len() as u64);
     let failed_again: BTreeSet<String> = replayed.failed.iter().map(|(at, _)| at.clone()).collect();
@@ -256,7 +256,7 @@ async fn every_poison_record_is_written_or_dead_lettered_once() {
     // Another group's replay of the same dead-letter topic leaves them alone (sluice.group).
     let mut other = config.clone();
     other.kafka.group_id = format!("{}-other", env.group);
-    let foreign = sluice::cli::replay::replay(&other, &format!("{}.dlq", env.topic), &[]).await.unwrap();
+    let foreign = sluice::cli::dlq_replay::replay(&other, &format!("{}.dlq", env.topic), &[]).await.unwrap();
     assert_eq!((foreign.read, foreign.other_groups), (0, dead.len() as u64), "{foreign:?}");
 }
 

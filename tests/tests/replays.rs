@@ -159,7 +159,7 @@ async fn reset_removes_what_plugins_routed_elsewhere() {
     coll.insert_one(doc! { "_id": "not-sluice's", "num": 99 }).await.unwrap();
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 6);
     let config = env.config_with(&writer("a", None), "").unwrap();
-    let report = sluice::cli::store::reset(&config).await.unwrap();
+    let report = sluice::cli::reset::reset(&config).await.unwrap();
     assert_eq!(report.routed, vec![(routed.clone(), 5)]);
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
 }

@@ -25,17 +25,61 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::common::ConfigArg;
 use crate::config::{Config, PluginConfig};
 use crate::mongo::sink::{Sink, SinkError};
 use crate::pipeline::plan::{Target, plan, rejected};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
-use crate::record::Failure;
-use crate::record::SourceRecord;
+use crate::record::{Failure, Header, SourceRecord};
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The dead-letter topic (default: the first configured topic's, by dlq.topic).
+    #[arg(long, value_name = "TOPIC")]
+    pub from: Option<String>,
+    /// Replay with a new file (a fixed version) for a plugin of the config's chain, which keeps its name,
+    /// params, limits and self-tests: NAME=PATH, or PATH alone when the chain has one plugin or one
+    /// named after the file. Repeat for more plugins.
+    #[arg(long = "plugin", value_name = "[NAME=]PLUGIN.wasm")]
+    pub plugins: Vec<PluginFile>,
+}
+
+/// Replay and print the report; `Err` when records failed again.
+pub async fn execute(args: ReplayArgs) -> anyhow::Result<()> {
+    let cfg = args.config.load()?;
+    let from = args.from.unwrap_or_else(|| cfg.dlq.topic_for(&cfg.kafka.topics[0]));
+    let r = replay(&cfg, &from, &args.plugins).await?;
+    println!(
+        "replayed {} dead letters from {from}: {} documents written, {} already there, {} dropped, {} failed again",
+        r.read,
+        r.written,
+        r.already_there,
+        r.dropped,
+        r.failed.len()
+    );
+    if r.other_groups > 0 {
+        println!("  {} dead letters of other consumer groups left alone (sluice.group)", r.other_groups);
+    }
+    if r.from_source > 0 {
+        println!("  {} truncated dead letters took their value from the source topic", r.from_source);
+    }
+    if r.without_source > 0 {
+        println!("  {} had no sluice.source.* headers (replayed with their dead-letter coordinates)", r.without_source);
+    }
+    for (at, f) in r.failed.iter().take(50) {
+        println!("  failed again: {at} ({}, plugin {}): {}", f.kind.as_str(), f.plugin.as_deref().unwrap_or("-"), f.message);
+    }
+    anyhow::ensure!(r.failed.is_empty(), "{} records failed again (listed above)", r.failed.len());
+    Ok(())
+}
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -168,6 +212,62 @@ fn read_all(
     chunk: usize,
     tx: tokio::sync::mpsc::Sender<Vec<(SourceRecord, bool)>>,
 ) -> anyhow::Result<Counts> {
+    let mut out = Counts::default();
+    let Some((consumer, mut ends)) = open_to_end(kafka, topic)? else { return Ok(out) };
+    let mut batch = Vec::with_capacity(chunk);
+    let mut last_progress = std::time::Instant::now();
+    while !ends.is_empty() {
+        if last_progress.elapsed() > Duration::from_secs(30) {
+            bail!("reading {topic}: nothing for 30 s with {} partition(s) not read to their end", ends.len());
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let m = m?;
+        last_progress = std::time::Instant::now();
+        // Only up to the end seen at the start: later dead letters wait for the next replay.
+        let Some(&end) = ends.get(&m.partition()) else { continue };
+        if m.offset() >= end {
+            ends.remove(&m.partition());
+            continue;
+        }
+        if m.offset() + 1 >= end {
+            ends.remove(&m.partition());
+        }
+        let letter = Letter::of(m.headers().map(crate::kafka::kafka_raw::read_headers).unwrap_or_default());
+        if letter.group.as_deref().is_some_and(|g| g != kafka.group_id.as_bytes()) {
+            out.other_groups += 1;
+            continue;
+        }
+        let original = letter.original();
+        let had_source = original.is_some();
+        let (t, p, o) = original.unwrap_or_else(|| (topic.to_owned(), m.partition(), m.offset()));
+        let mut record = SourceRecord {
+            topic: Arc::from(t.as_str()),
+            partition: p,
+            offset: o,
+            timestamp: letter.source.get("timestamp").and_then(|ts| ts.parse().ok()),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: letter.headers,
+        };
+        if letter.truncated && had_source {
+            let (value, headers) = read_source(kafka, &t, p, o)?;
+            (record.value, record.headers) = (value, headers);
+            out.from_source += 1;
+        }
+        batch.push((record, had_source));
+        if batch.len() >= chunk && tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err() {
+            return Ok(out); // the replay stopped (its error is reported there)
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
+    }
+    Ok(out)
+}
+
+/// A reader of `topic` assigned from the start of each partition that has
+/// records, with the end offset of each seen now; `None` when all are empty.
+fn open_to_end(kafka: &crate::config::KafkaConfig, topic: &str) -> anyhow::Result<Option<(BaseConsumer, HashMap<i32, i64>)>> {
     let mut cc = kafka.client_config();
     cc.set("group.id", format!("sluice-dlq-replay-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -187,75 +287,49 @@ fn read_all(
             ends.insert(p.id(), high);
         }
     }
-    let mut out = Counts::default();
-    let mut batch = Vec::with_capacity(chunk);
     if ends.is_empty() {
-        return Ok(out);
+        return Ok(None);
     }
     consumer.assign(&tpl)?;
-    let mut last_progress = std::time::Instant::now();
-    while !ends.is_empty() {
-        if last_progress.elapsed() > Duration::from_secs(30) {
-            bail!("reading {topic}: nothing for 30 s with {} partition(s) not read to their end", ends.len());
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
-        let m = m?;
-        last_progress = std::time::Instant::now();
-        // Only up to the end seen at the start: later dead letters wait for the next replay.
-        let Some(&end) = ends.get(&m.partition()) else { continue };
-        if m.offset() >= end {
-            ends.remove(&m.partition());
-            continue;
-        }
-        if m.offset() + 1 >= end {
-            ends.remove(&m.partition());
-        }
-        let mut headers = Vec::new();
-        let (mut group, mut truncated) = (None, false);
-        let mut source: HashMap<String, String> = HashMap::new();
-        for (key, value) in m.headers().map(crate::kafka::kafka_raw::read_headers).unwrap_or_default() {
+    Ok(Some((consumer, ends)))
+}
+
+/// A dead letter's headers, sorted: its record's own, and what the `sluice.*` ones say.
+#[derive(Default)]
+struct Letter {
+    /// The record's own headers (without the `sluice.*` ones).
+    headers: Vec<Header>,
+    /// `sluice.group`: the consumer group that dead-lettered it.
+    group: Option<Vec<u8>>,
+    /// `sluice.error.truncated`: sent without its value and headers.
+    truncated: bool,
+    /// `sluice.source.*`, by the name after the prefix.
+    source: HashMap<String, String>,
+}
+
+impl Letter {
+    fn of(raw: Vec<Header>) -> Letter {
+        let mut letter = Letter::default();
+        for (key, value) in raw {
             match key.strip_prefix(b"sluice.source.") {
                 Some(k) => {
                     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                    source.insert(text(k), text(value.as_deref().unwrap_or_default()));
+                    letter.source.insert(text(k), text(value.as_deref().unwrap_or_default()));
                 }
-                None if key == b"sluice.group" => group = value,
-                None if key == b"sluice.error.truncated" => truncated = true,
+                None if key == b"sluice.group" => letter.group = value,
+                None if key == b"sluice.error.truncated" => letter.truncated = true,
                 None if key.starts_with(b"sluice.") => {}
-                None => headers.push((key, value)),
+                None => letter.headers.push((key, value)),
             }
         }
-        if group.as_deref().is_some_and(|g| g != kafka.group_id.as_bytes()) {
-            out.other_groups += 1;
-            continue;
-        }
-        let original =
-            (|| Some((source.get("topic")?.clone(), source.get("partition")?.parse().ok()?, source.get("offset")?.parse().ok()?)))();
-        let had_source = original.is_some();
-        let (t, p, o) = original.unwrap_or_else(|| (topic.to_owned(), m.partition(), m.offset()));
-        let mut record = SourceRecord {
-            topic: Arc::from(t.as_str()),
-            partition: p,
-            offset: o,
-            timestamp: source.get("timestamp").and_then(|ts| ts.parse().ok()),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        };
-        if truncated && had_source {
-            let (value, headers) = read_source(kafka, &t, p, o)?;
-            (record.value, record.headers) = (value, headers);
-            out.from_source += 1;
-        }
-        batch.push((record, had_source));
-        if batch.len() >= chunk && tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err() {
-            return Ok(out); // the replay stopped (its error is reported there)
-        }
+        letter
     }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
+
+    /// The original record's topic, partition and offset, when the headers say all three.
+    fn original(&self) -> Option<(String, i32, i64)> {
+        let s = &self.source;
+        Some((s.get("topic")?.clone(), s.get("partition")?.parse().ok()?, s.get("offset")?.parse().ok()?))
     }
-    Ok(out)
 }
 
 /// The value and headers of the record at `topic:partition@offset`, read from

@@ -23,15 +23,74 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use clap::Args;
 use mongodb::bson::Bson;
 use serde_json::{Value, json};
 
-use crate::config::PluginConfig;
+use super::common::key_value;
+use crate::config::{Config, PluginConfig};
 use crate::pipeline::plan::{Plan, Target, plan};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
 use crate::record::Op;
 use crate::record::SourceRecord;
+
+#[derive(Args)]
+pub struct PluginTestArgs {
+    /// The plugin's .wasm; several make a chain, in order (each named after its file).
+    #[arg(value_name = "PLUGIN.wasm", required_unless_present = "config", conflicts_with = "config")]
+    pub plugins: Vec<PathBuf>,
+    /// Instead of .wasm files: the chain of this config's [[plugins]] (names, paths, params, limits,
+    /// self-tests) and its pipeline.versions_field.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// JSON lines, one record value per line (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Each input line is {"key", "value", "value_raw", "headers"} instead of a value.
+    #[arg(long)]
+    pub envelope: bool,
+    /// A parameter for the plugins' init (with --config: added to each plugin's params); repeat for more.
+    #[arg(long = "params", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub params: Vec<(String, String)>,
+    /// The topic the records come from (in derived _ids).
+    #[arg(long, default_value = "test")]
+    pub topic: String,
+    /// Add the chain's versions under this field, as pipeline.versions_field does (over the config's).
+    #[arg(long, value_name = "FIELD")]
+    pub versions_field: Option<String>,
+    /// Compare the plan with this file (JSON lines); exit 1 where they differ.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Records per plugin call.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+}
+
+/// Print the plan (stdout) and a summary (stderr); with `--expect`, `Err` where they differ.
+pub fn execute(args: PluginTestArgs) -> anyhow::Result<()> {
+    let PluginTestArgs { plugins, config, input, envelope, params, topic, versions_field, expect, batch } = args;
+    let (plugins, versions_field) = match config {
+        Some(path) => {
+            let cfg = Config::load(&path)?;
+            (cfg.plugins, versions_field.or(cfg.pipeline.versions_field))
+        }
+        None => (chain_of_files(&plugins), versions_field),
+    };
+    let opts = TestOptions { plugins, params, input, envelope, topic, versions_field, batch };
+    let records = read_records(&opts)?;
+    let plan = run(&opts, &records)?;
+    for line in &plan {
+        println!("{line}");
+    }
+    let count = |key: &str| plan.iter().filter(|l| l.get(key).is_some()).count();
+    eprintln!("{} records: {} written, {} dropped, {} failed", plan.len(), count("ops"), count("dropped"), count("error"));
+    if let Some(expected) = expect {
+        check_expected(&plan, &expected, opts.versions_field.as_deref())?;
+        eprintln!("the plan matches {}", expected.display());
+    }
+    Ok(())
+}
 
 /// What to run and on what.
 #[derive(Debug, Clone)]

@@ -6,6 +6,34 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use clap::Args;
+
+#[derive(Args)]
+pub struct PluginNewArgs {
+    /// Crate name: lowercase letters, digits, `-`, `_`.
+    pub name: String,
+    /// Where to create it (default: ./<name>).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The sluice-plugin crate (guest-sdk/) to depend on, by absolute path (default: the guest-sdk/ of the
+    /// checkout this binary was built from; pass this when that checkout moved or is not on this machine).
+    #[arg(long)]
+    pub sdk_path: Option<PathBuf>,
+}
+
+/// Create the crate and print the next commands.
+pub fn execute(args: PluginNewArgs) -> anyhow::Result<()> {
+    let PluginNewArgs { name, dir, sdk_path } = args;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+    let sdk = sdk_path
+        .or_else(default_sdk_path)
+        .context("where is the sluice-plugin crate? pass --sdk-path <sluice checkout>/guest-sdk (this binary was not built from one)")?;
+    let wasm = new_plugin(&name, &dir, &sdk)?;
+    println!("created plugin {name} in {}", dir.display());
+    println!("next: cd {} && cargo build --release   # makes {}", dir.display(), wasm.strip_prefix(&dir).unwrap_or(&wasm).display());
+    println!("then: sluice plugin test {} --input records.jsonl", wasm.strip_prefix(&dir).unwrap_or(&wasm).display());
+    Ok(())
+}
 
 /// Where the guest SDK of this source tree is, if this binary was built from one.
 pub fn default_sdk_path() -> Option<PathBuf> {
@@ -30,10 +58,25 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<PathBuf>
     }
     let ident = name.replace('-', "_");
     let files = [
-        (
-            "Cargo.toml",
-            format!(
-                r#"[package]
+        ("Cargo.toml", cargo_toml(name, &sdk)),
+        (".cargo/config.toml", "# Plugins are built for WebAssembly.\n[build]\ntarget = \"wasm32-unknown-unknown\"\n".to_owned()),
+        (".gitignore", "/target\n".to_owned()),
+        ("src/lib.rs", lib_rs(name, &ident)),
+        ("records.jsonl", "{\"num\": 1}\n{\"num\": 2}\n{\"n\": 3}\n".to_owned()),
+        ("README.md", readme(name, &ident)),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().expect("a parent")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir.join(format!("target/wasm32-unknown-unknown/release/{ident}.wasm")))
+}
+
+/// The crate's manifest: the SDK by absolute path, a release profile for small plugins.
+fn cargo_toml(name: &str, sdk: &Path) -> String {
+    format!(
+        r#"[package]
 name = "{name}"
 version = "0.1.0"
 edition = "2024"
@@ -58,15 +101,14 @@ panic = "abort"
 # A workspace of its own.
 [workspace]
 "#,
-                sdk = sdk.display()
-            ),
-        ),
-        (".cargo/config.toml", "# Plugins are built for WebAssembly.\n[build]\ntarget = \"wasm32-unknown-unknown\"\n".to_owned()),
-        (".gitignore", "/target\n".to_owned()),
-        (
-            "src/lib.rs",
-            format!(
-                r##"//! {name}: a Sluice plugin. It adds `doubled` (twice `num`) to each record's
+        sdk = sdk.display()
+    )
+}
+
+/// The plugin: a `map` function with a unit test.
+fn lib_rs(name: &str, ident: &str) -> String {
+    format!(
+        r##"//! {name}: a Sluice plugin. It adds `doubled` (twice `num`) to each record's
 //! JSON document; a record without an integer `num` fails (and only that record).
 
 use sluice_plugin::{{Record, Result, Value, anyhow, map}};
@@ -91,13 +133,13 @@ mod tests {{
     }}
 }}
 "##
-            ),
-        ),
-        ("records.jsonl", "{\"num\": 1}\n{\"num\": 2}\n{\"n\": 3}\n".to_owned()),
-        (
-            "README.md",
-            format!(
-                r#"# {name}
+    )
+}
+
+/// The next commands: test, build, try, deploy.
+fn readme(name: &str, ident: &str) -> String {
+    format!(
+        r#"# {name}
 
 A Sluice plugin: one plain function in `src/lib.rs`, exported through the
 contract by `#[map]`.
@@ -113,13 +155,5 @@ replace a running version, write the file, or upload it:
 `curl -X PUT --data-binary @target/wasm32-unknown-unknown/release/{ident}.wasm localhost:9464/plugins/NAME`,
 where NAME is the `name` you gave it under `[[plugins]]`.
 "#
-            ),
-        ),
-    ];
-    for (file, text) in files {
-        let path = dir.join(file);
-        std::fs::create_dir_all(path.parent().expect("a parent")).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(dir.join(format!("target/wasm32-unknown-unknown/release/{ident}.wasm")))
+    )
 }
