@@ -79,31 +79,41 @@ impl TestEnv {
         Ok(())
     }
 
+    /// The config of this env: its topic (from the earliest offset), group and
+    /// collection, the test services, and the admin API on a free port.
+    pub fn builder(&self) -> ConfigBuilder {
+        ConfigBuilder::new()
+            .set("kafka", "brokers", brokers())
+            .set("kafka", "group_id", self.group.as_str())
+            .set("kafka", "topics", vec![self.topic.as_str()])
+            .set("kafka", "auto_offset_reset", "earliest")
+            .set("mongo", "uri", mongo_uri())
+            .set("mongo", "database", DATABASE)
+            .set("mongo", "collection", self.collection.as_str())
+            .set("admin", "address", "127.0.0.1:0")
+    }
+
     /// The TOML text of a config for this env, with the given plugin chain and extra TOML appended.
     pub fn config_text(&self, plugins: &[&str], extra: &str) -> String {
-        let mut s = format!(
-            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ntopics = [\"{}\"]\nauto_offset_reset = \"earliest\"\n\n\
-             [mongo]\nuri = \"{}\"\ndatabase = \"{DATABASE}\"\ncollection = \"{}\"\n\n\
-             [admin]\naddress = \"127.0.0.1:0\"\n\n",
-            brokers(),
-            self.group,
-            self.topic,
-            mongo_uri(),
-            self.collection
-        );
-        for p in plugins {
-            s.push_str(&format!("[[plugins]]\nname = \"{p}\"\npath = \"{}\"\n\n", plugin(p).display()));
-        }
-        s.push_str(extra);
-        s
+        self.builder().example_plugins(plugins).to_toml() + "\n" + extra
     }
 
     /// Write the config file and load it as the binary would.
     /// A config for an in-process run ([`sluice::run`]): it does not watch the
     /// plugin files, which live in the build directory every test shares.
     pub fn config(&self, plugins: &[&str], extra: &str) -> anyhow::Result<Config> {
+        self.load(&self.config_text(plugins, extra))
+    }
+
+    /// `builder`'s config written and loaded as [`TestEnv::config`] does.
+    pub fn config_from(&self, builder: &ConfigBuilder) -> anyhow::Result<Config> {
+        self.load(&builder.to_toml())
+    }
+
+    /// `text` written to this env's `sluice.toml` and loaded, not watching the plugin files.
+    fn load(&self, text: &str) -> anyhow::Result<Config> {
         let path = self.dir.path().join("sluice.toml");
-        std::fs::write(&path, self.config_text(plugins, extra))?;
+        std::fs::write(&path, text)?;
         let mut config = Config::load(&path)?;
         config.hot_swap.watch = false;
         Ok(config)
@@ -159,6 +169,11 @@ impl TestEnv {
         let path = self.dir.path().join("host.toml");
         std::fs::write(&path, self.config_text(plugins, extra)).unwrap();
         path
+    }
+
+    /// `builder`'s config written as [`TestEnv::config_file`] does; its path.
+    pub fn config_file_from(&self, builder: &ConfigBuilder) -> PathBuf {
+        builder.write(self.dir.path().join("host.toml"))
     }
 
     /// Documents stored so far.
@@ -248,11 +263,7 @@ impl TestEnv {
 impl TestEnv {
     /// A config with a raw `[[plugins]]` TOML section.
     pub fn config_with(&self, plugins_toml: &str, extra: &str) -> anyhow::Result<Config> {
-        let path = self.dir.path().join("sluice.toml");
-        std::fs::write(&path, format!("{}{plugins_toml}\n{extra}", self.config_text(&[], "")))?;
-        let mut config = Config::load(&path)?;
-        config.hot_swap.watch = false;
-        Ok(config)
+        self.load(&format!("{}{plugins_toml}\n{extra}", self.config_text(&[], "")))
     }
 
     /// Send raw records (key, value; `None` value = tombstone) to partition 0 in order.

@@ -10,6 +10,7 @@
 //!   from its `event=` fields), and [`Admin`], a client of its admin API.
 //! - `checks`: [`num_report`], [`by_partition`], [`segments`]: what landed, and
 //!   which chain version made each document, in offset order.
+//! - `config`: [`ConfigBuilder`] and [`PluginToml`], a config as TOML tables (no format strings).
 //! - `dead_letters`: [`DeadLetter`]; `services`: [`stop_mongo`] and friends (fault tests).
 //! - [`watch::ProgressWatch`]: both progress stores sampled against the documents while a test runs.
 
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 mod checks;
+mod config;
 mod dead_letters;
 mod env;
 mod host;
@@ -24,6 +26,7 @@ mod services;
 pub mod watch;
 
 pub use checks::*;
+pub use config::*;
 pub use dead_letters::*;
 pub use env::*;
 pub use host::*;

@@ -8,10 +8,9 @@ use sluice_tests::{Host, TestEnv};
 async fn a_token_guards_everything_but_health() {
     let env = TestEnv::new("admin-token");
     env.create_topic(2).await.unwrap();
-    let text =
-        env.config_text(&["passthrough"], "").replace("[admin]\n", "[admin]\ntoken = \"s3cret-t0ken\"\nmax_upload_bytes = 1048576\n");
-    let config = env.dir.path().join("host.toml");
-    std::fs::write(&config, text).unwrap();
+    let builder =
+        env.builder().example_plugins(&["passthrough"]).set("admin", "token", "s3cret-t0ken").set("admin", "max_upload_bytes", 1048576);
+    let config = env.config_file_from(&builder);
     let mut host = Host::spawn(&env, "host", &config, false);
 
     let anonymous = host.admin(None).await;
@@ -81,9 +80,7 @@ async fn without_a_token_other_sites_and_host_names_are_refused() {
 #[test]
 fn listening_beyond_loopback_without_a_token_is_refused_at_start() {
     let env = TestEnv::new("admin-open");
-    let text = env.config_text(&[], "").replace("address = \"127.0.0.1:0\"", "address = \"0.0.0.0:0\"");
-    let path = env.dir.path().join("open.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = env.builder().set("admin", "address", "0.0.0.0:0").write(env.dir.path().join("open.toml"));
     let out = std::process::Command::new(sluice_tests::sluice_bin()).args(["run", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -95,9 +92,7 @@ fn a_busy_admin_port_is_a_clear_error() {
     let env = TestEnv::new("admin-busy");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let text = env.config_text(&[], "").replace("address = \"127.0.0.1:0\"", &format!("address = \"127.0.0.1:{port}\""));
-    let path = env.dir.path().join("busy.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = env.builder().set("admin", "address", format!("127.0.0.1:{port}")).write(env.dir.path().join("busy.toml"));
     let out = std::process::Command::new(sluice_tests::sluice_bin()).args(["run", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sluice::RunOptions;
-use sluice_tests::{TestEnv, num_report, plugin};
+use sluice_tests::{ConfigBuilder, PluginToml, TestEnv, num_report};
 
 fn big() -> Vec<u8> {
     format!("{{\"num\": 99, \"pad\": \"{}\"}}", "x".repeat(2000)).into_bytes()
@@ -30,8 +30,13 @@ async fn produce_mixed(env: &TestEnv) {
 const EXPECTED_KINDS: [(i64, &str); 5] =
     [(1, "invalid-input"), (2, "invalid-input"), (3, "invalid-input"), (4, "invalid-input"), (6, "sink-rejected")];
 
-async fn run(env: &TestEnv, chain: &str, pipeline: &str) -> anyhow::Result<sluice::Summary> {
-    let config = env.config_with(chain, &format!("[pipeline]\nmax_value_bytes = 1000\n{pipeline}"))?;
+/// This env's config with `chain`, and record values over 1000 bytes invalid.
+fn config(env: &TestEnv, chain: impl IntoIterator<Item = PluginToml>) -> ConfigBuilder {
+    env.builder().chain(chain).set("pipeline", "max_value_bytes", 1000)
+}
+
+async fn run(env: &TestEnv, config: ConfigBuilder) -> anyhow::Result<sluice::Summary> {
+    let config = env.config_from(&config)?;
     tokio::time::timeout(
         Duration::from_secs(120),
         sluice::run(config, RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),
@@ -40,12 +45,12 @@ async fn run(env: &TestEnv, chain: &str, pipeline: &str) -> anyhow::Result<sluic
     .expect("finished in time")
 }
 
-fn passthrough() -> String {
-    format!("[[plugins]]\nname = \"passthrough\"\npath = \"{}\"\n", plugin("passthrough").display())
+fn passthrough() -> PluginToml {
+    PluginToml::example("passthrough")
 }
 
 async fn check_dead_letters(env: &TestEnv) {
-    let summary = run(env, &passthrough(), "").await.unwrap();
+    let summary = run(env, config(env, [passthrough()])).await.unwrap();
     assert_eq!(summary.dead_lettered, 5, "{summary}");
     let docs = env.documents().await.unwrap();
     assert!(num_report(&docs, [0, 1]).is_exact(), "{docs:?}");
@@ -78,7 +83,7 @@ async fn bad_records_are_dead_lettered_with_their_kind() {
 async fn without_plugins_the_same_rules_apply() {
     let env = TestEnv::new("bad-noplugin");
     produce_mixed(&env).await;
-    let summary = run(&env, "", "").await.unwrap();
+    let summary = run(&env, config(&env, [])).await.unwrap();
     assert_eq!(summary.dead_lettered, 5, "{summary}");
     let dl = env.dead_letters(5).unwrap();
     let kinds: Vec<String> = dl.iter().map(|d| d.header("sluice.error.kind").to_owned()).collect();
@@ -91,7 +96,7 @@ async fn without_plugins_the_same_rules_apply() {
 async fn skip_counts_and_goes_on() {
     let env = TestEnv::new("bad-skip");
     produce_mixed(&env).await;
-    let summary = run(&env, &passthrough(), "on_error = \"skip\"\n").await.unwrap();
+    let summary = run(&env, config(&env, [passthrough()]).set("pipeline", "on_error", "skip")).await.unwrap();
     assert_eq!(summary.skipped, 5, "{summary}");
     assert_eq!(summary.dead_lettered, 0);
     assert!(num_report(&env.documents().await.unwrap(), [0, 1]).is_exact());
@@ -102,7 +107,10 @@ async fn skip_counts_and_goes_on() {
 async fn stop_fails_the_run_without_committing_past_the_record() {
     let env = TestEnv::new("bad-stop");
     produce_mixed(&env).await;
-    let err = run(&env, &passthrough(), "on_error = \"stop\"\nbatch_max_records = 1\n").await.unwrap_err().to_string();
+    let err = run(&env, config(&env, [passthrough()]).set("pipeline", "on_error", "stop").set("pipeline", "batch_max_records", 1))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&format!("{}:0@1", env.topic)) && err.contains("invalid-input"), "{err}");
     // Record 0 was written and committed; nothing past the failed record 1, in either store.
     let (committed, _) = env.offsets().unwrap();
@@ -122,12 +130,8 @@ async fn dead_letters_keep_the_record_as_it_came() {
     let records: Vec<(Option<&[u8]>, Option<&[u8]>)> =
         vec![(Some(b"k4"), Some(br#"{"num":4}"#)), (Some(b"k5"), Some(br#"{"num":5}"#)), (Some(b"k6"), Some(br#"{"num":6}"#))];
     env.produce_raw(&records).await.unwrap();
-    let chain = format!(
-        "[[plugins]]\nname = \"enrich\"\npath = \"{}\"\n\n[[plugins]]\nname = \"panic\"\npath = \"{}\"\n",
-        plugin("enrich").display(),
-        sluice_tests::hostile("panic").display()
-    );
-    let summary = run(&env, &chain, "").await.unwrap();
+    let chain = [PluginToml::example("enrich"), PluginToml::new("panic", sluice_tests::hostile("panic"))];
+    let summary = run(&env, config(&env, chain)).await.unwrap();
     assert_eq!(summary.dead_lettered, 1, "{summary}");
     let dl = env.dead_letters(1).unwrap();
     assert_eq!(dl.len(), 1);

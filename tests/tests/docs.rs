@@ -6,7 +6,7 @@
 //! Each fenced block is tagged by an HTML comment on the line right above its
 //! opening fence (invisible when rendered; the fence keeps its language, and
 //! docs/config.md's example stays the plain ```` ```toml ```` block that
-//! host/src/config.rs's unit tests read):
+//! host/src/config/'s unit tests read):
 //!
 //! - `<!-- doc-test: run -->`: the block is a bash script, run with
 //!   `set -euo pipefail`; it must exit 0.

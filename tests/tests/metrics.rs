@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sluice_tests::{Host, TestEnv};
+use sluice_tests::{Host, PluginToml, TestEnv};
 
 const N: u64 = 3000;
 const BAD: u64 = 7;
@@ -47,7 +47,7 @@ async fn metrics_match_what_landed() {
     env.produce_nums(N).await.unwrap();
     let bad = vec![(None, Some(&b"not json"[..])); BAD as usize];
     env.produce_raw(&bad).await.unwrap();
-    let config = env.config_file(&["even"], "[pipeline]\nbatch_max_records = 100\n");
+    let config = env.config_file_from(&env.builder().example_plugins(&["even"]).set("pipeline", "batch_max_records", 100));
     let mut host = Host::spawn(&env, "host", &config, false);
     let admin = host.admin(None).await;
 
@@ -111,13 +111,13 @@ async fn lag_counts_from_the_start_and_grows_while_paused() {
     env.create_topic(1).await.unwrap();
     // Each of these takes the plugin its whole time limit: 1 s a record.
     env.produce_raw(&vec![(None, Some(&br#"{"num": 13}"#[..])); STUCK]).await.unwrap();
-    let plugin = format!(
-        "[[plugins]]\nname = \"spin\"\npath = \"{}\"\n[plugins.limits]\ncall_timeout = \"1s\"\n",
-        sluice_tests::hostile("spin").display()
-    );
-    let extra = "[pipeline]\nbatch_max_records = 10\nmax_queued_per_partition = 10\non_error = \"skip\"\n";
-    let config = env.dir.path().join("host.toml");
-    std::fs::write(&config, format!("{}{plugin}{extra}", env.config_text(&[], ""))).unwrap();
+    let builder = env
+        .builder()
+        .plugin(PluginToml::new("spin", sluice_tests::hostile("spin")).limit("call_timeout", "1s"))
+        .set("pipeline", "batch_max_records", 10)
+        .set("pipeline", "max_queued_per_partition", 10)
+        .set("pipeline", "on_error", "skip");
+    let config = env.config_file_from(&builder);
     let mut host = Host::spawn(&env, "host", &config, false);
     let admin = host.admin(None).await;
     let key = format!("sluice_consumer_lag{{topic=\"{}\",partition=\"0\"}}", env.topic);

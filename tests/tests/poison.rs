@@ -14,7 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceS
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use sluice::RunOptions;
-use sluice_tests::{Host, TestEnv, brokers, hostile, int, repo};
+use sluice_tests::{Host, PluginToml, TestEnv, brokers, hostile, int, repo};
 
 /// What a row must become.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,11 +162,8 @@ fn produce(topic: &str, rows: &[Row]) {
 }
 
 /// The writer plugin, with room for the 3 MB record (parsed, it is ~100 MB of `serde_json::Value`s) and its output.
-fn writer_chain() -> String {
-    format!(
-        "[[plugins]]\nname = \"writer\"\npath = \"{}\"\n[plugins.limits]\nmemory_bytes = 536870912\nmax_output_bytes = 8388608\n",
-        hostile("writer").display()
-    )
+fn writer_chain() -> PluginToml {
+    PluginToml::new("writer", hostile("writer")).limit("memory_bytes", 536870912).limit("max_output_bytes", 8388608)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +180,7 @@ async fn every_poison_record_is_written_or_dead_lettered_once() {
         .unwrap();
     produce(&env.topic, &rows);
 
-    let config = env.config_with(&writer_chain(), "[pipeline]\nmax_value_bytes = 4194304\n").unwrap();
+    let config = env.config_from(&env.builder().plugin(writer_chain()).set("pipeline", "max_value_bytes", 4194304)).unwrap();
     let summary = tokio::time::timeout(
         Duration::from_secs(180),
         sluice::run(config.clone(), RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),

@@ -13,7 +13,9 @@ async fn run_chain(name: &str, chain: &[&str]) -> (TestEnv, sluice::Summary) {
     let env = TestEnv::new(name);
     env.create_topic(3).await.expect("create topic");
     env.produce_nums(N).await.expect("produce");
-    let config = env.config(chain, "[pipeline]\nbatch_max_records = 64\nversions_field = \"_sluice\"\n").expect("config");
+    let builder =
+        env.builder().example_plugins(chain).set("pipeline", "batch_max_records", 64).set("pipeline", "versions_field", "_sluice");
+    let config = env.config_from(&builder).expect("config");
     let summary = tokio::time::timeout(
         Duration::from_secs(180),
         sluice::run(config, RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending()),
@@ -104,7 +106,7 @@ async fn latest_starts_a_new_group_at_the_end() {
     env.create_topic(2).await.unwrap();
     env.produce_nums(50).await.unwrap();
     let config = env.dir.path().join("host.toml");
-    let text = env.config_text(&["passthrough"], "").replace("auto_offset_reset = \"earliest\"", "auto_offset_reset = \"latest\"");
+    let text = env.builder().example_plugins(&["passthrough"]).set("kafka", "auto_offset_reset", "latest").to_toml();
     assert!(text.contains("\"latest\""));
     std::fs::write(&config, text).unwrap();
     let mut host = sluice_tests::Host::spawn(&env, "host", &config, false);
