@@ -466,3 +466,77 @@ async fn uploads_keep_the_file_mode_and_keep_versions_bounds_rollback() {
     assert_eq!(status, 409, "the first version was not kept: {body}");
     assert_eq!(label(&file), versions[1]);
 }
+
+/// What the plugin layer decides between a watched file and a reload, without
+/// services: a file the watcher refused, then a reload that fixes its params.
+mod swap_rules {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use sluice::config::Config;
+    use sluice::runtime::{Runtime, version_of};
+    use sluice::swap::{HotSwap, Trigger, watch_dir};
+    use sluice_tests::plugin;
+
+    /// A config of one plugin, `t` at `dir/t.wasm`, with `square_field` = `field`
+    /// (enrich refuses a name with a dot; passthrough takes anything).
+    fn write_config(dir: &Path, field: &str) -> PathBuf {
+        write_config_with(dir, field, "")
+    }
+
+    fn write_config_with(dir: &Path, field: &str, more: &str) -> PathBuf {
+        let path = dir.join("host.toml");
+        let text = format!(
+            "[kafka]\nbrokers = \"b\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n[mongo]\nuri = \"mongodb://m\"\ndatabase = \"d\"\ncollection = \"c\"\n{more}\
+             [[plugins]]\nname = \"t\"\npath = \"t.wasm\"\nparams = {{ square_field = \"{field}\" }}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_file_the_watcher_refused_is_applied_by_the_reload_that_fixes_its_params() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.wasm");
+        std::fs::copy(plugin("passthrough"), &file).unwrap();
+        let config = Config::load(&write_config(dir.path(), "a.b")).unwrap();
+        let hot = HotSwap::start(Arc::new(Runtime::new().unwrap()), &config).unwrap();
+        let (watched, enrich) = (watch_dir(&file).unwrap(), std::fs::read(plugin("enrich")).unwrap());
+
+        std::fs::write(&file, &enrich).unwrap();
+        assert!(hot.files_changed(&watched).await.is_none(), "refused: its init refuses `a.b`");
+        assert!(hot.files_changed(&watched).await.is_none());
+        assert_eq!(hot.counts().rejections, [("t".to_owned(), Trigger::File, 1)], "not retried while the file stays");
+        // A reload validates the refused file: params unchanged, it is refused
+        // again (reported) and the running version stays; the reload succeeds.
+        assert!(!hot.reload().await.unwrap().swapped);
+        assert_eq!(hot.current().generation, 1);
+        assert_eq!(hot.counts().rejections, [("t".to_owned(), Trigger::File, 1), ("t".to_owned(), Trigger::Reload, 1)]);
+
+        write_config(dir.path(), "sq");
+        assert!(hot.reload().await.unwrap().swapped);
+        assert_eq!(hot.current().plugins[0].version, version_of(&enrich));
+        // The file's version runs: nothing left to apply.
+        assert!(!hot.reload().await.unwrap().swapped);
+        assert!(hot.files_changed(&watched).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_upload_not_persisted_supersedes_a_file_the_watcher_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.wasm");
+        std::fs::copy(plugin("passthrough"), &file).unwrap();
+        let config = Config::load(&write_config_with(dir.path(), "a.b", "[hot_swap]\npersist_uploads = false\n")).unwrap();
+        let hot = HotSwap::start(Arc::new(Runtime::new().unwrap()), &config).unwrap();
+        let watched = watch_dir(&file).unwrap();
+        std::fs::write(&file, std::fs::read(plugin("enrich")).unwrap()).unwrap();
+        assert!(hot.files_changed(&watched).await.is_none(), "refused: its init refuses `a.b`");
+
+        let even = std::fs::read(plugin("even")).unwrap();
+        assert!(hot.upload("t", even.clone()).await.unwrap().swapped);
+        // New params that the refused file would pass with: the upload stays.
+        write_config_with(dir.path(), "sq", "[hot_swap]\npersist_uploads = false\n");
+        hot.reload().await.unwrap();
+        assert_eq!(hot.current().plugins[0].version, version_of(&even));
+    }
+}
