@@ -15,6 +15,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli", 5),
 ];
 
+/// The sibling layers own their clients: none names another's crate.
+const OWNS: &[(&str, &str)] = &[("kafka", "rdkafka"), ("plugin", "wasmtime"), ("mongo", "mongodb")];
+
 /// The units a file's code (not its comments) names as `crate::x…` or `crate::{x…, y…}`.
 fn uses(text: &str) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
@@ -57,7 +60,14 @@ fn every_import_points_down() {
             continue;
         }
         let from = layer(&unit).unwrap_or_else(|| panic!("{} is in no layer: add `{unit}` to LAYERS", path.display()));
-        for used in uses(&std::fs::read_to_string(&path).unwrap()) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+        for (owner, krate) in OWNS.iter().filter(|(owner, _)| OWNS.iter().any(|(u, _)| *u == unit) && *owner != unit) {
+            if code.iter().any(|l| l.contains(&format!("{krate}::"))) {
+                wrong.push(format!("{}: the {unit} layer names `{krate}`, which only {owner}/ may use", path.display()));
+            }
+        }
+        for used in uses(&text) {
             match layer(&used) {
                 None => wrong.push(format!("{}: `crate::{used}` is no unit; name the full path", path.display())),
                 Some(to) if used != unit && to >= from => {

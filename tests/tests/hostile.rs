@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sluice::RunOptions;
-use sluice_tests::{TestEnv, hostile, num_report};
+use sluice_tests::{TestEnv, hostile, num_report, plugin};
 
 const N: u64 = 40;
 
@@ -226,4 +226,20 @@ mod wasi {
             assert!(line.contains(needle) && line.contains(NO_SYSTEM), "{target} {family}: {line}");
         }
     }
+}
+
+/// Every prefix of a real plugin (a file still being copied, a truncated
+/// download) is refused with an error, never a panic.
+#[test]
+fn truncated_plugin_files_are_errors_not_panics() {
+    let path = plugin("passthrough");
+    let bytes = std::fs::read(&path).unwrap();
+    let rt = sluice::runtime::Runtime::new().unwrap();
+    let cfg = sluice::config::PluginConfig::new("p", &path);
+    let step = (bytes.len() / 97).max(1);
+    for cut in (8..bytes.len()).step_by(step) {
+        let e = rt.validate(&cfg, bytes[..cut].to_vec()).map(|_| ()).unwrap_err().to_string();
+        assert!(!e.is_empty() && !e.contains('\n'), "cut at {cut}: {e}");
+    }
+    rt.validate(&cfg, bytes).unwrap();
 }

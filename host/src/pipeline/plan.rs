@@ -54,6 +54,11 @@ impl Target<'_> {
 pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], results: &Results) -> Plan {
     let mut plan = Plan { ops: Vec::with_capacity(records.len()), op_source: Vec::with_capacity(records.len()), ..Plan::default() };
     let mut id = String::new();
+    // `{ "plugins": ["name@version", …] }`, once per batch.
+    let versions = target.versions_field.map(|_| {
+        let list: Vec<Bson> = spec.labels.iter().map(|l| Bson::String(l.clone())).collect();
+        RawDocumentBuf::from_document(&mongodb::bson::doc! { "plugins": list }).expect("strings encode as BSON")
+    });
     for (i, rec) in records.iter().enumerate() {
         let outputs = match results.get(i) {
             Err(f) => {
@@ -102,10 +107,10 @@ pub fn plan(spec: &ChainSpec, target: &Target<'_>, records: &[SourceRecord], res
                 doc.append_ref("_id", id.as_str());
                 derived += 1;
             }
-            if let Some(field) = target.versions_field
+            if let (Some(field), Some(versions)) = (target.versions_field, &versions)
                 && out.op != Op::Delete
             {
-                set_field(&mut doc, field, &spec.versions);
+                set_field(&mut doc, field, versions);
             }
             let op = WriteOp { op: out.op, collection: out.collection.clone(), doc, derived_id, replay: false };
             // What MongoDB would refuse is known now: failed here, where `plugin test` sees it too.

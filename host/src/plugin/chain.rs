@@ -18,8 +18,6 @@
 
 use std::sync::Arc;
 
-use mongodb::bson::{Bson, RawDocumentBuf, doc};
-
 use crate::plugin::runtime::{self, Batch, LoadedPlugin, Operation, OutcomeRef, PluginInstance, RuntimeError, TrapKind};
 use crate::record::Op;
 use crate::record::SourceRecord;
@@ -91,8 +89,8 @@ pub struct ChainSpec {
     /// Starts at 1 and grows with every swap.
     pub generation: u64,
     pub plugins: Vec<Arc<LoadedPlugin>>,
-    /// `{ "plugins": ["name@version", …] }`: what `pipeline.versions_field` stores.
-    pub versions: RawDocumentBuf,
+    /// Each plugin's `name@version`, in order: what `pipeline.versions_field` stores.
+    pub labels: Vec<String>,
     /// `name@version,name@version` (the dead-letter header `sluice.chain`; empty without plugins).
     pub label: String,
 }
@@ -100,9 +98,7 @@ pub struct ChainSpec {
 impl ChainSpec {
     pub fn new(generation: u64, plugins: Vec<Arc<LoadedPlugin>>) -> ChainSpec {
         let labels: Vec<String> = plugins.iter().map(|p| p.label()).collect();
-        let list: Vec<Bson> = labels.iter().map(|l| Bson::String(l.clone())).collect();
-        let versions = RawDocumentBuf::from_document(&doc! { "plugins": list }).expect("strings encode as BSON");
-        ChainSpec { generation, plugins, versions, label: labels.join(",") }
+        ChainSpec { generation, plugins, label: labels.join(","), labels }
     }
 
     pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
@@ -254,9 +250,30 @@ impl Chain {
         Ok(())
     }
 
+    /// One batch (one topic partition) through every plugin: prepare the
+    /// input, call each plugin on what the one before it emitted, then gather
+    /// per record its documents or its failure.
     fn run(&mut self, batch: &[SourceRecord]) -> Result<Results, StageError> {
+        let (mut failed, mut items) = self.prepare(batch);
+        // The previous stage's result: where `Value::Prev` items lie.
+        let mut prev: Option<runtime::BatchResult> = None;
+        for k in 0..self.instances.len() {
+            if items.is_empty() {
+                break;
+            }
+            let result = self.call(k, batch, &items, prev.as_ref())?;
+            items = self.collect(k, &result, items, &mut failed);
+            prev = Some(result);
+        }
+        Ok(gather(batch, items, failed, prev))
+    }
+
+    /// The records that go to the first plugin, and a failure slot per record:
+    /// too large a value fails as invalid input here; so does a tombstone when
+    /// there is no plugin (a plugin may turn it into a delete by key).
+    fn prepare(&self, batch: &[SourceRecord]) -> (Slots, Vec<Item>) {
         // Boxed: a failure is rare, and the slots are set up for every record.
-        let mut failed: Vec<Option<Box<Failure>>> = vec![None; batch.len()];
+        let mut failed: Slots = vec![None; batch.len()];
         let mut items: Vec<Item> = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
             match &r.value {
@@ -268,129 +285,149 @@ impl Chain {
                         message: format!("value of {} bytes exceeds pipeline.max_value_bytes ({})", v.len(), self.max_value_bytes),
                     }));
                 }
-                // Tombstones go to the plugins (one may turn it into a delete by key);
-                // without plugins there is nothing to store.
                 None if self.spec.plugins.is_empty() => failed[i] = Some(Box::new(tombstone())),
                 _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: Value::Source }),
             }
         }
-        // The previous stage's result: where `Value::Prev` items lie.
-        let mut prev: Option<runtime::BatchResult> = None;
-        for k in 0..self.instances.len() {
-            if items.is_empty() {
-                break;
+        (failed, items)
+    }
+
+    /// Call plugin `k` on `items` (their values in their source records or in
+    /// `prev`), measured. A trap or a malformed result is [`StageError::Failed`].
+    fn call(
+        &mut self,
+        k: usize,
+        batch: &[SourceRecord],
+        items: &[Item],
+        prev: Option<&runtime::BatchResult>,
+    ) -> Result<runtime::BatchResult, StageError> {
+        let input = &mut self.input;
+        input.reset(&batch[0].topic, batch[0].partition);
+        for it in items {
+            let r = &batch[it.source];
+            let value = resolve(&it.value, r, prev);
+            input.push(r.offset, r.timestamp, r.key.as_deref(), value, &r.headers);
+        }
+        let started = std::time::Instant::now();
+        let called = self.instances[k].process(&self.input);
+        if let Some(m) = self.metrics.get(k) {
+            m.call_seconds.observe(started.elapsed().as_secs_f64());
+            m.call_records.observe(self.input.len() as f64);
+        }
+        match called {
+            Ok(o) => Ok(o),
+            Err(RuntimeError::Trap { kind, message, .. }) => {
+                let kind = match kind {
+                    TrapKind::Timeout => FailureKind::Timeout,
+                    TrapKind::Memory => FailureKind::Memory,
+                    TrapKind::Trap => FailureKind::Trap,
+                };
+                self.last_failure = Some((kind, message));
+                Err(StageError::Failed(k))
             }
-            let input = &mut self.input;
-            input.reset(&batch[0].topic, batch[0].partition);
-            for it in &items {
-                let r = &batch[it.source];
-                let value = resolve(&it.value, r, prev.as_ref());
-                input.push(r.offset, r.timestamp, r.key.as_deref(), value, &r.headers);
+            Err(RuntimeError::Malformed { message, .. }) => {
+                self.last_failure = Some((FailureKind::InvalidOutput, format!("malformed batch result: {message}")));
+                Err(StageError::Failed(k))
             }
-            let started = std::time::Instant::now();
-            let called = self.instances[k].process(&self.input);
-            if let Some(m) = self.metrics.get(k) {
-                m.call_seconds.observe(started.elapsed().as_secs_f64());
-                m.call_records.observe(self.input.len() as f64);
-            }
-            let result = match called {
-                Ok(o) => o,
-                Err(RuntimeError::Trap { kind, message, .. }) => {
-                    let kind = match kind {
-                        TrapKind::Timeout => FailureKind::Timeout,
-                        TrapKind::Memory => FailureKind::Memory,
-                        TrapKind::Trap => FailureKind::Trap,
-                    };
-                    self.last_failure = Some((kind, message));
-                    return Err(StageError::Failed(k));
-                }
-                Err(RuntimeError::Malformed { message, .. }) => {
-                    self.last_failure = Some((FailureKind::InvalidOutput, format!("malformed batch result: {message}")));
-                    return Err(StageError::Failed(k));
-                }
-                Err(e) => return Err(StageError::Runtime(e)),
-            };
-            let max = self.spec.plugins[k].max_output_bytes();
-            let mut next = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                match result.outcome(i) {
-                    OutcomeRef::Drop => {}
-                    OutcomeRef::Emit(outputs) => {
-                        let size: usize = outputs.clone().map(|j| result.output(j).document.len()).sum();
-                        if size > max {
-                            let slot = &mut failed[item.source];
-                            if slot.is_none() {
-                                let message = format!("outputs of {size} bytes exceed limits.max_output_bytes ({max})");
-                                *slot = Some(Box::new(self.failure(k, FailureKind::OutputTooLarge, message)));
-                            }
-                            continue;
-                        }
-                        for j in outputs {
-                            let o = result.output(j);
-                            let start = o.document.as_ptr() as usize - result.data.as_ptr() as usize;
-                            next.push(Item {
-                                source: item.source,
-                                op: match o.operation {
-                                    Operation::Insert => Op::Insert,
-                                    Operation::Upsert => Op::Upsert,
-                                    Operation::Delete => Op::Delete,
-                                },
-                                collection: o.collection.map(str::to_owned).or_else(|| item.collection.clone()),
-                                value: Value::Prev(start..start + o.document.len()),
-                            });
-                        }
-                    }
-                    OutcomeRef::Error(message) => {
+            Err(e) => Err(StageError::Runtime(e)),
+        }
+    }
+
+    /// Plugin `k`'s outcomes for `items`: the outputs become the next stage's
+    /// items (in order); errors and oversized outputs fill the records' failure
+    /// slots (the first failure of a record is the one it keeps).
+    fn collect(&self, k: usize, result: &runtime::BatchResult, items: Vec<Item>, failed: &mut Slots) -> Vec<Item> {
+        let max = self.spec.plugins[k].max_output_bytes();
+        let mut next = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            match result.outcome(i) {
+                OutcomeRef::Drop => {}
+                OutcomeRef::Emit(outputs) => {
+                    let size: usize = outputs.clone().map(|j| result.output(j).document.len()).sum();
+                    if size > max {
                         let slot = &mut failed[item.source];
                         if slot.is_none() {
-                            let kind =
-                                if is_input_error(&message) && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
-                            *slot = Some(Box::new(self.failure(k, kind, message.into_owned())));
+                            let message = format!("outputs of {size} bytes exceed limits.max_output_bytes ({max})");
+                            *slot = Some(Box::new(self.failure(k, FailureKind::OutputTooLarge, message)));
                         }
+                        continue;
+                    }
+                    next.extend(outputs.map(|j| emitted(result, j, &item)));
+                }
+                OutcomeRef::Error(error) => {
+                    let slot = &mut failed[item.source];
+                    if slot.is_none() {
+                        // Invalid input is the record's fault only when the first plugin says so.
+                        let kind = if error.invalid_input && k == 0 { FailureKind::InvalidInput } else { FailureKind::PluginError };
+                        *slot = Some(Box::new(self.failure(k, kind, error.message().into_owned())));
                     }
                 }
             }
-            items = next;
-            prev = Some(result);
         }
-        // Items are in record order (each stage keeps its inputs' order).
-        let mut results = Results::with_capacity(batch.len());
-        let from_plugins = prev.is_some();
-        if let Some(p) = prev {
-            results.data = p.data;
-        }
-        let mut items = items.into_iter().peekable();
-        for (i, failure) in failed.into_iter().enumerate() {
-            let start = results.outputs.len();
-            let mut failure = failure;
-            while let Some(item) = items.next_if(|it| it.source == i) {
-                if failure.is_some() {
-                    continue;
-                }
-                let document = match &item.value {
-                    Value::Prev(range) if from_plugins => Some(range.clone()),
-                    _ => batch[i].value.as_deref().map(|v| {
-                        // No plugin: the record's value is the document.
-                        let start = results.data.len();
-                        results.data.extend_from_slice(v);
-                        start..results.data.len()
-                    }),
-                };
-                match document {
-                    Some(document) => results.outputs.push(ChainOutput { op: item.op, collection: item.collection, document }),
-                    None => failure = Some(Box::new(tombstone())),
-                }
-            }
-            match failure {
-                Some(f) => {
-                    results.outputs.truncate(start);
-                    results.failed(*f);
-                }
-                None => results.records.push(Ok(start..results.outputs.len())),
-            }
-        }
-        Ok(results)
+        next
     }
+}
+
+/// Per source record, its failure if it has one (boxed: a failure is rare).
+type Slots = Vec<Option<Box<Failure>>>;
+
+/// Output `j` of `result`, emitted for `item`: an item of the next stage.
+fn emitted(result: &runtime::BatchResult, j: u32, item: &Item) -> Item {
+    let o = result.output(j);
+    let start = o.document.as_ptr() as usize - result.data.as_ptr() as usize;
+    Item {
+        source: item.source,
+        op: match o.operation {
+            Operation::Insert => Op::Insert,
+            Operation::Upsert => Op::Upsert,
+            Operation::Delete => Op::Delete,
+        },
+        collection: o.collection.map(str::to_owned).or_else(|| item.collection.clone()),
+        value: Value::Prev(start..start + o.document.len()),
+    }
+}
+
+/// The chain's results: per record, its failure, or the documents of the items
+/// that came out of the last stage (`last`: its result, whose data they keep;
+/// `None` without plugins: each record's value is its document).
+fn gather(batch: &[SourceRecord], items: Vec<Item>, failed: Slots, last: Option<runtime::BatchResult>) -> Results {
+    // Items are in record order (each stage keeps its inputs' order).
+    let mut results = Results::with_capacity(batch.len());
+    let from_plugins = last.is_some();
+    if let Some(p) = last {
+        results.data = p.data;
+    }
+    let mut items = items.into_iter().peekable();
+    for (i, failure) in failed.into_iter().enumerate() {
+        let start = results.outputs.len();
+        let mut failure = failure;
+        while let Some(item) = items.next_if(|it| it.source == i) {
+            if failure.is_some() {
+                continue;
+            }
+            let document = match &item.value {
+                Value::Prev(range) if from_plugins => Some(range.clone()),
+                _ => batch[i].value.as_deref().map(|v| {
+                    // No plugin: the record's value is the document.
+                    let start = results.data.len();
+                    results.data.extend_from_slice(v);
+                    start..results.data.len()
+                }),
+            };
+            match document {
+                Some(document) => results.outputs.push(ChainOutput { op: item.op, collection: item.collection, document }),
+                None => failure = Some(Box::new(tombstone())),
+            }
+        }
+        match failure {
+            Some(f) => {
+                results.outputs.truncate(start);
+                results.failed(*f);
+            }
+            None => results.records.push(Ok(start..results.outputs.len())),
+        }
+    }
+    results
 }
 
 /// The bytes of an item's value.
@@ -409,11 +446,4 @@ enum StageError {
     /// Plugin `k`'s call trapped or returned a malformed result (see `last_failure`).
     Failed(usize),
     Runtime(RuntimeError),
-}
-
-/// The SDK reports unparsable input with these prefixes.
-fn is_input_error(message: &str) -> bool {
-    message.starts_with("value is not JSON")
-        || message.starts_with("value is not a JSON object")
-        || message.starts_with("record has no value")
 }
