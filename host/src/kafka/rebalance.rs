@@ -202,7 +202,14 @@ impl SourceContext {
     /// Where one partition starts: the later of Kafka's committed offset and the
     /// stored progress (set in `tpl` when it is the stored one); with neither, the
     /// end under `auto_offset_reset = "latest"`, else librdkafka's reset (`None`).
-    fn start_of(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, key: &(String, i32), kafka: Option<i64>, mongo: Option<i64>) -> Option<i64> {
+    fn start_of(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        key: &(String, i32),
+        kafka: Option<i64>,
+        mongo: Option<i64>,
+    ) -> Option<i64> {
         if let Some(m) = mongo
             && kafka.is_none_or(|k| m > k)
         {
@@ -338,7 +345,11 @@ impl SourceContext {
 /// What each partition inherits from its stored progress: where replays end
 /// (the `intent`), the topic's id, and whether the progress belonged to an
 /// earlier incarnation of the topic (then it is removed from `stored`).
-fn inherited(parts: &[(String, i32)], ids: &HashMap<String, String>, stored: &mut HashMap<(String, i32), Stored>) -> HashMap<(String, i32), Since> {
+fn inherited(
+    parts: &[(String, i32)],
+    ids: &HashMap<String, String>,
+    stored: &mut HashMap<(String, i32), Stored>,
+) -> HashMap<(String, i32), Since> {
     let mut since: HashMap<(String, i32), Since> = HashMap::new();
     for key in parts {
         let current = ids.get(&key.0).cloned();

@@ -20,8 +20,8 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-pub use crate::kafka::rebalance::SourceContext;
 use crate::config::{KafkaConfig, OffsetReset, redact_kafka_error};
+pub use crate::kafka::rebalance::SourceContext;
 use crate::kafka::rebalance::{Assigned, Entry, fmt_tpl};
 use crate::record::{PartitionState, SourceRecord, Stored};
 use crate::telemetry::CommitCounts;
@@ -32,8 +32,7 @@ pub type StoredLookup = Arc<dyn Fn(&[(String, i32)]) -> Result<HashMap<(String, 
 
 /// Starts a worker for a newly assigned partition: it reads the partition's
 /// records from the receiver until the sender is dropped or `released` is set.
-pub type SpawnWorker =
-    Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> WorkerHandle + Send + Sync>;
+pub type SpawnWorker = Arc<dyn Fn(Arc<str>, i32, mpsc::UnboundedReceiver<SourceRecord>, Arc<PartitionState>) -> WorkerHandle + Send + Sync>;
 
 /// A running worker as the consumer sees it. The rebalance callback, which
 /// must not return before a revoked partition's batch in flight is written,
@@ -122,24 +121,11 @@ pub enum SourceEnd {
 }
 
 impl Source {
-    pub fn new(
-        cfg: &KafkaConfig,
-        spawn: SpawnWorker,
-        settings: SourceSettings,
-        stored: StoredLookup,
-    ) -> Result<Source, SourceError> {
+    pub fn new(cfg: &KafkaConfig, spawn: SpawnWorker, settings: SourceSettings, stored: StoredLookup) -> Result<Source, SourceError> {
         let SourceSettings { drain_timeout, max_queued, max_queued_bytes, until_caught_up, joined, commits } = settings;
         let cc = consumer_config(cfg);
         let start_at_end = cfg.auto_offset_reset == OffsetReset::Latest;
-        let ctx = SourceContext {
-            assigned: Mutex::new(Assigned::default()),
-            joined,
-            commits,
-            spawn,
-            drain_timeout,
-            stored,
-            start_at_end,
-        };
+        let ctx = SourceContext { assigned: Mutex::new(Assigned::default()), joined, commits, spawn, drain_timeout, stored, start_at_end };
         let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx).map_err(|e| SourceError::Create(redact_kafka_error(e)))?;
         // The brokers answered `check_reachable` already: subscribing needs no second probe.
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();

@@ -30,8 +30,8 @@ pub const DUPLICATE_KEY: i32 = 11000;
 /// MongoDB's largest document (BSON bytes).
 pub const MAX_DOCUMENT: usize = 16 * 1024 * 1024;
 
-pub use crate::mongo::classify::{ErrorClass, classify, classify_code, precheck};
 use crate::mongo::classify::code_of;
+pub use crate::mongo::classify::{ErrorClass, classify, classify_code, precheck};
 pub use crate::record::Op;
 
 /// One document to write, as BSON bytes (what the driver sends as it is).
@@ -386,4 +386,3 @@ fn same_document(a: &RawDocumentBuf, b: &RawDocumentBuf) -> bool {
 fn id_of(doc: &RawDocumentBuf) -> Option<Bson> {
     doc.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
 }
-

@@ -152,8 +152,12 @@ async fn serve_background(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     if config.admin.enabled {
-        let state =
-            crate::ops::admin::AdminState { hot: hot.clone(), stats: stats.clone(), health: health.clone(), token: config.admin.token.clone() };
+        let state = crate::ops::admin::AdminState {
+            hot: hot.clone(),
+            stats: stats.clone(),
+            health: health.clone(),
+            token: config.admin.token.clone(),
+        };
         crate::ops::admin::serve(&config.admin, state, cancel.clone()).await?;
     }
     if config.hot_swap.watch {

@@ -45,7 +45,13 @@ enum Exit {
 }
 
 /// Serve one partition until it is released or the run must stop.
-pub(super) async fn worker(ctx: Arc<WorkerCtx>, topic: Arc<str>, partition: i32, rx: mpsc::UnboundedReceiver<SourceRecord>, state: Arc<PartitionState>) {
+pub(super) async fn worker(
+    ctx: Arc<WorkerCtx>,
+    topic: Arc<str>,
+    partition: i32,
+    rx: mpsc::UnboundedReceiver<SourceRecord>,
+    state: Arc<PartitionState>,
+) {
     let Some(mut w) = Worker::start(ctx, topic, partition, rx, state).await else { return };
     loop {
         match w.one_batch().await {
@@ -109,7 +115,22 @@ impl Worker {
         }
         let batch = Vec::with_capacity(ctx.pipeline.batch_max_records);
         let failures = FailureLog::new(&topic, partition);
-        Some(Worker { ctx, topic, partition, rx, state, registered, specs, cancel, chain: Some(chain), batch, progress, intent, failures, ran: None })
+        Some(Worker {
+            ctx,
+            topic,
+            partition,
+            rx,
+            state,
+            registered,
+            specs,
+            cancel,
+            chain: Some(chain),
+            batch,
+            progress,
+            intent,
+            failures,
+            ran: None,
+        })
     }
 
     fn chain(&self) -> &Chain {

@@ -42,8 +42,8 @@ pub(super) async fn write_batch(
     let ((report, rejections), _) = retry
         .run(|| async {
             match ctx.sink.write(&ops).await {
-            Ok(report) => Ok((report, Vec::new())),
-            Err(SinkError::Rejected { rejections, report }) => Ok((report, rejections)),
+                Ok(report) => Ok((report, Vec::new())),
+                Err(SinkError::Rejected { rejections, report }) => Ok((report, rejections)),
                 Err(e) => Err(e),
             }
         })
