@@ -68,9 +68,21 @@ fn escape(v: &str) -> String {
 }
 
 pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
-    use crate::record::FailureKind;
     let mut o = Out(String::with_capacity(8192));
-    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    records(&mut o, stats);
+    chain(&mut o, stats, hot);
+    partitions(&mut o, stats);
+    swaps_and_health(&mut o, hot, health);
+    o.0
+}
+
+fn n(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// What happened to records and batches, and the writes' histograms.
+fn records(o: &mut Out, stats: &Stats) {
+    use crate::record::FailureKind;
     o.counter("sluice_records_consumed_total", "Records taken from Kafka by the partition workers.", n(&stats.consumed));
     o.counter("sluice_documents_written_total", "Documents MongoDB acknowledged (inserted, upserted or deleted).", n(&stats.written));
     o.counter(
@@ -98,18 +110,21 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         "histogram",
         "Time to write one batch to MongoDB until acknowledged (retries included).",
     );
-    render_histogram(&stats.sink_write_seconds, &mut o, "sluice_sink_write_duration_seconds", &[]);
+    render_histogram(&stats.sink_write_seconds, o, "sluice_sink_write_duration_seconds", &[]);
     o.family("sluice_sink_write_documents", "histogram", "Documents per batch write.");
-    render_histogram(&stats.sink_write_documents, &mut o, "sluice_sink_write_documents", &[]);
+    render_histogram(&stats.sink_write_documents, o, "sluice_sink_write_documents", &[]);
+}
 
+/// Plugin calls and the running chain.
+fn chain(o: &mut Out, stats: &Stats, hot: &HotSwap) {
     let plugins = stats.plugins.lock().unwrap().clone();
     o.family("sluice_plugin_call_duration_seconds", "histogram", "Time of one plugin call (one batch through one plugin).");
     for (name, m) in &plugins {
-        render_histogram(&m.call_seconds, &mut o, "sluice_plugin_call_duration_seconds", &[("plugin", name)]);
+        render_histogram(&m.call_seconds, o, "sluice_plugin_call_duration_seconds", &[("plugin", name)]);
     }
     o.family("sluice_plugin_call_records", "histogram", "Records given to one plugin call.");
     for (name, m) in &plugins {
-        render_histogram(&m.call_records, &mut o, "sluice_plugin_call_records", &[("plugin", name)]);
+        render_histogram(&m.call_records, o, "sluice_plugin_call_records", &[("plugin", name)]);
     }
 
     let spec = hot.current();
@@ -120,6 +135,10 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         let position = i.to_string();
         o.sample("sluice_plugin_info", &[("plugin", &p.name), ("version", &p.version), ("position", &position)], 1);
     }
+}
+
+/// Per assigned partition: generation, lag, queue.
+fn partitions(o: &mut Out, stats: &Stats) {
     let partitions: Vec<_> = stats.partitions.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     o.family(
         "sluice_partition_chain_generation",
@@ -163,6 +182,10 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
             p.state.queued_bytes.load(Ordering::Relaxed) as u64,
         );
     }
+}
+
+/// Hot swaps, readiness and the dead-letter topic's availability.
+fn swaps_and_health(o: &mut Out, hot: &HotSwap, health: &Health) {
     let counts = hot.counts();
     o.family("sluice_plugin_swaps_total", "counter", "Plugin versions swapped in, by trigger (file, api, rollback, reload).");
     for (plugin, trigger, v) in &counts.swaps {
@@ -189,7 +212,6 @@ pub fn render(stats: &Stats, hot: &HotSwap, health: &Health) -> String {
         "Partitions waiting longer than dlq.unavailable_timeout for a dead letter to be sent (nothing is committed past it).",
     );
     o.sample("sluice_dlq_unavailable", &[], health.dlq_failing.load(std::sync::atomic::Ordering::Relaxed) as u64);
-    o.0
 }
 
 #[cfg(test)]
