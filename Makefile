@@ -6,14 +6,14 @@ WASM_TARGET := wasm32-unknown-unknown
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 SLUICE := target/debug/sluice
 
-.PHONY: demo test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: demo test sdk-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
 demo: services plugins build
 	scripts/demo
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
-test: services plugins hostile build plugins-test
+test: services plugins hostile build plugins-test sdk-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) chaos-small
@@ -44,6 +44,16 @@ hostile-wasi:
 	@for t in wasm32-wasip1 wasm32-wasip2; do rustup target list --installed | grep -qx "$$t" || rustup target add "$$t"; done
 	cd tests/hostile && $(CARGO) build --release --target wasm32-wasip2 --target wasm32-wasip1 \
 		-p hostile-wasi-fs -p hostile-wasi-sockets -p hostile-wasi-clocks -p hostile-wasi-env
+
+## sdk-test: the Python and JavaScript SDKs and their enrich examples, natively (no wasm)
+## against the contract's test vectors (pytest in a venv under ~/.cache/sluice; node --test).
+sdk-test:
+	py=$$(scripts/pysdk); \
+	  PYTHONPATH=guest-sdk/python/src "$$py" -m pytest -q -p no:cacheprovider guest-sdk/python/tests; \
+	  PYTHONPATH=guest-sdk/python/src:plugins/enrich-py "$$py" -m pytest -q -p no:cacheprovider plugins/enrich-py
+	cd guest-sdk/js && node --test
+	mkdir -p plugins/enrich-js/node_modules && ln -sfn ../../../guest-sdk/js plugins/enrich-js/node_modules/sluice-plugin
+	cd plugins/enrich-js && node --test
 
 plugins-test:
 	cd plugins && $(CARGO) test --target $(HOST_TRIPLE)

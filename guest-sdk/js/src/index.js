@@ -1,0 +1,113 @@
+// Write Sluice plugins in JavaScript as plain functions:
+//
+//   import { map } from 'sluice-plugin';
+//   export const transform = map((doc, record) => ({ ...doc, square: doc.num ** 2 }));
+//
+// Shapes: filter(fn) keeps records (written unchanged) when fn(doc, record) is truthy;
+// map(fn) returns an object, an Output, or null/undefined (drop); flatMap(fn) returns an
+// iterable of objects/Outputs. Each takes { init(params) } as a second argument. Whatever
+// fn throws is that record's error. The contract's columns are never seen by authors.
+import { DELETE, INSERT, UPSERT, ResultWriter, readBatch } from './columns.js';
+export { Record } from './columns.js';
+export * as log from './log.js';
+
+export const CONTRACT_VERSION = 'sluice:plugin@0.2.0';
+
+/** A record's error with exactly this message (other errors get their name in front). */
+export class PluginError extends Error {}
+class InvalidInput extends PluginError {}
+
+export class Output {
+  constructor(operation, document, collection = null) { Object.assign(this, { operation, document, collection }); }
+  static insert(document, collection = null) { return new Output(INSERT, document, collection); }
+  static upsert(document, collection = null) { return new Output(UPSERT, document, collection); }
+  static delete(id, collection = null) { return new Output(DELETE, { _id: id }, collection); }
+  inCollection(collection) { return new Output(this.operation, this.document, collection); }
+}
+
+/** The plugin's parameters (a Map of strings) with helpers. */
+export class Params extends Map {
+  require(key) {
+    if (!this.has(key)) throw new PluginError(`missing parameter \`${key}\``);
+    return this.get(key);
+  }
+  /** Parsed with `parse` (e.g. Number), `fallback` when absent; NaN or a throw is an error naming it. */
+  parse(key, parse, fallback) {
+    if (!this.has(key)) return fallback;
+    const raw = this.get(key);
+    let v;
+    try { v = parse(raw); } catch (e) { throw new PluginError(`parameter \`${key}\` = ${JSON.stringify(raw)}: ${e.message ?? e}`); }
+    if (typeof v === 'number' && Number.isNaN(v)) throw new PluginError(`parameter \`${key}\` = ${JSON.stringify(raw)}: not a number`);
+    return v;
+  }
+}
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+const compact = (v) => { try { return JSON.stringify(v); } catch { return String(v); } };
+
+function value(record) {
+  if (record.value === null) throw new InvalidInput('record has no value (tombstone)');
+  try {
+    return JSON.parse(decoder.decode(record.value));
+  } catch (e) {
+    throw new InvalidInput(`value is not JSON: ${e.message ?? e}`);
+  }
+}
+
+function emit(w, out) {
+  const [op, doc, coll] = out instanceof Output ? [out.operation, out.document, out.collection] : [INSERT, out, null];
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new PluginError(`the output is not a JSON object: ${compact(doc)}`);
+  let text;
+  try { text = JSON.stringify(doc); } catch (e) { throw new PluginError(`cannot serialise output: ${e.message ?? e}`); }
+  w.output(op, text, coll);
+}
+
+const message = (e) => (e instanceof PluginError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+
+const ONE = {
+  filter(fn, record, w) {
+    const doc = value(record);
+    if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new InvalidInput(`value is not a JSON object: ${compact(doc)}`);
+    if (fn(doc, record)) w.output(INSERT, record.value, null); // kept unchanged: the bytes as they came
+  },
+  map(fn, record, w) {
+    const out = fn(value(record), record);
+    if (out !== null && out !== undefined) emit(w, out);
+  },
+  flatMap(fn, record, w) {
+    for (const out of fn(value(record), record)) emit(w, out);
+  },
+};
+
+/** The `transform` export for a function of a shape: what the component exports. */
+function plugin(shape, fn, { init } = {}) {
+  const one = ONE[shape];
+  return {
+    init(pairs) {
+      if (!init) return;
+      try {
+        init(new Params(pairs));
+      } catch (e) {
+        throw message(e); // componentize-js: a thrown value is the result's error
+      }
+    },
+    process(batch) {
+      const w = new ResultWriter(Math.max(1024, batch.data.length * 2));
+      for (const record of readBatch(batch)) {
+        w.begin();
+        try {
+          one(fn, record, w);
+        } catch (e) {
+          w.failed(message(e), e instanceof InvalidInput);
+          continue;
+        }
+        w.emitted();
+      }
+      return w.result();
+    },
+  };
+}
+
+export const filter = (fn, opts) => plugin('filter', fn, opts);
+export const map = (fn, opts) => plugin('map', fn, opts);
+export const flatMap = (fn, opts) => plugin('flatMap', fn, opts);

@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { filter, flatMap, map, Output, PluginError, Record } from '../src/index.js';
+import { run } from '../src/testing.js';
+
+const enc = new TextEncoder();
+
+test('map: outputs, drop, errors', () => {
+  const p = map((doc, record) => {
+    switch (doc.n) {
+      case 0: return null;
+      case 1: return Output.upsert({ _id: 1, x: 'é' }).inCollection('other');
+      case 2: return Output.delete(7);
+      case 3: throw new PluginError('three');
+      case 4: return [1];
+      default: return { n: doc.n, k: record.keyString(), h: new TextDecoder().decode(record.header('h')) };
+    }
+  });
+  const recs = [0, 1, 2, 3, 4, 5].map((i) => new Record('t', 0, i, null, enc.encode('k'), enc.encode(`{"n":${i}}`), [['h', enc.encode('v')]]));
+  const out = run(p, [...recs, '', null, '{"n": NaN}']);
+  assert.deepEqual(out.slice(0, 6), [
+    { kind: 'drop' },
+    { kind: 'emit', outputs: [new Output(1, { _id: 1, x: 'é' }, 'other')] },
+    { kind: 'emit', outputs: [new Output(2, { _id: 7 }, null)] },
+    { kind: 'error', message: 'three', invalidInput: false },
+    { kind: 'error', message: 'the output is not a JSON object: [1]', invalidInput: false },
+    { kind: 'emit', outputs: [new Output(0, { n: 5, k: 'k', h: 'v' }, null)] },
+  ]);
+  assert.ok(out[6].kind === 'error' && out[6].invalidInput && out[6].message.startsWith('value is not JSON'));
+  assert.deepEqual(out[7], { kind: 'error', message: 'record has no value (tombstone)', invalidInput: true });
+  assert.ok(out[8].invalidInput);
+});
+
+test('filter keeps the bytes and wants objects', () => {
+  const p = filter((doc) => doc.num % 2 === 0);
+  assert.deepEqual(run(p, ['{"num": 2}', '{"num":3}', '[1]']), [
+    { kind: 'emit', outputs: [new Output(0, { num: 2 }, null)] },
+    { kind: 'drop' },
+    { kind: 'error', message: 'value is not a JSON object: [1]', invalidInput: true },
+  ]);
+});
+
+test('flatMap discards the outputs of a failing record; other errors get their name', () => {
+  const p = flatMap(function* (doc) {
+    for (let i = 0; i < doc.k; i++) yield { i };
+    if (doc.fail) throw new TypeError('late');
+  });
+  assert.deepEqual(run(p, ['{"k":2}', '{"k":2,"fail":true}', '{"k":0}']), [
+    { kind: 'emit', outputs: [new Output(0, { i: 0 }), new Output(0, { i: 1 })] },
+    { kind: 'error', message: 'TypeError: late', invalidInput: false },
+    { kind: 'drop' },
+  ]);
+});
+
+test('init gets the params; its error is the init error', () => {
+  let factor;
+  const p = map((d) => d, { init(params) { factor = params.parse('factor', Number, 2); } });
+  p.init([['factor', '3']]);
+  assert.equal(factor, 3);
+  assert.throws(() => p.init([['factor', 'x']]), (e) => typeof e === 'string' && e.includes('parameter `factor`'));
+});

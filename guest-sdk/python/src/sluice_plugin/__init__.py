@@ -1,0 +1,227 @@
+"""Write Sluice plugins in Python as plain functions.
+
+    from sluice_plugin import map, Record
+
+    @map
+    def enrich(doc: dict, record: Record) -> dict:
+        doc["square"] = doc["num"] ** 2
+        return doc
+
+Shapes (one per plugin module):
+- ``@filter``:   fn(doc[, record]) -> bool          kept records are written unchanged
+- ``@map``:      fn(doc[, record]) -> dict | Output | None   (None drops)
+- ``@flat_map``: fn(doc[, record]) -> iterable of dict | Output
+Each takes ``init=setup`` (``setup(params: Params) -> None``), called once per
+instance; raising there stops the plugin from loading. An exception raised for a
+record is that record's error (the host dead-letters, skips or stops by policy).
+The batch columns of the contract (sluice:plugin@0.2.0) are never seen by authors.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+
+from . import log
+from ._columns import DELETE, INSERT, UPSERT, Record, ResultWriter, read_batch
+
+__all__ = ["map", "filter", "flat_map", "init", "Record", "Output", "Params", "Error", "log", "CONTRACT_VERSION"]
+
+CONTRACT_VERSION = "sluice:plugin@0.2.0"
+
+
+class Error(Exception):
+    """A record's error with exactly this message (other exceptions get their type name in front)."""
+
+
+class _InvalidInput(Error):
+    """The record's value is absent, not JSON, or not a JSON object (tagged for the host)."""
+
+
+class Output:
+    """One document to write: insert (default), upsert (must carry _id) or delete (by _id), optionally
+    into another collection."""
+
+    __slots__ = ("operation", "document", "collection")
+
+    def __init__(self, operation, document, collection=None):
+        self.operation, self.document, self.collection = operation, document, collection
+
+    @staticmethod
+    def insert(document, collection=None):
+        return Output(INSERT, document, collection)
+
+    @staticmethod
+    def upsert(document, collection=None):
+        return Output(UPSERT, document, collection)
+
+    @staticmethod
+    def delete(id, collection=None):
+        return Output(DELETE, {"_id": id}, collection)
+
+    def in_collection(self, collection):
+        return Output(self.operation, self.document, collection)
+
+    def __eq__(self, o):
+        return isinstance(o, Output) and (self.operation, self.document, self.collection) == (o.operation, o.document, o.collection)
+
+    def __repr__(self):
+        return f"Output({('insert', 'upsert', 'delete')[self.operation]}, {self.document!r}, {self.collection!r})"
+
+
+class Params(dict):
+    """The plugin's parameters from `[[plugins]] params = {...}` (all strings)."""
+
+    def require(self, key):
+        if key not in self:
+            raise Error(f"missing parameter `{key}`")
+        return self[key]
+
+    def parse(self, key, type_, default):
+        """The parameter converted with `type_` (e.g. int), `default` when absent; an error naming it otherwise."""
+        if key not in self:
+            return default
+        try:
+            return type_(self[key])
+        except Exception as e:  # noqa: BLE001
+            raise Error(f"parameter `{key}` = {self[key]!r}: {e}") from None
+
+
+# -- JSON, as close to the Rust SDK (serde_json) as Python's json allows ----------------------------
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _compact(v):
+    try:
+        return _encode(v)
+    except Exception:  # noqa: BLE001
+        return repr(v)
+
+
+def _value(record):
+    v = record.value
+    if v is None:
+        raise _InvalidInput("record has no value (tombstone)")
+    try:
+        return _decode(v.decode("utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise _InvalidInput(f"value is not JSON: {e}") from None
+
+
+def _emit(w, out):
+    if isinstance(out, Output):
+        op, doc, coll = out.operation, out.document, out.collection
+    else:
+        op, doc, coll = INSERT, out, None
+    if not isinstance(doc, dict):
+        raise Error(f"the output is not a JSON object: {_compact(doc)}")
+    try:
+        body = _encode(doc).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise Error(f"cannot serialise output: {e}") from None
+    w.output(op, body, coll)
+
+
+def _message(e):
+    if isinstance(e, Error):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+# -- The plugin: one function and its shape ------------------------------------------------------
+
+_plugin = None  # (shape, fn taking (doc, record), init or None)
+
+
+def _register(shape, fn, init_fn):
+    global _plugin
+    if _plugin is not None:
+        raise RuntimeError(f"a plugin has one function: `{_plugin[1].__name__}` is already registered")
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    call = fn if len(params) >= 2 else (lambda doc, record, _f=fn: _f(doc))
+    _plugin = (shape, call, init_fn)
+    return fn
+
+
+def _decorator(shape):
+    def deco(fn=None, *, init=None):
+        if fn is None:
+            return lambda f: _register(shape, f, init)
+        return _register(shape, fn, init)
+
+    deco.__name__ = shape
+    return deco
+
+
+map = _decorator("map")  # noqa: A001
+filter = _decorator("filter")  # noqa: A001
+flat_map = _decorator("flat_map")
+
+_init_fn = None
+
+
+def init(fn):
+    """Mark `fn(params: Params)` as the init function (same as `init=` on the shape decorator)."""
+    global _init_fn
+    _init_fn = fn
+    return fn
+
+
+def _run_init(pairs):
+    """Run the init function; returns None or an error message."""
+    f = (_plugin and _plugin[2]) or _init_fn
+    if f is None:
+        return None
+    try:
+        f(Params(pairs))
+    except Exception as e:  # noqa: BLE001
+        return _message(e)
+    return None
+
+
+def _one_filter(fn, record, w):
+    doc = _value(record)
+    if not isinstance(doc, dict):
+        raise _InvalidInput(f"value is not a JSON object: {_compact(doc)}")
+    if fn(doc, record):
+        w.output(INSERT, record.value, None)  # kept unchanged: the bytes as they came
+
+
+def _one_map(fn, record, w):
+    out = fn(_value(record), record)
+    if out is not None:
+        _emit(w, out)
+
+
+def _one_flat_map(fn, record, w):
+    for out in fn(_value(record), record):
+        _emit(w, out)
+
+
+_ONE = {"filter": _one_filter, "map": _one_map, "flat_map": _one_flat_map}
+
+
+def _process(topic, partition, offsets, timestamps, spans, header_spans, data):
+    """A batch's columns in, a result's columns out: (outcomes, outputs, data)."""
+    if _plugin is None:
+        raise RuntimeError("no plugin function: decorate one with @map, @filter or @flat_map")
+    shape, fn, _ = _plugin
+    one = _ONE[shape]
+    w = ResultWriter()
+    for record in read_batch(topic, partition, offsets, timestamps, spans, header_spans, data):
+        w.begin()
+        try:
+            one(fn, record, w)
+        except _InvalidInput as e:
+            w.failed(str(e), invalid_input=True)
+            continue
+        except Exception as e:  # noqa: BLE001
+            w.failed(_message(e))
+            continue
+        w.emitted()
+    return w.outcomes, w.outputs, bytes(w.data)
