@@ -6,7 +6,16 @@
 // Shapes: filter(fn) keeps records (written unchanged) when fn(doc, record) is truthy;
 // map(fn) returns an object, an Output, or null/undefined (drop); flatMap(fn) returns an
 // iterable of objects/Outputs. Each takes { init(params) } as a second argument. Whatever
-// fn throws is that record's error. The contract's columns are never seen by authors.
+// fn throws is that record's error. The contract's columns are never seen by authors
+// (they live in columns.js, which the package does not export).
+//
+// JSON: JSON.parse / JSON.stringify, so objects keep insertion order (Rust plugins store
+// keys sorted) and integers beyond 2^53 are not exact.
+//
+// Status (issue #16): tested natively against the contract's vectors. A component built
+// with componentize-js imports WASI 0.2, which the host does not link yet: running
+// JavaScript plugins in the host arrives with the host's WASI support (the next step of
+// #16); until then the host refuses such a component at load.
 import { DELETE, INSERT, UPSERT, ResultWriter, readBatch } from './columns.js';
 export { Record } from './columns.js';
 export * as log from './log.js';
@@ -42,7 +51,8 @@ export class Params extends Map {
   }
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// fatal: bytes that are not UTF-8 are not JSON; ignoreBOM: keep a BOM, so it is not JSON either (as serde_json).
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const compact = (v) => { try { return JSON.stringify(v); } catch { return String(v); } };
 
 function value(record) {

@@ -1,17 +1,27 @@
 // Run a plugin natively on records (no WebAssembly): what `node --test` uses.
+//
+//   import plugin from './plugin.js';
+//   assert.deepEqual(run(plugin, ['{"num": 3}']), [{ kind: 'emit', outputs: [Output.insert({ num: 3, square: 9 })] }]);
 import { ABSENT, Record, readResult } from './columns.js';
 import { Output } from './index.js';
 
 const enc = new TextEncoder();
 
-/** Records (Record objects, or JSON strings for values) through `plugin` (what map/filter/flatMap return):
- *  one outcome each: {kind:'drop'} | {kind:'emit', outputs:[Output]} | {kind:'error', message, invalidInput}. */
-export function run(plugin, records, { topic = 't', partition = 0 } = {}) {
+/** Records through `plugin` (what map/filter/flatMap return) as one batch; one outcome each:
+ *  {kind:'drop'} | {kind:'emit', outputs:[Output]} | {kind:'error', message, invalidInput}.
+ *  A record is a Record, or a value (JSON text; null for a tombstone) given offset = its index.
+ *  A batch is one topic partition: `topic` and `partition` default to the first Record's (else
+ *  't', 0). With `raw: true` an output's document is the exact JSON text the plugin wrote. */
+export function run(plugin, records, { topic, partition, raw = false } = {}) {
+  const first = records.find((r) => r instanceof Record);
+  topic ??= first ? first.topic : 't';
+  partition ??= first ? first.partition : 0;
   const offsets = [], timestamps = [], spans = [], headerSpans = [], parts = [];
   let len = 0;
   const put = (b) => { parts.push(b); const s = len; len += b.length; return s; };
   records.forEach((r, i) => {
     if (!(r instanceof Record)) r = new Record(topic, partition, i, null, null, r === null ? null : enc.encode(r));
+    else if (r.topic !== topic || r.partition !== partition) throw new Error(`a batch is one topic partition: ${r.topic}/${r.partition} is not ${topic}/${partition}`);
     const first = headerSpans.length / 4;
     for (const [k, v] of r.headers) {
       const kb = enc.encode(k);
@@ -31,5 +41,5 @@ export function run(plugin, records, { topic = 't', partition = 0 } = {}) {
   const result = plugin.process({ topic, partition, offsets: BigInt64Array.from(offsets), timestamps: BigInt64Array.from(timestamps),
     spans: Uint32Array.from(spans), headerSpans: Uint32Array.from(headerSpans), data });
   return readResult(result).map((x) => x.kind === 'emit'
-    ? { kind: 'emit', outputs: x.outputs.map((y) => new Output(y.operation, JSON.parse(y.document), y.collection)) } : x);
+    ? { kind: 'emit', outputs: x.outputs.map((y) => new Output(y.operation, raw ? y.document : JSON.parse(y.document), y.collection)) } : x);
 }

@@ -59,3 +59,25 @@ test('init gets the params; its error is the init error', () => {
   assert.equal(factor, 3);
   assert.throws(() => p.init([['factor', 'x']]), (e) => typeof e === 'string' && e.includes('parameter `factor`'));
 });
+
+test('raw documents are the bytes written; the batch is the first record\'s topic partition', () => {
+  const p = map((doc, record) => ({ ...doc, at: [record.topic, record.partition, record.offset] }));
+  const rec = new Record('orders', 3, 41, null, null, enc.encode('{"b":"é","a":1.5}'));
+  assert.deepEqual(run(p, [rec], { raw: true }), [{ kind: 'emit', outputs: [new Output(0, '{"b":"é","a":1.5,"at":["orders",3,41]}')] }]);
+  assert.throws(() => run(p, [rec, new Record('other', 3, 42, null, null, enc.encode('{}'))]), /one topic partition/);
+});
+
+test('not JSON as serde_json sees it: a BOM, bytes that are not UTF-8', () => {
+  const p = map((doc) => ({ v: doc }));
+  const out = run(p, ['\ufeff{"n": 1}', new Record('t', 0, 1, null, null, Uint8Array.of(0x7b, 0xff, 0x7d))]);
+  assert.ok(out.every((o) => o.kind === 'error' && o.invalidInput && o.message.startsWith('value is not JSON')), JSON.stringify(out));
+});
+
+test('log goes to stderr natively', async () => {
+  const { info } = await import('../src/log.js');
+  const lines = [];
+  const orig = console.error;
+  console.error = (l) => lines.push(l);
+  try { info('loaded 3 rules'); } finally { console.error = orig; }
+  assert.deepEqual(lines, ['[plugin info] loaded 3 rules']);
+});

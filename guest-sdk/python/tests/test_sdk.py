@@ -92,3 +92,38 @@ def test_one_function_per_plugin(sdk):
     sdk.map(lambda d: d)
     with pytest.raises(RuntimeError):
         sdk.filter(lambda d: True)
+
+
+def test_raw_documents_are_the_bytes_written(sdk):
+    from sluice_plugin.testing import run
+
+    @sdk.map
+    def f(doc, record):
+        doc["at"] = [record.topic, record.partition, record.offset]
+        return doc
+
+    rec = sdk.Record("orders", 3, 41, None, None, '{"b":"é","a":1.5}'.encode())
+    # Compact, UTF-8 (not \u escapes), insertion order; topic and partition from the Record.
+    assert run([rec], raw=True) == [("emit", [sdk.Output(0, '{"b":"é","a":1.5,"at":["orders",3,41]}')])]
+    with pytest.raises(ValueError):
+        run([rec, sdk.Record("other", 3, 42, None, None, b"{}")])
+
+
+def test_not_json_as_serde_json_sees_it(sdk):
+    from sluice_plugin.testing import run
+
+    sdk.map(lambda d: {"v": d})
+    out = run(['{"n": 1e400}', '\ufeff{"n": 1}', '{"n": Infinity}', b'{"n": "\xff"}'])
+    assert all(o[0] == "error" and o[1].startswith("value is not JSON") and o[2] for o in out), out
+
+
+def test_log_goes_to_stderr_natively(sdk, capsys):
+    sdk.log.info("loaded 3 rules")
+    sdk.log.warn("careful")
+    assert capsys.readouterr().err == "[plugin info] loaded 3 rules\n[plugin warn] careful\n"
+
+
+def test_guest_glue_is_not_imported_natively():
+    import sys
+
+    assert "sluice_plugin._guest" not in sys.modules  # it needs componentize-py's generated modules

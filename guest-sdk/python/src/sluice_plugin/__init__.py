@@ -15,6 +15,19 @@ Each takes ``init=setup`` (``setup(params: Params) -> None``), called once per
 instance; raising there stops the plugin from loading. An exception raised for a
 record is that record's error (the host dead-letters, skips or stops by policy).
 The batch columns of the contract (sluice:plugin@0.2.0) are never seen by authors.
+
+Outputs: return a dict (inserted), or ``Output.upsert(doc)`` / ``Output.delete(id)``, each
+``.in_collection(name)`` to write elsewhere. ``Error("msg")`` fails the record with exactly
+that message; any other exception with ``TypeName: msg``. ``log.info(...)`` logs through
+the host. ``sluice_plugin.testing.run`` runs the plugin on records natively, for pytest.
+
+JSON: parsed and written like the Rust SDK (compact, UTF-8, no NaN/Infinity), except
+that an object keeps its keys in insertion order (Rust plugins store them sorted).
+
+Status (issue #16): the SDK is tested natively against the contract's vectors. A
+component built from it (componentize-py) imports WASI 0.2, which the host does not
+link yet: running Python plugins in the host arrives with the host's WASI support,
+the next step of #16. Until then the host refuses such a component at load.
 """
 from __future__ import annotations
 
@@ -83,7 +96,7 @@ class Params(dict):
         try:
             return type_(self[key])
         except Exception as e:  # noqa: BLE001
-            raise Error(f"parameter `{key}` = {self[key]!r}: {e}") from None
+            raise Error(f"parameter `{key}` = {json.dumps(self[key], ensure_ascii=False)}: {e}") from None
 
 
 # -- JSON, as close to the Rust SDK (serde_json) as Python's json allows ----------------------------
@@ -92,7 +105,14 @@ def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
-_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+def _finite(text):
+    f = float(text)
+    if f in (float("inf"), float("-inf")):  # 1e400: out of range for serde_json too
+        raise ValueError(f"number {text} out of range")
+    return f
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite).decode
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
