@@ -44,14 +44,7 @@ impl Intent {
         let fresh = self.chain.is_none() && self.inherited_empty;
         let target = (end + self.margin).max(self.saved);
         let at = format!("{topic}:{partition}");
-        let retry = Retry {
-            what: "saving the write intent to MongoDB",
-            at: &at,
-            cfg: &ctx.pipeline,
-            retries: &ctx.stats.retries,
-            gauge: Some(&ctx.health.sink_failing),
-            unhealthy_after: None,
-        };
+        let retry = Retry { gauge: Some(&ctx.health.sink_failing), ..ctx.retry("saving the write intent to MongoDB", &at) };
         let topic_id = self.topic_id.as_deref();
         retry.run(|| ctx.progress.save_intent(topic, partition, target, topic_id, chain, fresh)).await;
         self.saved = target;
@@ -132,14 +125,7 @@ pub(super) async fn remove_stale(ctx: &WorkerCtx, topic: &str, partition: i32, k
         e.1 = e.1.max(o);
     }
     let at = format!("{topic}:{partition}");
-    let retry = Retry {
-        what: "removing stale documents after a replay",
-        at: &at,
-        cfg: &ctx.pipeline,
-        retries: &ctx.stats.retries,
-        gauge: None,
-        unhealthy_after: None,
-    };
+    let retry = ctx.retry("removing stale documents after a replay", &at);
     let is_stale = |id: &String| {
         parse_derived_id(id).is_some_and(|(t, p, o, k)| t == topic && p == partition && kept.get(&o).is_some_and(|keep| !keep.contains(&k)))
     };

@@ -15,6 +15,7 @@ use crate::mongo::progress::Progress;
 use crate::mongo::sink::Sink;
 use crate::pipeline::plan::{Plan, Target, plan};
 use crate::pipeline::progress::{Intent, ProgressSaver, kept_ids, remove_stale};
+use crate::pipeline::retry::Retry;
 use crate::pipeline::write::{FailureLog, write_batch};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::RuntimeError;
@@ -34,6 +35,13 @@ pub(super) struct WorkerCtx {
     pub pipeline: PipelineConfig,
     pub stats: Arc<Stats>,
     pub fatal: mpsc::UnboundedSender<anyhow::Error>,
+}
+
+impl WorkerCtx {
+    /// A retry of `what` at `at`, counted in `sluice_retries_total`, raising no gauge.
+    pub(super) fn retry<'a>(&'a self, what: &'a str, at: &'a str) -> Retry<'a> {
+        Retry { what, at, cfg: &self.pipeline, retries: &self.stats.retries, gauge: None, unhealthy_after: None }
+    }
 }
 
 /// Why a worker's loop ended.

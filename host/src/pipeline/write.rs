@@ -29,14 +29,7 @@ pub(super) async fn write_batch(
     }
     let at = format!("{}:{}", records[0].topic, records[0].partition);
     // Counts this worker as failing while it retries (also if the task is aborted).
-    let retry = Retry {
-        what: "writing to MongoDB",
-        at: &at,
-        cfg: &ctx.pipeline,
-        retries: &ctx.stats.retries,
-        gauge: Some(&ctx.health.sink_failing),
-        unhealthy_after: None,
-    };
+    let retry = Retry { gauge: Some(&ctx.health.sink_failing), ..ctx.retry("writing to MongoDB", &at) };
     let started = std::time::Instant::now();
     // Records MongoDB refused for good are decided below; anything else is retried.
     let ((report, rejections), _) = retry
@@ -144,12 +137,9 @@ async fn send_dead_letter(ctx: &WorkerCtx, spec: &ChainSpec, rec: &SourceRecord,
     let dlq = ctx.dlq.as_ref().expect("a DLQ producer exists under on_error = dead-letter");
     let at = format!("{}:{}@{}", rec.topic, rec.partition, rec.offset);
     let retry = Retry {
-        what: "sending the dead letter",
-        at: &at,
-        cfg: &ctx.pipeline,
-        retries: &ctx.stats.retries,
         gauge: Some(&ctx.health.dlq_failing),
         unhealthy_after: Some(ctx.dlq_unavailable_timeout),
+        ..ctx.retry("sending the dead letter", &at)
     };
     // Once too large, always sent truncated.
     let truncated = std::sync::atomic::AtomicBool::new(false);
