@@ -253,16 +253,18 @@ impl Worker {
     async fn write(&mut self, records: &[SourceRecord], mut planned: Plan, next_offset: i64) -> Result<(), Exit> {
         // Records an earlier owner may have written under another version (or of an earlier
         // incarnation of the topic, or versions unknown): which derived ids this version keeps.
-        let (state, chain) = (&self.state, self.chain.as_ref().expect("the chain is back from its blocking thread"));
-        let foreign = state.renewed || state.window_chains.is_empty() || state.window_chains.iter().any(|c| *c != chain.spec().label);
+        // The spec alone crosses the awaits below: the chain's stores are not `Sync`.
+        let spec = self.chain.as_ref().expect("the chain is back from its blocking thread").spec().clone();
+        let state = &self.state;
+        let foreign = state.renewed || state.window_chains.is_empty() || state.window_chains.iter().any(|c| *c != spec.label);
         let replayed = (foreign && records[0].offset < state.replay_until).then(|| kept_ids(&planned, records, state.replay_until));
         if replayed.is_some() {
             for (op, &i) in planned.ops.iter_mut().zip(&planned.op_source) {
                 op.replay = records[i].offset < state.replay_until;
             }
         }
-        self.intent.cover(&self.ctx, &self.topic, self.partition, next_offset, &chain.spec().label).await;
-        if let Err(e) = write_batch(&self.ctx, chain.spec(), records, planned, &mut self.failures).await {
+        self.intent.cover(&self.ctx, &self.topic, self.partition, next_offset, &spec.label).await;
+        if let Err(e) = write_batch(&self.ctx, &spec, records, planned, &mut self.failures).await {
             return Err(self.fatal(e));
         }
         if let Some(kept) = replayed {

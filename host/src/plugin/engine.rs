@@ -1,13 +1,15 @@
 //! The wasmtime engine of a [`Runtime`](super::runtime::Runtime): its
-//! configuration, the linker offering the contract's host interface, the epoch
+//! configuration (with the on-disk cache of compiled plugins), the linker
+//! offering the contract's host interface and the WASI sandbox, the epoch
 //! ticker that call deadlines count in, and giving a call its time budget.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 
 use super::columns::bindings::Plugin;
 use super::instance::HostState;
@@ -18,9 +20,16 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The engine for `limit`, its linker, and the flag that stops its epoch ticker.
 pub(super) fn start(limit: CallLimit) -> Result<(Engine, Linker<HostState>, Arc<AtomicBool>), RuntimeError> {
-    let engine = Engine::new(&config(limit)).map_err(RuntimeError::Engine)?;
+    let mut config = config(limit);
+    if let Some(dir) = cache_dir() {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        config.cache(Some(Cache::new(cache).map_err(RuntimeError::Engine)?));
+    }
+    let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
     let mut linker = Linker::new(&engine);
     Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(RuntimeError::Engine)?;
+    super::sandbox::add_to_linker(&mut linker).map_err(RuntimeError::Engine)?;
     let stop_ticker = Arc::new(AtomicBool::new(false));
     spawn_ticker(&engine, stop_ticker.clone())?;
     Ok((engine, linker, stop_ticker))
@@ -38,6 +47,22 @@ fn config(limit: CallLimit) -> Config {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
     config
+}
+
+/// Where compiled plugins are kept, keyed by their bytes and the engine's
+/// settings (a restart or a rollback to a known version does not recompile):
+/// `SLUICE_COMPILE_CACHE` (a directory, or `off`), else `$XDG_CACHE_HOME/sluice/compiled`,
+/// else `~/.cache/sluice/compiled`.
+fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("SLUICE_COMPILE_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("sluice").join("compiled")),
+    }
 }
 
 /// Advance the engine's epoch every [`EPOCH_TICK`] until `stop` (or the engine is gone).

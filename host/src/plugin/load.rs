@@ -1,6 +1,6 @@
 //! Loading a plugin version: read its file, tell a component from a core module
 //! (wrapping a core module built with the guest SDK into a component), refuse
-//! WASI and any other import the host does not offer, compile and pre-link it
+//! WASI preview 1 and any other import the host does not offer, compile and pre-link it
 //! against the contract, and run its self-tests.
 
 use std::path::PathBuf;
@@ -43,9 +43,9 @@ impl Runtime {
             path: path.into(),
             message: format!("{e:#}"),
         })?;
-        // No system interfaces: anything imported besides the contract's own is
-        // refused here, naming it (a contract mismatch is left to the linker).
-        let refused = refused_imports(component.component_type().imports(&self.engine).map(|(n, _)| n));
+        // Only the contract and the sandbox's WASI: anything else is refused
+        // here, naming it (a contract mismatch is left to the linker).
+        let refused = super::sandbox::refused_imports(component.component_type().imports(&self.engine).map(|(n, _)| n));
         if !refused.is_empty() {
             return Err(RuntimeError::SystemImports { name: name.into(), path: path.into(), imports: refused });
         }
@@ -101,12 +101,6 @@ fn wasm_kind(bytes: &[u8]) -> Option<WasmKind> {
         [0x0d, 0, 1, 0] => Some(WasmKind::Component),
         _ => None,
     }
-}
-
-/// The imports of a component that are not the contract's (`sluice:plugin/…`,
-/// any version): WASI and everything else the host does not provide.
-fn refused_imports<'a>(imports: impl Iterator<Item = &'a str>) -> Vec<String> {
-    imports.filter(|n| !n.starts_with(sluice_contract::INTERFACE_PREFIX)).map(String::from).collect()
 }
 
 /// A core module built for WASI preview 1: the WASI namespace it imports from and
@@ -243,14 +237,6 @@ mod tests {
         assert!(err.contains("cannot read") && err.contains("missing.wasm"), "{err}");
     }
 
-    #[test]
-    fn only_the_contracts_own_imports_are_allowed() {
-        let imports =
-            ["sluice:plugin/host@0.2.0", "wasi:clocks/wall-clock@0.2.6", "sluice:plugin/types@0.2.0", "env", "sluice:plugin/host@0.0.9"];
-        assert_eq!(refused_imports(imports.into_iter()), ["wasi:clocks/wall-clock@0.2.6", "env"]);
-        assert!(refused_imports(["sluice:plugin/host@0.2.0"].into_iter()).is_empty());
-    }
-
     /// A core module importing `wasi_snapshot_preview1.fd_write` (what a wasm32-wasip1 build has).
     const WASI_MODULE: &[u8] = b"\0asm\x01\0\0\0\
         \x01\x09\x01\x60\x04\x7f\x7f\x7f\x7f\x01\x7f\
@@ -265,8 +251,8 @@ mod tests {
         let err = rt.validate(&PluginConfig::new("w", "w.wasm"), WASI_MODULE.to_vec()).unwrap_err().to_string();
         assert_eq!(
             err,
-            "plugin `w` (w.wasm) is a WASI module: it imports `fd_write` from `wasi_snapshot_preview1`: plugins get no system \
-             interfaces (filesystem, sockets, clocks, environment, …); build it with the guest SDK for wasm32-unknown-unknown"
+            "plugin `w` (w.wasm) is a WASI preview 1 module: it imports `fd_write` from `wasi_snapshot_preview1`, which the \
+             host does not provide; build it with the guest SDK for wasm32-unknown-unknown (or as a WASI 0.2 component)"
         );
     }
 

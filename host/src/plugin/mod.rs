@@ -1,5 +1,5 @@
 //! The plugin layer: wasmtime, loading and sandboxed instances ([`runtime`], in
-//! parts: `engine`, `load`, `instance`, and `columns`, the contract's columns
+//! parts: `engine`, `load`, `instance`, `sandbox` (what WASI gives a plugin), and `columns`, the contract's columns
 //! through the `sluice-contract` crate), a batch through the chain ([`chain`]),
 //! and hot swap of chain generations ([`swap`]). It knows nothing of Kafka or MongoDB.
 
@@ -9,4 +9,5 @@ mod engine;
 mod instance;
 mod load;
 pub mod runtime;
+mod sandbox;
 pub mod swap;

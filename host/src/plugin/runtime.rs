@@ -3,8 +3,10 @@
 //! One [`Runtime`] per process holds the wasmtime `Engine` and `Linker`; each
 //! [`LoadedPlugin`] is compiled and pre-linked once; each partition worker owns a
 //! [`PluginInstance`] (its own `Store`, memory cap and per-call deadline) that it
-//! reuses for every batch. The only import a plugin gets is `host.log`: a plugin
-//! importing anything else (WASI files, sockets, clocks, environment…) is refused at load.
+//! reuses for every batch. A plugin imports the contract's `host.log` and, for
+//! Python and JavaScript runtimes, WASI 0.2 with nothing behind it (see
+//! `sandbox`: no files, sockets or environment; deterministic clocks and
+//! randomness); anything else (`wasi:http`, WASI preview 1…) is refused at load.
 
 //!
 //! The parts: [`engine`](super::engine) (wasmtime config, epoch ticker),
@@ -29,7 +31,7 @@ pub use super::load::{LoadedPlugin, read_plugin, version_of};
 /// The contract version this host implements (the WIT package).
 pub const CONTRACT: &str = sluice_contract::PACKAGE;
 
-/// The one interface the host provides to plugins (see [`RuntimeError::SystemImports`]).
+/// The contract's interface the host provides to plugins (see [`RuntimeError::SystemImports`]).
 pub const HOST_INTERFACE: &str = sluice_contract::HOST_INTERFACE;
 
 /// Why a plugin could not be loaded or run.
@@ -47,18 +49,18 @@ pub enum RuntimeError {
     Compile { name: String, path: PathBuf, message: String },
     #[error("plugin `{name}` ({path}) does not match the contract {CONTRACT}: {message}")]
     Contract { name: String, path: PathBuf, message: String },
-    /// The component imports something other than the contract's host interface
-    /// (WASI filesystem, sockets, clocks, environment…): refused at load.
+    /// The component imports something besides the contract and the sandbox's
+    /// WASI 0.2 (`wasi:http`, another version or package…): refused at load.
     #[error(
-        "plugin `{name}` ({path}) imports {}: plugins get no system interfaces (filesystem, sockets, clocks, environment, …); \
-         only `{HOST_INTERFACE}` is provided (build with the guest SDK for wasm32-unknown-unknown)",
+        "plugin `{name}` ({path}) imports {}, which the host does not provide: plugins may import `{HOST_INTERFACE}` and \
+         WASI 0.2 cli, io, clocks, random, filesystem and sockets (sandboxed: no files, network or environment)",
         quoted(.imports)
     )]
     SystemImports { name: String, path: PathBuf, imports: Vec<String> },
     /// A core module built for WASI preview 1 (`wasm32-wasip1`): refused at load.
     #[error(
-        "plugin `{name}` ({path}) is a WASI module: it imports {} from `{module}`: plugins get no system interfaces \
-         (filesystem, sockets, clocks, environment, …); build it with the guest SDK for wasm32-unknown-unknown",
+        "plugin `{name}` ({path}) is a WASI preview 1 module: it imports {} from `{module}`, which the host does not \
+         provide; build it with the guest SDK for wasm32-unknown-unknown (or as a WASI 0.2 component)",
         quoted(.functions)
     )]
     WasiModule { name: String, path: PathBuf, module: String, functions: Vec<String> },
