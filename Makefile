@@ -6,14 +6,18 @@ WASM_TARGET := wasm32-unknown-unknown
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 SLUICE := target/debug/sluice
 
-.PHONY: demo test sdk-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
+LANG_PLUGINS := target/lang-plugins
+PY_SDK := $(wildcard guest-sdk/python/src/sluice_plugin/*.py)
+JS_SDK := $(wildcard guest-sdk/js/src/*.js)
+
+.PHONY: lang-plugins demo test sdk-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
 demo: services plugins build
 	scripts/demo
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
-test: services plugins hostile build plugins-test sdk-test
+test: services plugins hostile build lang-plugins plugins-test sdk-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) chaos-small
@@ -33,6 +37,20 @@ wasm-target:
 
 plugins: wasm-target
 	cd plugins && $(CARGO) build --release
+
+## lang-plugins: the Python and JavaScript plugins the tests run (enrich, and the test-only
+## hostile ones), built by `sluice plugin build` (which installs componentize-py and
+## componentize-js into ~/.cache/sluice on first use) into target/lang-plugins/.
+lang-plugins: $(LANG_PLUGINS)/enrich-py.wasm $(LANG_PLUGINS)/enrich-js.wasm $(LANG_PLUGINS)/hostile-py.wasm $(LANG_PLUGINS)/hostile-js.wasm
+
+$(LANG_PLUGINS)/enrich-py.wasm: plugins/enrich-py/plugin.py $(PY_SDK) | build
+	$(SLUICE) plugin build plugins/enrich-py -o $@
+$(LANG_PLUGINS)/hostile-py.wasm: tests/hostile/hostile-py/plugin.py $(PY_SDK) | build
+	$(SLUICE) plugin build tests/hostile/hostile-py -o $@
+$(LANG_PLUGINS)/enrich-js.wasm: plugins/enrich-js/plugin.js $(JS_SDK) | build
+	$(SLUICE) plugin build plugins/enrich-js -o $@
+$(LANG_PLUGINS)/hostile-js.wasm: tests/hostile/hostile-js/plugin.js $(JS_SDK) | build
+	$(SLUICE) plugin build tests/hostile/hostile-js -o $@
 
 ## hostile: the test-only misbehaving plugins (tests/hostile/).
 hostile: wasm-target hostile-wasi

@@ -78,6 +78,14 @@ pub fn hostile(name: &str) -> PathBuf {
     p
 }
 
+/// A Python or JavaScript plugin built by `make lang-plugins` (`enrich-py`,
+/// `enrich-js`, `hostile-py`, `hostile-js`).
+pub fn lang_plugin(name: &str) -> PathBuf {
+    let p = repo().join("target/lang-plugins").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} is missing: run `make lang-plugins` (make test does)", p.display());
+    p
+}
+
 /// The built `.wasm` of a hostile plugin that imports WASI (`tests/hostile/wasi-<name>`),
 /// for `target`: `wasm32-wasip2` (a component) or `wasm32-wasip1` (a core module).
 pub fn hostile_wasi(target: &str, name: &str) -> PathBuf {

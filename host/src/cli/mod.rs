@@ -10,7 +10,8 @@
 //! | `sluice count`       | [`count`]       | count the documents (by number, by plugin version)        |
 //! | `sluice reset`       | [`reset`]       | delete the topics, group, progress and collection         |
 //! | `sluice offsets …`   | [`offsets`]     | show or move the group's offsets in Kafka and MongoDB     |
-//! | `sluice plugin new`  | [`plugin_new`]  | create a plugin crate                                     |
+//! | `sluice plugin new`  | [`plugin_new`]  | create a plugin (Rust, Python or JavaScript)              |
+//! | `sluice plugin build`| [`plugin_build`]| build a plugin directory into one `.wasm`                 |
 //! | `sluice plugin test` | [`plugin_test`] | run plugins on records from a file, print the write plan  |
 //! | `sluice dlq replay`  | [`dlq_replay`]  | send dead letters back through the chain into MongoDB     |
 //!
@@ -22,6 +23,7 @@ pub mod common;
 pub mod count;
 pub mod dlq_replay;
 pub mod offsets;
+pub mod plugin_build;
 pub mod plugin_new;
 pub mod plugin_test;
 pub mod produce;
@@ -75,8 +77,10 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Create a plugin crate that builds as it is (a map function with a unit test).
+    /// Create a plugin that builds as it is (a map function with a unit test), in Rust, Python or JavaScript.
     New(plugin_new::PluginNewArgs),
+    /// Build a plugin directory (Rust, Python or JavaScript) into one `.wasm`.
+    Build(plugin_build::PluginBuildArgs),
     /// Run plugins on records from a file with the real runtime and limits (no Kafka,
     /// no MongoDB) and print the write plan: per record, the MongoDB operations, or drop, or error.
     Test(plugin_test::PluginTestArgs),
@@ -100,6 +104,7 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Reset(args) => reset::execute(args).await,
         Command::Offsets(command) => offsets::execute(command).await,
         Command::Plugin(PluginCommand::New(args)) => plugin_new::execute(args),
+        Command::Plugin(PluginCommand::Build(args)) => plugin_build::execute(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::execute(args),
         Command::Dlq(DlqCommand::Replay(args)) => dlq_replay::execute(args).await,
     }

@@ -14,7 +14,7 @@ pub(super) fn apply_env(raw: &mut toml::Table, env: &[(String, String)], text: b
         let rest = &name["SLUICE_".len()..];
         let Some((prefix, section)) = ENV_SECTIONS.iter().find(|(p, _)| rest.starts_with(p)) else {
             // Sluice's own variables that are not config keys; anything else is likely a typo (SLUICE_MONGODB_URI).
-            const NOT_CONFIG: [&str; 8] = ["LOG", "LOG_JSON", "CONFIG", "CACHE", "PERFMAP", "BIN", "BROKERS", "TEST_"];
+            const NOT_CONFIG: [&str; 9] = ["LOG", "LOG_JSON", "CONFIG", "CACHE", "COMPILE_CACHE", "PERFMAP", "BIN", "BROKERS", "TEST_"];
             if !text && !NOT_CONFIG.iter().any(|n| rest == *n || (n.ends_with('_') && rest.starts_with(n))) {
                 let sections: Vec<&str> = ENV_SECTIONS.iter().map(|(_, s)| *s).collect();
                 tracing::warn!("{name} names no config section ({}): ignored", sections.join(", "));
@@ -113,4 +113,13 @@ mod tests {
         let err = parse_env(MINIMAL, &[("SLUICE_PIPELINE_BATCH_MAX_RECORDS", "0")]).unwrap_err().to_string();
         assert!(err.contains("batch_max_records must be at least 1"), "{err}");
     }
+}
+
+/// Sluice's cache directory (services, plugin build tools, compiled plugins):
+/// `SLUICE_CACHE`, else `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`.
+pub fn cache_home() -> Option<std::path::PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    var("SLUICE_CACHE")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("sluice")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache").join("sluice")))
 }

@@ -66,6 +66,7 @@ mod validate;
 
 pub use admin::AdminConfig;
 pub use dlq::DlqConfig;
+pub use env::cache_home;
 pub use hot_swap::HotSwapConfig;
 pub use kafka::{KafkaConfig, OffsetReset};
 pub use mongo::{DEFAULT_OFFSETS_COLLECTION, MongoConfig, WriteAck, WriteConcernConfig};

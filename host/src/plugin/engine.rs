@@ -51,17 +51,12 @@ fn config(limit: CallLimit) -> Config {
 
 /// Where compiled plugins are kept, keyed by their bytes and the engine's
 /// settings (a restart or a rollback to a known version does not recompile):
-/// `SLUICE_COMPILE_CACHE` (a directory, or `off`), else `$XDG_CACHE_HOME/sluice/compiled`,
-/// else `~/.cache/sluice/compiled`.
+/// `SLUICE_COMPILE_CACHE` (a directory, or `off`), else `compiled/` in Sluice's cache.
 fn cache_dir() -> Option<PathBuf> {
     match std::env::var_os("SLUICE_COMPILE_CACHE") {
         Some(v) if v == "off" => None,
         Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .map(|d| d.join("sluice").join("compiled")),
+        _ => crate::config::cache_home().map(|d| d.join("compiled")),
     }
 }
 
