@@ -56,8 +56,9 @@ $(LANG_PLUGINS)/hostile-js.wasm: tests/hostile/hostile-js/plugin.js $(JS_SDK) | 
 hostile: wasm-target hostile-wasi
 	cd tests/hostile && $(CARGO) build --release
 
-# The hostile plugins that import WASI (tests/hostile/wasi-*), which the host must
-# refuse at load: components (wasm32-wasip2) and core modules (wasm32-wasip1).
+# The hostile plugins that import WASI (tests/hostile/wasi-*): as components
+# (wasm32-wasip2) they load and the host's WASI sandbox denies what they reach
+# for; as core modules (wasm32-wasip1) the host refuses them at load.
 hostile-wasi:
 	@for t in wasm32-wasip1 wasm32-wasip2; do rustup target list --installed | grep -qx "$$t" || rustup target add "$$t"; done
 	cd tests/hostile && $(CARGO) build --release --target wasm32-wasip2 --target wasm32-wasip1 \

@@ -63,8 +63,8 @@ async fn a_panic_on_one_input_fails_only_that_record() {
 /// Built for wasm32-unknown-unknown, the plugin's `std::fs`, `std::net` and
 /// `std::env` calls are stubs that fail inside the plugin without reaching the
 /// host: this shows such a plugin gets errors (and the record is dead-lettered),
-/// not that the host refuses system access. That is what [`wasi`] shows, with
-/// plugins that really import WASI.
+/// not that the host denies system access. That is what [`wasi`] shows, with
+/// plugins that really import WASI: the host's sandbox denies them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_files_and_opening_sockets_is_impossible() {
     run_hostile("escape", 3, "", "plugin-error", "sandbox held").await;
@@ -146,85 +146,180 @@ mod isolation {
 }
 
 mod wasi {
-    //! Plugins built for WASI targets import system interfaces (files, sockets,
-    //! clocks, environment); the host provides none, so it refuses them at load,
-    //! naming the imports (no services needed).
+    //! Plugins built for WASI targets (no services needed). A WASI 0.2 component
+    //! (`tests/hostile/wasi-*` built for wasm32-wasip2) loads and runs in the
+    //! host's deny-all sandbox: no preopened directory, no environment, every
+    //! socket denied, the wall clock at the batch's newest record time. Each
+    //! reaches for the system on `{"num":3}` only: the sandbox denies it, so the
+    //! plugin fails that record with its own error (not a trap) and every other
+    //! record passes. WASI preview 1 core modules (wasm32-wasip1) are still
+    //! refused at load, naming their imports.
     use std::process::Command;
 
     use sluice::config::PluginConfig;
-    use sluice::runtime::{Runtime, RuntimeError};
-    use sluice_tests::{TestEnv, hostile_wasi, sluice_bin};
+    use sluice::runtime::{Batch, OutcomeRef, PluginInstance, Runtime, RuntimeError};
+    use sluice_tests::{ConfigBuilder, PluginToml, hostile_wasi, sluice_bin};
 
-    const NO_SYSTEM: &str = "plugins get no system interfaces (filesystem, sockets, clocks, environment, …)";
+    /// The records' timestamps: a minute apart from this one (milliseconds, not whole seconds).
+    const T0_MS: i64 = 1_700_000_000_123;
 
-    fn load_error(target: &str, family: &str) -> RuntimeError {
+    fn timestamp(num: i64) -> i64 {
+        T0_MS + num * 60_000
+    }
+
+    /// `{"num":n}` for each of `nums`, at offset n and [`timestamp`]`(n)`.
+    fn batch(nums: impl IntoIterator<Item = i64>) -> Batch {
+        let mut batch = Batch::new("t", 0);
+        for n in nums {
+            batch.push(n, Some(timestamp(n)), None, Some(format!("{{\"num\":{n}}}").as_bytes()), &[]);
+        }
+        batch
+    }
+
+    /// An instance of the wasm32-wasip2 component of `family`: it loads.
+    fn component(family: &str) -> PluginInstance {
         let rt = Runtime::new().unwrap();
-        match rt.load(&PluginConfig::new(family, hostile_wasi(target, family))) {
-            Ok(_) => panic!("{target} {family}: loaded"),
-            Err(e) => e,
-        }
+        let plugin = rt
+            .load(&PluginConfig::new(family, hostile_wasi("wasm32-wasip2", family)))
+            .unwrap_or_else(|e| panic!("{family}: the component is refused: {e}"));
+        plugin.instantiate().unwrap_or_else(|e| panic!("{family}: {e}"))
     }
 
-    /// One component per family (`tests/hostile/wasi-*` built for wasm32-wasip2);
-    /// every one also imports `wasi:io` and `wasi:cli` (the Rust standard library's).
+    /// What the plugin made of each record: its one output document, or the
+    /// error it returned. A trap fails the test.
+    fn process(family: &str, instance: &mut PluginInstance, batch: &Batch) -> Vec<Result<String, String>> {
+        let result = instance.process(batch).unwrap_or_else(|e| panic!("{family}: the call failed: {e}"));
+        (0..batch.len())
+            .map(|i| match result.outcome(i) {
+                OutcomeRef::Emit(outputs) => {
+                    let docs: Vec<String> = outputs.map(|j| String::from_utf8_lossy(result.output(j).document).into_owned()).collect();
+                    assert_eq!(docs.len(), 1, "{family}: record {i}: {docs:?}");
+                    Ok(docs.into_iter().next().unwrap())
+                }
+                OutcomeRef::Drop => panic!("{family}: record {i} dropped"),
+                OutcomeRef::Error(e) => Err(e.message().into_owned()),
+            })
+            .collect()
+    }
+
+    /// Every record but num 3 came through unchanged; num 3's outcome.
+    fn all_but_3_unchanged(family: &str, outcomes: Vec<Result<String, String>>) -> Result<String, String> {
+        assert_eq!(outcomes.len(), 7, "{family}");
+        for (n, outcome) in outcomes.iter().enumerate().filter(|(n, _)| *n != 3) {
+            assert_eq!(outcome.as_deref(), Ok(format!("{{\"num\":{n}}}").as_str()), "{family}: record {n}");
+        }
+        outcomes.into_iter().nth(3).unwrap()
+    }
+
+    /// Files, sockets and the environment: the component loads, the call
+    /// returns, and num 3 fails inside the plugin with the sandbox's denial.
     #[test]
-    fn components_importing_wasi_are_refused_at_load_naming_the_import() {
-        for (family, interface) in [
-            ("fs", "wasi:filesystem/types@"),
-            ("sockets", "wasi:sockets/tcp@"),
-            ("clocks", "wasi:clocks/wall-clock@"),
-            ("env", "wasi:cli/environment@"),
+    fn components_load_and_their_system_calls_are_denied_inside_the_plugin() {
+        for (family, denied) in [
+            // No preopened directory: no path resolves, not even one that exists on the host.
+            ("fs", "No such file or directory"),
+            // TCP is off and every address refused: `connect` is not permitted.
+            ("sockets", "Permission denied"),
+            // No environment variables.
+            ("env", "environment variable not found"),
         ] {
-            let err = load_error("wasm32-wasip2", family);
-            let message = err.to_string();
-            let RuntimeError::SystemImports { imports, .. } = err else { panic!("{family}: not refused for its imports: {message}") };
-            let import =
-                imports.iter().find(|i| i.starts_with(interface)).unwrap_or_else(|| panic!("{family}: {interface} not in {imports:?}"));
-            assert!(message.contains(&format!("`{import}`")), "{family}: {message}");
-            assert!(message.contains(NO_SYSTEM), "{family}: {message}");
-            assert!(message.contains("only `sluice:plugin/host@0.2.0` is provided"), "{family}: {message}");
-            assert!(!message.contains('\n'), "{family}: {message}");
+            let mut instance = component(family);
+            let outcomes = process(family, &mut instance, &batch(0..7));
+            let message = all_but_3_unchanged(family, outcomes).expect_err(&format!("{family}: num 3 got through"));
+            println!("{family}: num 3 failed: {message}");
+            assert!(message.contains(denied), "{family}: {message:?} lacks {denied:?}");
+            // The instance is not poisoned: the next batch runs.
+            let again = process(family, &mut instance, &batch([3, 4]));
+            assert_eq!(again[0].as_ref().unwrap_err(), &message, "{family}: the same denial");
+            assert_eq!(again[1].as_deref(), Ok("{\"num\":4}"), "{family}");
         }
     }
 
-    /// Core modules built for wasm32-wasip1 import functions of `wasi_snapshot_preview1`.
+    /// The wall clock is deterministic: the newest record timestamp of the batch,
+    /// in the batch that reads it (so a replay gives the same `now`).
     #[test]
-    fn a_wasi_core_module_is_refused_at_load_naming_its_wasi_imports() {
-        for (family, function) in [("fs", "path_open"), ("clocks", "clock_time_get"), ("env", "environ_get")] {
-            let err = load_error("wasm32-wasip1", family);
+    fn a_component_reading_the_clock_gets_the_records_time() {
+        let mut instance = component("clocks");
+        let now = |outcome: Result<String, String>| -> i64 {
+            let doc: serde_json::Value = serde_json::from_str(&outcome.expect("num 3 passes")).unwrap();
+            assert_eq!(doc["num"], 3, "{doc}");
+            doc["now"].as_i64().unwrap_or_else(|| panic!("{doc}"))
+        };
+        // Alone in its batch: num 3's own timestamp, in seconds.
+        let alone = now(process("clocks", &mut instance, &batch([3])).remove(0));
+        assert_eq!(alone, timestamp(3) / 1000);
+        // With the others: the batch's newest (num 6's), not the host's time.
+        let outcomes = process("clocks", &mut instance, &batch(0..7));
+        assert_eq!(now(all_but_3_unchanged("clocks", outcomes)), timestamp(6) / 1000);
+        // A fresh instance replaying the batch reads the same.
+        let outcomes = process("clocks", &mut component("clocks"), &batch(0..7));
+        assert_eq!(now(all_but_3_unchanged("clocks", outcomes)), timestamp(6) / 1000);
+    }
+
+    /// Core modules built for wasm32-wasip1 import functions of `wasi_snapshot_preview1`:
+    /// refused at load, in one line naming them.
+    #[test]
+    fn a_wasi_preview_1_module_is_refused_at_load_naming_its_wasi_imports() {
+        for (family, function) in [("fs", "path_open"), ("clocks", "clock_time_get"), ("env", "environ_get"), ("sockets", "fd_write")] {
+            let rt = Runtime::new().unwrap();
+            let err = match rt.load(&PluginConfig::new(family, hostile_wasi("wasm32-wasip1", family))) {
+                Ok(_) => panic!("{family}: a wasip1 module loaded"),
+                Err(e) => e,
+            };
             let message = err.to_string();
             let RuntimeError::WasiModule { module, functions, .. } = err else { panic!("{family}: not refused as WASI: {message}") };
             assert_eq!(module, "wasi_snapshot_preview1", "{message}");
             assert!(functions.iter().any(|f| f == function), "{family}: {function} not in {functions:?}");
-            assert!(message.contains("is a WASI module") && message.contains(&format!("`{function}`")), "{family}: {message}");
-            assert!(message.contains("from `wasi_snapshot_preview1`") && message.contains(NO_SYSTEM), "{family}: {message}");
-            assert!(message.contains("build it with the guest SDK for wasm32-unknown-unknown"), "{family}: {message}");
+            assert!(message.contains("is a WASI preview 1 module") && message.contains(&format!("`{function}`")), "{family}: {message}");
+            assert!(message.contains("from `wasi_snapshot_preview1`, which the host does not provide"), "{family}: {message}");
+            assert!(
+                message.contains("build it with the guest SDK for wasm32-unknown-unknown (or as a WASI 0.2 component)"),
+                "{family}: {message}"
+            );
             assert!(!message.contains('\n'), "{family}: {message}");
         }
     }
 
-    /// `sluice check` refuses them offline, exit code 1, with one error line naming the import.
+    /// `sluice check`, offline: a WASI 0.2 component passes; a preview 1 module
+    /// fails, exit code 1, with one error line naming the import.
     #[test]
-    fn sluice_check_refuses_wasi_plugins_with_one_line_naming_the_import() {
-        let env = TestEnv::new("hostile-wasi-check");
-        for (target, family, needle) in [
-            ("wasm32-wasip2", "sockets", "`wasi:sockets/tcp@"),
-            ("wasm32-wasip2", "fs", "`wasi:filesystem/types@"),
-            ("wasm32-wasip1", "env", "`environ_get`"),
-        ] {
+    fn sluice_check_passes_wasi_components_and_refuses_preview_1_modules() {
+        // A config of its own, not a `TestEnv`'s: nothing is contacted, and nothing to clean up on the services.
+        let dir = tempfile::tempdir().unwrap();
+        let check = |target: &str, family: &str| {
             let plugin = hostile_wasi(target, family);
-            let text = format!("{}[[plugins]]\nname = \"{family}\"\npath = \"{}\"\n", env.config_text(&[], ""), plugin.display());
-            let path = env.dir.path().join("check.toml");
-            std::fs::write(&path, text).unwrap();
+            let path = ConfigBuilder::new()
+                .set("kafka", "brokers", "127.0.0.1:9092")
+                .set("kafka", "group_id", "g")
+                .set("kafka", "topics", vec!["t"])
+                .set("mongo", "uri", "mongodb://127.0.0.1:27017")
+                .set("mongo", "database", "d")
+                .set("mongo", "collection", "c")
+                .plugin(PluginToml::new(family, &plugin))
+                .write(dir.path().join("check.toml"));
             let out = Command::new(sluice_bin()).args(["check", "--config"]).arg(&path).env_remove("SLUICE_LOG").output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{target} {family}: {err}");
-            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-            assert_eq!(errors.len(), 1, "{target} {family}: {err}");
-            let line = errors[0];
-            assert!(line.contains(&format!("plugin `{family}` ({})", plugin.display())), "{line}");
-            assert!(line.contains(needle) && line.contains(NO_SYSTEM), "{target} {family}: {line}");
+            (
+                plugin,
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        for family in ["fs", "sockets", "clocks", "env"] {
+            let (plugin, code, out, err) = check("wasm32-wasip2", family);
+            assert_eq!(code, Some(0), "{family}: {out}{err}");
+            assert!(
+                out.contains(&format!("plugin {family}: version ")) && out.contains(&format!("({})", plugin.display())),
+                "{family}: {out}"
+            );
         }
+        let (plugin, code, _, err) = check("wasm32-wasip1", "env");
+        assert_eq!(code, Some(1), "{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        let line = errors[0];
+        assert!(line.contains(&format!("plugin `env` ({})", plugin.display())), "{line}");
+        assert!(line.contains("is a WASI preview 1 module") && line.contains("`environ_get`"), "{line}");
     }
 }
 

@@ -1,5 +1,7 @@
-//! Built for a WASI target (`make hostile`), it imports the WASI clocks: the
-//! host must refuse to load it, naming the import.
+//! Built for a WASI target (`make hostile`), it imports the WASI clocks. As a
+//! WASI 0.2 component it loads, and on num 3 reads the sandbox's deterministic
+//! wall clock: the batch's newest record timestamp, never the host's time. As a
+//! WASI preview 1 module it is refused at load, naming its imports.
 use sluice_plugin::{Result, Value, json, map};
 
 #[map]

@@ -1,5 +1,7 @@
-//! Built for a WASI target (`make hostile`), it imports WASI sockets: the host
-//! must refuse to load it, naming the import.
+//! Built for a WASI target (`make hostile`), it imports WASI sockets. As a WASI
+//! 0.2 component it loads, and on num 3 the sandbox denies the connection to
+//! 127.0.0.1:9092 (every socket is): the plugin fails that record. As a WASI
+//! preview 1 module it is refused at load, naming its imports.
 use sluice_plugin::{Result, Value, json, map};
 
 #[map]
