@@ -22,11 +22,14 @@ export function enrich(doc, record) {
   // (the Rust plugin reads an i64 and refuses 1.0). Squares beyond 2^53 are refused rather
   // than stored rounded.
   if (!Number.isSafeInteger(n)) throw new PluginError(`no integer field \`num\` in ${rustJson(doc)}`);
-  const square = BigInt(n) * BigInt(n);
-  if (square > I64_MAX) throw new PluginError(`num ${n} squared overflows 64 bits`);
-  if (square > BigInt(Number.MAX_SAFE_INTEGER)) throw new PluginError(`num ${n} squared is beyond 2^53 (not exact in JavaScript)`);
+  // Exact as a Number up to |n| = 94906265 (the square stays within 2^53); BigInt only beyond.
+  if (Math.abs(n) > 94906265) {
+    const square = BigInt(n) * BigInt(n);
+    if (square > I64_MAX) throw new PluginError(`num ${n} squared overflows 64 bits`);
+    if (square > BigInt(Number.MAX_SAFE_INTEGER)) throw new PluginError(`num ${n} squared is beyond 2^53 (not exact in JavaScript)`);
+  }
   // Same order as the Rust plugin, so a `square_field` named "source" loses to `source`.
-  doc[field] = Number(square);
+  doc[field] = n * n;
   doc.source = { topic: record.topic, partition: record.partition, offset: record.offset };
   return sorted(doc);
 }
@@ -37,10 +40,15 @@ export function enrich(doc, record) {
 function sorted(v) {
   if (Array.isArray(v)) return v.map(sorted);
   if (v === null || typeof v !== 'object') return v;
+  const keys = Object.keys(v);
+  // UTF-16 order is code-point order unless a key has a surrogate (a character beyond U+FFFF).
+  keys.sort(keys.some((k) => SURROGATE.test(k)) ? byCodePoint : undefined);
   const out = {};
-  for (const k of Object.keys(v).sort(byCodePoint)) out[k] = sorted(v[k]);
+  for (const k of keys) out[k] = sorted(v[k]);
   return out;
 }
+
+const SURROGATE = /[\uD800-\uDFFF]/;
 
 // serde_json's BTreeMap orders keys by their UTF-8 bytes, i.e. by code point (not UTF-16 units).
 const byCodePoint = (a, b) => {

@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_tests::{DATABASE, TestEnv, brokers, mongo_uri, plugin, repo, unique};
+use sluice_tests::{DATABASE, TestEnv, brokers, lang_plugin, mongo_uri, plugin, repo, unique};
 
 const PARTITIONS: i32 = 6;
 const BATCH: usize = 500;
@@ -266,7 +266,9 @@ impl Bench {
             mongo_uri()
         );
         for p in plugins {
-            text.push_str(&format!("[[plugins]]\nname = \"{p}\"\npath = \"{}\"\n\n", plugin(p).display()));
+            // `enrich-py`, `enrich-js`: built by `make lang-plugins`.
+            let path = if p.ends_with("-py") || p.ends_with("-js") { lang_plugin(p) } else { plugin(p) };
+            text.push_str(&format!("[[plugins]]\nname = \"{p}\"\npath = \"{}\"\n\n", path.display()));
         }
         let path = self.work.path().join(format!("{group}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -491,6 +493,9 @@ async fn main() -> anyhow::Result<()> {
         ("Sluice, no plugin", &[][..]),
         ("Sluice, passthrough plugin", &["passthrough"][..]),
         ("Sluice, even → enrich plugins", &["even", "enrich"][..]),
+        ("Sluice, Rust enrich", &["enrich"][..]),
+        ("Sluice, Python enrich", &["enrich-py"][..]),
+        ("Sluice, JavaScript enrich", &["enrich-js"][..]),
     ] {
         eprintln!("[bench] {name}");
         rows.push(bench.sluice(name, &main_topic, plugins, 1, total).await?);
@@ -523,6 +528,10 @@ async fn main() -> anyhow::Result<()> {
     println!("| raw sink / consume.py, messages/s (the most any MongoDB writer gets here) | {:.1} | |", raw_sink.rate() / py.rate());
     println!("| Sluice (passthrough) CPU per message / Kafka Connect's | {:.2} | ≤ 0.5 |", pass.cpu_us() / connect.cpu_us());
     println!("| Sluice (passthrough) CPU per message / consume.py's | {:.3} | |", pass.cpu_us() / py.cpu_us());
+    let (rust, enrich_py, enrich_js) = (by("Sluice, Rust enrich"), by("Sluice, Python enrich"), by("Sluice, JavaScript enrich"));
+    println!("| Python enrich / Rust enrich, CPU per message | {:.2} | |", enrich_py.cpu_us() / rust.cpu_us());
+    println!("| JavaScript enrich / Rust enrich, CPU per message | {:.2} | |", enrich_js.cpu_us() / rust.cpu_us());
+    println!("| Sluice (Python enrich) CPU per message / consume.py's | {:.3} | |", enrich_py.cpu_us() / py.cpu_us());
 
     println!("\n## Scaling: Sluice processes in one group ({n_scale} messages, {PARTITIONS} partitions, passthrough)\n");
     println!(

@@ -53,6 +53,11 @@ pub struct PluginInstance {
 }
 
 impl PluginInstance {
+    /// Bytes of linear memory the instance holds (all its memories).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_total
+    }
+
     /// Run one batch; the result is checked against the contract (one outcome
     /// per record, spans inside the data). A trap poisons the instance: the
     /// caller must make a new one before the next call.
