@@ -13,11 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_tests::watch::ProgressWatch;
-use sluice_tests::{Admin, Host, TestEnv, brokers, by_partition, hostile, int, made_by, num_report, plugin, segments, source_of};
+use sluice_tests::{Admin, Host, TestEnv, brokers, by_partition, hostile, int, lang_plugin, made_by, plugin, segments, source_of};
 
 const PARTITIONS: i32 = 6;
 const RATE: u64 = 2000;
 const FIELD: &str = "_sluice";
+/// The producer's rate in the test that swaps to the Python and JavaScript plugins: a
+/// first compile of theirs takes seconds (tens on a busy machine, with a debug build),
+/// and the records of that time all end up in the checks.
+const LANG_RATE: u64 = 500;
 /// Records waiting before the SIGHUP test's host starts, numbered from
 /// `BACKLOG_FROM` (the steady producer's from 0).
 const BACKLOG: u64 = 30_000;
@@ -49,10 +53,15 @@ fn setup_transform(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 async fn start(name: &str) -> (TestEnv, Arc<AtomicBool>, tokio::task::JoinHandle<anyhow::Result<u64>>) {
+    start_at(name, RATE).await
+}
+
+/// [`start`] with the producer at `rate` records a second.
+async fn start_at(name: &str, rate: u64) -> (TestEnv, Arc<AtomicBool>, tokio::task::JoinHandle<anyhow::Result<u64>>) {
     let env = TestEnv::new(name);
     env.create_topic(PARTITIONS).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = env.produce_until(stop.clone(), RATE);
+    let producer = env.produce_until(stop.clone(), rate);
     (env, stop, producer)
 }
 
@@ -120,9 +129,43 @@ fn assert_switches_as_reported(docs: &[mongodb::bson::Document], version: &str, 
     }
 }
 
+/// Wait until every partition's last batch was by generation `generation` (the rollout as the metrics show it).
+async fn wait_rollout(env: &TestEnv, admin: &Admin, generation: u64) {
+    let gauges: Vec<String> =
+        (0..PARTITIONS).map(|p| format!("sluice_partition_chain_generation{{topic=\"{}\",partition=\"{p}\"}}", env.topic)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let values: Vec<Option<u64>> = futures::future::join_all(gauges.iter().map(|g| admin.metric(g))).await;
+        if values.iter().all(|v| *v == Some(generation)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rollout of generation {generation} never reached every partition: {values:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One document for each of 0..produced, and nothing else. (Counted in a table:
+/// `num_report` looks each number up in a list, slow for the 100 000s of documents
+/// of a long run.)
 fn assert_all_once(docs: &[mongodb::bson::Document], produced: i64) {
-    let report = num_report(docs, 0..produced);
-    assert!(report.is_exact(), "missing {:?} duplicates {:?}", report.missing.len(), report.duplicates.len());
+    let mut seen = vec![0u32; produced as usize];
+    let mut unexpected = Vec::new();
+    for d in docs {
+        match usize::try_from(int(d, "num")).ok().and_then(|n| seen.get_mut(n)) {
+            Some(count) => *count += 1,
+            None => unexpected.push(int(d, "num")),
+        }
+    }
+    let missing: Vec<usize> = (0..seen.len()).filter(|n| seen[*n] == 0).collect();
+    let duplicates: Vec<usize> = (0..seen.len()).filter(|n| seen[*n] > 1).collect();
+    assert!(
+        missing.is_empty() && duplicates.is_empty() && unexpected.is_empty(),
+        "of {produced}: missing {} {:?}, duplicates {} {:?}, unexpected {unexpected:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)],
+        duplicates.len(),
+        &duplicates[..duplicates.len().min(20)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,17 +203,7 @@ async fn a_plugin_file_written_mid_stream_is_swapped_in() {
     wait_made_by(&env, &v2, 4000, &host).await;
     assert!(!producer.is_finished(), "the load ran through the swap");
     // The rollout as the metrics show it: every partition's last batch by generation 2.
-    let gauges: Vec<String> =
-        (0..PARTITIONS).map(|p| format!("sluice_partition_chain_generation{{topic=\"{}\",partition=\"{p}\"}}", env.topic)).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let values: Vec<Option<u64>> = futures::future::join_all(gauges.iter().map(|g| admin.metric(g))).await;
-        if values.iter().all(|v| *v == Some(2)) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the rollout never reached every partition: {values:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_rollout(&env, &admin, 2).await;
 
     let (produced, docs) = finish(&env, stop, producer, &mut host).await;
     assert_all_once(&docs, produced);
@@ -277,6 +310,67 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
         let after_v2 = list.iter().skip_while(|(_, v)| *v != v2).find(|(_, v)| *v == v1).map(|(o, _)| *o);
         assert_eq!(after_v2, third.get(&p).copied(), "partition {p}: v1 again from the reported switch {third:?}");
     }
+    watch.finish(1).await;
+}
+
+/// Rust -> Python -> JavaScript mid-stream: the Rust `enrich` runs, its Python twin
+/// is written over the plugin's file, then its JavaScript twin is uploaded, all
+/// under the steady load. The three store the same documents (tests/seed.rs), so
+/// only the versions field tells them apart: per partition, the Rust version's
+/// documents, then the Python one's, then the JavaScript one's (one switch offset
+/// per swap, where the host reported it), every record stored once, and neither
+/// progress store ever ahead of the documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_swaps_from_rust_to_python_to_javascript_mid_stream() {
+    // Read once: the versions the test expects are the bytes it swaps in.
+    let (py_bytes, js_bytes) = (std::fs::read(lang_plugin("enrich-py")).unwrap(), std::fs::read(lang_plugin("enrich-js")).unwrap());
+    let (env, stop, producer) = start_at("swap-lang", LANG_RATE).await;
+    let (file, config) = setup_transform(&env);
+    std::fs::copy(plugin("enrich"), &file).unwrap();
+    let version = |bytes: &[u8]| format!("transform@{}", sluice::runtime::version_of(bytes));
+    let (rust, py, js) = (label(&file), version(&py_bytes), version(&js_bytes));
+    let watch = ProgressWatch::start(&env, PARTITIONS);
+    let mut host = Host::spawn(&env, "host", &config, false);
+    let admin = host.admin(None).await;
+    wait_made_by(&env, &rust, 1000, &host).await;
+
+    // Rust -> Python: the file written in place.
+    std::fs::write(&file, &py_bytes).unwrap();
+    wait_made_by(&env, &py, 1000, &host).await;
+    wait_rollout(&env, &admin, 2).await;
+
+    // Python -> JavaScript: by upload.
+    let (status, body) = admin.put("/plugins/transform", js_bytes).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["swapped"], &body["generation"]), (&serde_json::json!(true), &serde_json::json!(3)), "{body}");
+    assert_eq!(format!("transform@{}", body["changes"][0]["to"].as_str().unwrap()), js, "{body}");
+    wait_made_by(&env, &js, 1000, &host).await;
+    wait_rollout(&env, &admin, 3).await;
+    assert!(!producer.is_finished(), "the load ran through the swaps");
+    assert_eq!(label(&file), js, "the upload was persisted");
+
+    let (produced, docs) = finish(&env, stop, producer, &mut host).await;
+    assert_all_once(&docs, produced);
+    let parts = by_partition(&docs, FIELD);
+    assert_eq!(parts.len(), PARTITIONS as usize);
+    for (p, list) in parts {
+        assert_eq!(segments(&list), [rust.clone(), py.clone(), js.clone()], "partition {p}: Rust, then Python, then JavaScript");
+    }
+    // The host reported one switch per partition and swap, where the documents show it.
+    let reported = host.log_lines("partition switched chain generation");
+    assert_eq!(reported.len(), 2 * PARTITIONS as usize, "{reported:#?}");
+    assert_switches_as_reported(&docs, &py, &reported_switches(&host, 2));
+    assert_switches_as_reported(&docs, &js, &reported_switches(&host, 3));
+    for d in &docs {
+        let (n, src) = (int(d, "num"), d.get_document("source").unwrap());
+        assert_eq!(int(d, "square"), n * n, "{d}");
+        let (p, o) = source_of(d);
+        assert_eq!((src.get_str("topic").unwrap(), int(src, "partition") as i32, int(src, "offset")), (env.topic.as_str(), p, o), "{d}");
+    }
+    let swaps = host.log_lines("plugin swapped");
+    assert_eq!(swaps.len(), 2, "{swaps:?}");
+    assert!(swaps[0].contains("trigger=file") && swaps[1].contains("trigger=api"), "{swaps:?}");
+    assert!(host.log_lines("swap rejected").is_empty(), "{}", host.log_tail(30));
     watch.finish(1).await;
 }
 

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use mongodb::bson::Document;
 use sluice::RunOptions;
-use sluice_tests::{TestEnv, int, num_report};
+use sluice_tests::{PluginToml, TestEnv, int, lang_plugin, made_by, num_report, plugin, source_of};
 
 const N: u64 = 500;
 
@@ -13,8 +14,13 @@ async fn run_chain(name: &str, chain: &[&str]) -> (TestEnv, sluice::Summary) {
     let env = TestEnv::new(name);
     env.create_topic(3).await.expect("create topic");
     env.produce_nums(N).await.expect("produce");
-    let builder =
-        env.builder().example_plugins(chain).set("pipeline", "batch_max_records", 64).set("pipeline", "versions_field", "_sluice");
+    let summary = run_plugins(&env, chain.iter().map(|name| PluginToml::example(name))).await;
+    (env, summary)
+}
+
+/// Run `plugins` over `env`'s topic (its 500 numbers already there) until caught up.
+async fn run_plugins(env: &TestEnv, plugins: impl IntoIterator<Item = PluginToml>) -> sluice::Summary {
+    let builder = env.builder().chain(plugins).set("pipeline", "batch_max_records", 64).set("pipeline", "versions_field", "_sluice");
     let config = env.config_from(&builder).expect("config");
     let summary = tokio::time::timeout(
         Duration::from_secs(180),
@@ -28,7 +34,7 @@ async fn run_chain(name: &str, chain: &[&str]) -> (TestEnv, sluice::Summary) {
     env.assert_committed_at_end();
     let (_, ends) = env.offsets().expect("offsets");
     assert_eq!(ends.values().sum::<i64>(), N as i64);
-    (env, summary)
+    summary
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +79,74 @@ async fn even_then_enrich_adds_square_and_source() {
         assert!((0..3).contains(&int(src, "partition")), "{d}");
         assert!(int(src, "offset") >= 0);
     }
+}
+
+/// The Python twin of `enrich` stores exactly what the Rust one stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_py_stores_what_the_rust_enrich_stores() {
+    stores_what_the_rust_enrich_stores("enrich-py").await;
+}
+
+/// The JavaScript twin of `enrich` stores exactly what the Rust one stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_js_stores_what_the_rust_enrich_stores() {
+    stores_what_the_rust_enrich_stores("enrich-js").await;
+}
+
+/// The seed's 500 numbers through the Rust `enrich`, then through `lang` (a built
+/// twin of it, under the same plugin name) on the same topic with a group and a
+/// collection of its own: the same records, so the same `_id`s and `source`s.
+/// Every document must be the Rust one's, byte for byte as BSON (same fields, same
+/// types, same values, same key order, nested ones too), once the versions field
+/// (which names each plugin's version, so it differs by design) is set aside.
+async fn stores_what_the_rust_enrich_stores(lang: &str) {
+    let (rust_env, rust) = run_chain(&format!("{lang}-rust"), &["enrich"]).await;
+    let mut env = TestEnv::new(lang);
+    env.topic = rust_env.topic.clone();
+    let built = lang_plugin(lang);
+    let version = sluice::runtime::version_of(&std::fs::read(&built).unwrap());
+    let summary = run_plugins(&env, [PluginToml::new("enrich", &built)]).await;
+    assert_eq!(
+        (summary.written, summary.dropped, summary.skipped, summary.dead_lettered, summary.duplicates),
+        (N, 0, 0, 0, 0),
+        "{summary:?}"
+    );
+    assert_eq!((rust.written, rust.dropped, rust.skipped, rust.dead_lettered), (N, 0, 0, 0), "{rust:?}");
+
+    let expected = stored_by(&rust_env, &sluice::runtime::version_of(&std::fs::read(plugin("enrich")).unwrap())).await;
+    let got = stored_by(&env, &version).await;
+    assert!(num_report(&got, 0..N as i64).is_exact(), "{:?}", num_report(&got, 0..N as i64));
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(source_of(g), source_of(e), "the same records");
+        let bytes = |d: &Document| mongodb::bson::to_vec(d).expect("a document serialises");
+        assert!(bytes(g) == bytes(e), "{lang} stored\n  {g:?}\nthe Rust enrich stored\n  {e:?}");
+    }
+    // What they are, as the Rust enrich's test says (`source` after `num`, `square` last: sorted).
+    let keys: Vec<&str> = got[0].keys().map(String::as_str).collect();
+    assert_eq!(keys, ["_id", "num", "source", "square"], "{}", got[0]);
+    let source: Vec<&str> = got[0].get_document("source").unwrap().keys().map(String::as_str).collect();
+    assert_eq!(source, ["offset", "partition", "topic"], "{}", got[0]);
+    for d in &got {
+        let (n, src) = (int(d, "num"), d.get_document("source").unwrap());
+        assert_eq!(int(d, "square"), n * n, "{d}");
+        assert_eq!(src.get_str("topic").unwrap(), env.topic, "{d}");
+        assert_eq!((int(src, "partition") as i32, int(src, "offset")), source_of(d), "{d}");
+    }
+}
+
+/// `env`'s documents in (partition, offset) order, each checked to be made by
+/// `enrich` at `version`, with the versions field removed (the other fields keep
+/// their order).
+async fn stored_by(env: &TestEnv, version: &str) -> Vec<Document> {
+    let chain = format!("enrich@{version}");
+    let mut docs = env.documents().await.unwrap();
+    docs.sort_by_key(source_of);
+    for d in &mut docs {
+        assert_eq!(made_by(d, "_sluice"), chain, "{d}");
+        d.remove("_sluice");
+    }
+    docs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
