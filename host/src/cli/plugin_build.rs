@@ -18,6 +18,9 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
+use crate::config::PluginConfig;
+use crate::plugin::runtime::Runtime;
+
 /// componentize-py, from PyPI.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 /// componentize-js and rolldown, from npm: the versions in `guest-sdk/js/tools/package.json`.
@@ -99,7 +102,21 @@ pub fn execute(args: PluginBuildArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     build(lang, &dir, &out)?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    println!("built {} ({}, {:.1} MB, {:.1} s)", out.display(), lang.name(), size as f64 / 1e6, started.elapsed().as_secs_f64());
+    let built = started.elapsed();
+    // Compile and link it as the host will (its imports, the contract): a
+    // mismatch fails here, and the compiled code is cached for the first load.
+    let runtime = Runtime::new()?;
+    let plugin = runtime.prepare(&PluginConfig::new(&name, out.clone()))?;
+    println!(
+        "built {} ({}, {:.1} MB, {:.1} s; version {}, compiled and checked against {} in {:.1} s)",
+        out.display(),
+        lang.name(),
+        size as f64 / 1e6,
+        built.as_secs_f64(),
+        plugin.version,
+        crate::plugin::runtime::CONTRACT,
+        (started.elapsed() - built).as_secs_f64()
+    );
     println!("next: sluice plugin test {} --input records.jsonl", out.display());
     Ok(())
 }

@@ -142,6 +142,13 @@ impl Runtime {
         self.validate(cfg, read_plugin(cfg)?)
     }
 
+    /// Read, compile and link the plugin against the contract, without running
+    /// it (its init may need params): what `sluice plugin build` checks. The
+    /// compiled code lands in the compile cache.
+    pub fn prepare(&self, cfg: &PluginConfig) -> Result<Arc<LoadedPlugin>, RuntimeError> {
+        self.load_bytes(cfg, read_plugin(cfg)?)
+    }
+
     /// Everything a version must pass before it runs (at start and before a hot
     /// swap): it is wasm, compiles, matches the contract, instantiates, its init
     /// accepts the configured parameters, and it handles the self-test records as
