@@ -70,6 +70,16 @@ impl PluginInstance {
         let result = off_async(|| self.bindings.sluice_plugin_transform().call_process(&mut self.store, batch));
         self.store.data_mut().sandbox.end_call();
         match result {
+            // Python and JavaScript turn a refused `memory.grow` into an exception the
+            // SDK reports as the record's error: it is the memory limit all the same.
+            Ok(_) if self.store.data().limits.memory_refused => Err(RuntimeError::Trap {
+                name: self.plugin.name.clone(),
+                kind: TrapKind::Memory,
+                message: format!(
+                    "memory limit of {} bytes reached (limits.memory_bytes): an allocation was refused",
+                    self.plugin.config.limits.memory_bytes
+                ),
+            }),
             Ok(r) => match r.check(batch.len()) {
                 Ok(()) => Ok(r),
                 Err(message) => Err(RuntimeError::Malformed { name: self.plugin.name.clone(), message }),
@@ -140,8 +150,8 @@ impl WasiView for HostState {
 }
 
 /// The memory cap for the store as a whole (a component has several memories),
-/// remembering whether it refused a growth (a guest usually turns a refused
-/// `memory.grow` into an abort, which is then a memory-limit trap).
+/// remembering whether it refused a growth: a Rust guest aborts (a trap), Python
+/// and JavaScript raise an exception; either way the call fails as `memory`.
 struct Limits {
     memory_bytes: usize,
     /// Bytes of all the store's memories.
