@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod formats;
 pub mod kafka;
 pub mod mongo;
 pub mod ops;

@@ -18,6 +18,8 @@ pub struct Health {
     pub sink_failing: AtomicUsize,
     /// Partition workers whose dead letter has not been sent for longer than `dlq.unavailable_timeout`.
     pub dlq_failing: AtomicUsize,
+    /// Partition workers waiting for the schema registry (retrying).
+    pub registry_failing: AtomicUsize,
 }
 
 impl Health {
@@ -29,6 +31,8 @@ impl Health {
             Err("not yet assigned partitions by the consumer group")
         } else if self.sink_failing.load(Ordering::Relaxed) > 0 {
             Err("MongoDB writes are failing (retrying)")
+        } else if self.registry_failing.load(Ordering::Relaxed) > 0 {
+            Err("the schema registry is unavailable (retrying; nothing is committed past it)")
         } else if self.dlq_failing.load(Ordering::Relaxed) > 0 {
             Err("dead letters cannot be sent (retrying; nothing is committed past them)")
         } else {

@@ -32,7 +32,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::common::ConfigArg;
 use crate::config::{Config, PluginConfig};
+use crate::formats::Decoder;
 use crate::mongo::sink::{Sink, SinkError};
+use crate::pipeline::decode::process;
 use crate::pipeline::plan::{Target, plan, rejected};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
@@ -157,6 +159,8 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
     let loaded = configs.iter().map(|p| runtime.load(p)).collect::<Result<Vec<_>, _>>()?;
     let spec = Arc::new(ChainSpec::new(1, loaded));
     let mut chain = Chain::new(spec.clone(), config.pipeline.max_value_bytes)?;
+    // Dead letters keep the record's bytes as consumed: Avro, Protobuf… are decoded again.
+    let decoder = Decoder::new(&config.kafka, config.schema_registry.as_ref()).map_err(anyhow::Error::msg)?;
     let sink = Sink::connect(&config.mongo).await?.ignoring_field(config.pipeline.versions_field.as_deref());
 
     // Streamed: a reader thread hands over batches as it reads, so a large
@@ -170,7 +174,10 @@ pub async fn replay(config: &Config, from: &str, files: &[PluginFile]) -> anyhow
         report.without_source += read.iter().filter(|(_, had_source)| !had_source).count() as u64;
         let batch: Vec<SourceRecord> = read.into_iter().map(|(r, _)| r).collect();
         let batch = batch.as_slice();
-        let results = chain.process(batch)?;
+        if let Some(d) = &decoder {
+            d.prepare(batch).await.context("fetching schemas (the replay can be run again)")?;
+        }
+        let results = process(&mut chain, decoder.as_deref(), batch)?;
         let target =
             Target { versions_field: config.pipeline.versions_field.as_deref(), offsets_collection: &config.mongo.offsets_collection };
         let p = plan(&spec, &target, batch, &results);

@@ -8,8 +8,14 @@
 //! Input: JSON lines. By default each line is a record's value. With
 //! `envelope`, each line is `{"key": "…", "value": <JSON or null>,
 //! "value_raw": "<bytes as text>", "headers": {"name": "value" or null}}`
-//! (all optional; `value: null` is a tombstone). Record `i` is offset `i` of
-//! partition 0 of the given topic.
+//! "key_b64": "…", "value_b64": "…"}` (all optional; `value: null` is a
+//! tombstone; `*_b64`: the bytes as base64, e.g. an Avro record as consumed).
+//! Record `i` is offset `i` of partition 0 of the given topic.
+//!
+//! Formats: with `--value-format avro|protobuf|json-schema|raw` (or a config's
+//! `kafka.value_format`), each line without `--envelope` is a value's bytes in
+//! base64, and keys and values are decoded as the host decodes them, schemas
+//! from `--registry` (or the config's `[schema_registry]`).
 //!
 //! Output: one JSON line per record, e.g.
 //! `{"offset":0,"ops":[{"op":"insert","collection":null,"_id":"test:0:0:0","document":{…}}]}`,
@@ -28,7 +34,11 @@ use mongodb::bson::Bson;
 use serde_json::{Value, json};
 
 use super::common::key_value;
-use crate::config::{Config, PluginConfig};
+use base64::Engine as _;
+
+use crate::config::{Config, Format, PluginConfig, SchemaRegistryConfig};
+use crate::formats::Decoder;
+use crate::pipeline::decode::process;
 use crate::pipeline::plan::{Plan, Target, plan};
 use crate::plugin::chain::{Chain, ChainSpec};
 use crate::plugin::runtime::Runtime;
@@ -65,19 +75,47 @@ pub struct PluginTestArgs {
     /// Records per plugin call.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
+    /// How keys are read (over the config's kafka.key_format): json, avro, protobuf, json-schema, raw.
+    #[arg(long, value_name = "FORMAT")]
+    pub key_format: Option<Format>,
+    /// How values are read (over the config's kafka.value_format); not json: input lines are base64.
+    #[arg(long, value_name = "FORMAT")]
+    pub value_format: Option<Format>,
+    /// The schema registry's URL (over the config's [schema_registry]).
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
 }
 
 /// Print the plan (stdout) and a summary (stderr); with `--expect`, `Err` where they differ.
 pub fn execute(args: PluginTestArgs) -> anyhow::Result<()> {
-    let PluginTestArgs { plugins, config, input, envelope, params, topic, versions_field, expect, batch } = args;
-    let (plugins, versions_field) = match config {
+    let PluginTestArgs {
+        plugins,
+        config,
+        input,
+        envelope,
+        params,
+        topic,
+        versions_field,
+        expect,
+        batch,
+        key_format,
+        value_format,
+        registry,
+    } = args;
+    let (plugins, versions_field, mut formats) = match config {
         Some(path) => {
             let cfg = Config::load(&path)?;
-            (cfg.plugins, versions_field.or(cfg.pipeline.versions_field))
+            let formats = Formats { key: cfg.kafka.key_format, value: cfg.kafka.value_format, registry: cfg.schema_registry };
+            (cfg.plugins, versions_field.or(cfg.pipeline.versions_field), formats)
         }
-        None => (chain_of_files(&plugins), versions_field),
+        None => (chain_of_files(&plugins), versions_field, Formats::default()),
     };
-    let opts = TestOptions { plugins, params, input, envelope, topic, versions_field, batch };
+    formats.key = key_format.unwrap_or(formats.key);
+    formats.value = value_format.unwrap_or(formats.value);
+    if let Some(url) = registry {
+        formats.registry = Some(SchemaRegistryConfig::at(url));
+    }
+    let opts = TestOptions { plugins, params, input, envelope, topic, versions_field, batch, formats };
     let records = read_records(&opts)?;
     let plan = run(&opts, &records)?;
     for line in &plan {
@@ -106,6 +144,15 @@ pub struct TestOptions {
     /// As `pipeline.versions_field` would add it.
     pub versions_field: Option<String>,
     pub batch: usize,
+    pub formats: Formats,
+}
+
+/// How the input's keys and values are read.
+#[derive(Debug, Clone, Default)]
+pub struct Formats {
+    pub key: Format,
+    pub value: Format,
+    pub registry: Option<SchemaRegistryConfig>,
 }
 
 /// A chain of `.wasm` files, in order, each plugin named after its file (no
@@ -128,24 +175,30 @@ pub fn read_records(opts: &TestOptions) -> anyhow::Result<Vec<SourceRecord>> {
         if line.trim().is_empty() {
             continue;
         }
+        let at = || format!("{} line {}", opts.input.display(), n + 1);
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s.trim()).with_context(|| format!("{}: not base64", at()));
+        let value = if opts.formats.value == Format::Json || opts.envelope { line.as_bytes().to_vec() } else { b64(&line)? };
         let mut record = SourceRecord {
             topic: topic.clone(),
             partition: 0,
             offset: records.len() as i64,
             timestamp: None,
             key: None,
-            value: Some(line.as_bytes().to_vec()),
+            value: Some(value),
             headers: Vec::new(),
         };
         if opts.envelope {
-            let at = || format!("{} line {}", opts.input.display(), n + 1);
             let e: Value = serde_json::from_str(&line).with_context(|| format!("{}: not a JSON envelope", at()))?;
             let Some(e) = e.as_object() else { bail!("{}: an envelope is a JSON object", at()) };
-            record.key = e.get("key").and_then(Value::as_str).map(|k| k.as_bytes().to_vec());
-            record.value = match (e.get("value_raw"), e.get("value")) {
-                (Some(Value::String(raw)), _) => Some(raw.as_bytes().to_vec()),
-                (_, None | Some(Value::Null)) => None,
-                (_, Some(v)) => Some(serde_json::to_vec(v)?),
+            record.key = match (e.get("key_b64"), e.get("key")) {
+                (Some(Value::String(k)), _) => Some(b64(k)?),
+                (_, k) => k.and_then(Value::as_str).map(|k| k.as_bytes().to_vec()),
+            };
+            record.value = match (e.get("value_b64"), e.get("value_raw"), e.get("value")) {
+                (Some(Value::String(v)), _, _) => Some(b64(v)?),
+                (_, Some(Value::String(raw)), _) => Some(raw.as_bytes().to_vec()),
+                (_, _, None | Some(Value::Null)) => None,
+                (_, _, Some(v)) => Some(serde_json::to_vec(v)?),
             };
             if let Some(h) = e.get("headers").and_then(Value::as_object) {
                 record.headers = h.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_str().map(|s| s.as_bytes().to_vec()))).collect();
@@ -167,9 +220,19 @@ pub fn run(opts: &TestOptions, records: &[SourceRecord]) -> anyhow::Result<Vec<V
     }
     let spec = Arc::new(ChainSpec::new(1, plugins));
     let mut chain = Chain::new(spec.clone(), 1 << 20)?;
+    let f = &opts.formats;
+    let decoder = Decoder::with_formats(f.key, f.value, f.registry.as_ref()).map_err(anyhow::Error::msg)?;
+    if let Some(d) = &decoder {
+        let fetch = d.prepare(records);
+        let fetched = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fetch)),
+            Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(fetch),
+        };
+        fetched.context("fetching schemas from the registry")?;
+    }
     let mut lines = Vec::with_capacity(records.len());
     for batch in records.chunks(opts.batch.max(1)) {
-        let results = chain.process(batch)?;
+        let results = process(&mut chain, decoder.as_deref(), batch)?;
         let target =
             Target { versions_field: opts.versions_field.as_deref(), offsets_collection: crate::mongo::progress::DEFAULT_COLLECTION };
         let p = plan(&spec, &target, batch, &results);

@@ -1,8 +1,15 @@
 //! `SLUICE_<SECTION>_<KEY>` environment variables over the file's keys.
 
 /// The sections `SLUICE_<SECTION>_<KEY>` can set, as they appear in variable names.
-const ENV_SECTIONS: [(&str, &str); 6] =
-    [("KAFKA_", "kafka"), ("MONGO_", "mongo"), ("PIPELINE_", "pipeline"), ("DLQ_", "dlq"), ("ADMIN_", "admin"), ("HOT_SWAP_", "hot_swap")];
+const ENV_SECTIONS: [(&str, &str); 7] = [
+    ("KAFKA_", "kafka"),
+    ("MONGO_", "mongo"),
+    ("PIPELINE_", "pipeline"),
+    ("DLQ_", "dlq"),
+    ("ADMIN_", "admin"),
+    ("HOT_SWAP_", "hot_swap"),
+    ("SCHEMA_REGISTRY_", "schema_registry"),
+];
 
 /// Set `SLUICE_<SECTION>_<KEY>` variables into `raw` (keys the file lacks as
 /// TOML values, or with `text`, as strings); returns the names applied.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::default_connect_timeout;
+use super::registry::Format;
 use super::redact::redacted;
 
 #[derive(Deserialize, Clone)]
@@ -29,6 +30,12 @@ pub struct KafkaConfig {
     /// after MongoDB acknowledged the write).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// How record keys are read before the plugins. Default `json` (as they are).
+    #[serde(default)]
+    pub key_format: Format,
+    /// How record values are read before the plugins. Default `json` (as they are).
+    #[serde(default)]
+    pub value_format: Format,
 }
 
 impl KafkaConfig {
@@ -75,6 +82,8 @@ impl fmt::Debug for KafkaConfig {
             .field("auto_offset_reset", &self.auto_offset_reset)
             .field("connect_timeout", &self.connect_timeout)
             .field("options", &options)
+            .field("key_format", &self.key_format)
+            .field("value_format", &self.value_format)
             .finish()
     }
 }

@@ -77,6 +77,11 @@ impl Config {
                 p.path = base.join(&p.path);
             }
         }
+        if let Some(ca) = config.schema_registry.as_mut().and_then(|r| r.ca_file.as_mut())
+            && ca.is_relative()
+        {
+            *ca = base.join(&*ca);
+        }
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
         Ok(config)
     }

@@ -45,6 +45,9 @@
 //!
 //! [hot_swap]
 //! watch = true                     # a changed plugin file is validated and swapped in
+//!
+//! [schema_registry]                # for kafka.key_format / value_format avro | protobuf | json-schema
+//! url = "http://127.0.0.1:8081"
 //! ```
 //!
 //! One file per section (`kafka`, `mongo`, `plugins`, `pipeline`, `dlq`, `admin`,
@@ -62,6 +65,7 @@ mod mongo;
 mod pipeline;
 mod plugins;
 mod redact;
+mod registry;
 mod validate;
 
 pub use admin::AdminConfig;
@@ -72,6 +76,7 @@ pub use kafka::{KafkaConfig, OffsetReset};
 pub use mongo::{DEFAULT_OFFSETS_COLLECTION, MongoConfig, WriteAck, WriteConcernConfig};
 pub use pipeline::{OnError, PipelineConfig};
 pub use plugins::{PluginConfig, PluginLimits, SelfTest};
+pub use registry::{Format, SchemaRegistryConfig};
 pub use redact::{is_secret_option, redact_kafka_error, redact_uri};
 
 use std::fmt;
@@ -107,6 +112,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub hot_swap: HotSwapConfig,
+    /// Where Avro, Protobuf and JSON Schema keys and values find their schemas.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -134,6 +142,7 @@ impl fmt::Debug for Config {
             .field("dlq", &self.dlq)
             .field("admin", &self.admin)
             .field("hot_swap", &self.hot_swap)
+            .field("schema_registry", &self.schema_registry)
             .finish()
     }
 }

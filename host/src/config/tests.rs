@@ -132,6 +132,7 @@ fn every_key_is_documented() {
         ("dlq", fields::<DlqConfig>()),
         ("admin", fields::<AdminConfig>()),
         ("hot_swap", fields::<HotSwapConfig>()),
+        ("schema_registry", fields::<SchemaRegistryConfig>()),
     ];
     let sections: Vec<&str> = tables.iter().map(|(t, _)| *t).filter(|t| !t.contains('.')).collect();
     assert_eq!(fields::<Config>(), sections, "a new section of Config: list its table here");

@@ -25,6 +25,22 @@ impl Config {
                 return Err("kafka.options.\"enable.auto.offset.store\" cannot be set: Sluice stores offsets only after MongoDB acknowledged the write".into());
             }
         }
+        for (what, format) in [("key_format", k.key_format), ("value_format", k.value_format)] {
+            if format.uses_registry() && self.schema_registry.is_none() {
+                return Err(format!("kafka.{what} = \"{format}\" needs a [schema_registry] with its url"));
+            }
+        }
+        if let Some(r) = &self.schema_registry {
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                return Err(format!("schema_registry.url {:?} is not an http:// or https:// URL", redact_uri(&r.url)));
+            }
+            if r.password.is_some() != r.username.is_some() {
+                return Err("schema_registry: username and password go together".into());
+            }
+            if r.username.is_some() && r.bearer_token.is_some() {
+                return Err("schema_registry: give either username/password or bearer_token, not both".into());
+            }
+        }
         let m = &self.mongo;
         for (what, v) in [("mongo.uri", &m.uri), ("mongo.database", &m.database), ("mongo.collection", &m.collection)] {
             if v.trim().is_empty() {

@@ -16,6 +16,7 @@
 //! is published it builds its instances of it, and the next batch (never a batch
 //! in progress) runs through it.
 
+pub mod decode;
 pub mod plan;
 mod progress;
 mod retry;
@@ -210,7 +211,9 @@ async fn connect(
         }
         _ => None,
     };
+    let decoder = crate::formats::Decoder::new(&config.kafka, config.schema_registry.as_ref()).map_err(anyhow::Error::msg)?;
     Ok(WorkerCtx {
+        decoder,
         hot,
         dlq_unavailable_timeout: config.dlq.unavailable_timeout,
         offsets_collection: config.mongo.offsets_collection.clone(),

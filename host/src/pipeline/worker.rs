@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::PipelineConfig;
+use crate::formats::{Decoder, RegistryError};
 use crate::kafka::dlq::DeadLetters;
 use crate::mongo::progress::Progress;
 use crate::mongo::sink::Sink;
+use crate::pipeline::decode::process;
 use crate::pipeline::plan::{Plan, Target, plan};
 use crate::pipeline::progress::{Intent, ProgressSaver, kept_ids, remove_stale};
 use crate::pipeline::retry::Retry;
@@ -25,6 +27,8 @@ use crate::telemetry::{Health, PartitionGauges, Stats};
 
 /// What every worker of a run shares.
 pub(super) struct WorkerCtx {
+    /// Reads keys and values that are not JSON (`None`: all JSON, nothing to do).
+    pub decoder: Option<Arc<Decoder>>,
     pub hot: Arc<HotSwap>,
     pub dlq_unavailable_timeout: std::time::Duration,
     pub offsets_collection: String,
@@ -155,6 +159,12 @@ impl Worker {
         let (n, bytes) = (records.len(), records.iter().map(PartitionState::size_of).sum::<usize>());
         let next_offset = records.last().map(|r| r.offset + 1).expect("non-empty batch");
         self.ctx.stats.consumed.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(decoder) = &self.ctx.decoder {
+            let at = format!("{}:{}", self.topic, self.partition);
+            if let Err(e) = fetch_schemas(&self.ctx, decoder, &at, &records).await {
+                return Err(self.fatal(anyhow::Error::new(e).context(format!("reading {at}"))));
+            }
+        }
         let (records, planned) = self.run_chain(records).await?;
         self.write(&records, planned, next_offset).await?;
         self.store(next_offset, n, bytes).await;
@@ -228,7 +238,8 @@ impl Worker {
         let ctx = self.ctx.clone();
         let ran = tokio::task::spawn_blocking(move || {
             let target = Target { versions_field: ctx.pipeline.versions_field.as_deref(), offsets_collection: &ctx.offsets_collection };
-            let planned = chain.process(&records).map(|results| plan(chain.spec(), &target, &records, &results));
+            let planned =
+                process(&mut chain, ctx.decoder.as_deref(), &records).map(|results| plan(chain.spec(), &target, &records, &results));
             (chain, records, planned)
         })
         .await;
@@ -306,6 +317,27 @@ impl Worker {
         let _ = self.ctx.fatal.send(e);
         Exit::Fatal
     }
+}
+
+/// Bring the schemas of a batch's ids into the decoder's cache, retrying while
+/// the registry is away (nothing is consumed past the batch meanwhile). `Err`:
+/// the registry refused the credentials; the run stops.
+async fn fetch_schemas(ctx: &WorkerCtx, decoder: &Decoder, at: &str, records: &[SourceRecord]) -> Result<(), RegistryError> {
+    let ids = decoder.missing(records);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let retry = Retry { gauge: Some(&ctx.health.registry_failing), ..ctx.retry("fetching schemas from the registry", at) };
+    let (result, _) = retry
+        .run(|| async {
+            match decoder.fetch(&ids).await {
+                Ok(()) => Ok(Ok(())),
+                Err(e @ RegistryError::Refused { .. }) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+    result
 }
 
 /// Lists a partition in [`Stats`] while its worker runs.

@@ -73,6 +73,24 @@ impl Results {
         self.records.push(Err(f));
     }
 
+    /// These results, of the records at `positions` of a batch of `len`, spread
+    /// over the whole batch: the others take their failures from `failed`
+    /// (records that failed before the chain, e.g. values that did not decode).
+    pub fn spread(self, len: usize, positions: &[usize], failed: Vec<(usize, Failure)>) -> Results {
+        if failed.is_empty() {
+            return self;
+        }
+        let mut records: Vec<Option<Result<std::ops::Range<usize>, Failure>>> = (0..len).map(|_| None).collect();
+        for (r, &i) in self.records.into_iter().zip(positions) {
+            records[i] = Some(r);
+        }
+        for (i, f) in failed {
+            records[i] = Some(Err(f));
+        }
+        let records = records.into_iter().map(|r| r.expect("every record has a result or a failure")).collect();
+        Results { outputs: self.outputs, records, data: self.data }
+    }
+
     /// Append `other`'s records after these.
     fn append(&mut self, other: Results) {
         let (base, data) = (self.outputs.len(), self.data.len());
