@@ -135,6 +135,17 @@ where
     Ok(())
 }
 
+pub fn process_one<I>(record: &Record, f: &mut impl FnMut(&Record) -> Result<I>, w: &mut ResultWriter) -> Result<()>
+where
+    I: IntoIterator,
+    I::Item: Into<Output>,
+{
+    for o in f(record)? {
+        o.into().emit_into(w)?;
+    }
+    Ok(())
+}
+
 pub fn run_init(pairs: Vec<(String, String)>, init: Option<fn(&Params) -> Result<()>>) -> Result<(), String> {
     // A panic aborts the instance (a trap); say why through the host first.
     #[cfg(target_arch = "wasm32")]

@@ -24,7 +24,7 @@
 //! - [`Record`], [`Output`], [`Operation`], [`Params`]: the plugin's view of the
 //!   contract (`wit/plugin.wit`, package `sluice:plugin@0.2.0`; its columns are
 //!   laid out as `wit/columns.md` says, by the `sluice-contract` crate).
-//! - [`filter`], [`map`], [`flat_map`]: the attribute macros. They leave your
+//! - [`filter`], [`map`], [`flat_map`], [`process`]: the attribute macros. They leave your
 //!   function as it is and add, for `target_arch = "wasm32"` only, the glue that
 //!   exports it through the contract, so `cargo test` runs your function natively.
 //! - [`log`]: log through the host (to stderr when run natively).
@@ -68,7 +68,7 @@ extern crate self as sluice_plugin;
 pub use ::anyhow::{Error, Result, anyhow, bail, ensure};
 pub use ::serde_json::{Value, json};
 pub use sluice_contract::Operation;
-pub use sluice_plugin_macros::{filter, flat_map, map};
+pub use sluice_plugin_macros::{filter, flat_map, map, process};
 #[doc(hidden)]
 pub use {::anyhow as __anyhow, ::serde_json};
 

@@ -33,11 +33,20 @@ pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::FlatMap, attr, item)
 }
 
+/// The record itself in, zero or more documents out: `fn(&Record) -> Result<I>`,
+/// where `I` iterates over `Value`s or `Output`s. For what a value alone does not
+/// tell: tombstones (`record.value` is `None`), keys, headers, bytes that are not JSON.
+#[proc_macro_attribute]
+pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Process, attr, item)
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Filter,
     Map,
     FlatMap,
+    Process,
 }
 
 impl Kind {
@@ -46,6 +55,7 @@ impl Kind {
             Kind::Filter => "filter",
             Kind::Map => "map",
             Kind::FlatMap => "flat_map",
+            Kind::Process => "process",
         }
     }
 }
@@ -101,10 +111,12 @@ fn generate(kind: Kind, args: Args, func: &ItemFn) -> syn::Result<TokenStream2> 
     }
     let name = &sig.ident;
     let call = match sig.inputs.len() {
+        1 if matches!(kind, Kind::Process) => quote!(#name(record)),
         1 => quote!(#name(value)),
-        2 => quote!(#name(value, record)),
+        2 if !matches!(kind, Kind::Process) => quote!(#name(value, record)),
         _ => {
             let what = match kind {
+                Kind::Process => "`fn(&Record) -> Result<_>`",
                 Kind::Filter => "`fn(&Value) -> Result<bool>` or `fn(&Value, &Record) -> Result<bool>`",
                 _ => "`fn(Value) -> Result<_>` or `fn(Value, &Record) -> Result<_>`",
             };
@@ -119,6 +131,7 @@ fn generate(kind: Kind, args: Args, func: &ItemFn) -> syn::Result<TokenStream2> 
         ),
         Kind::Map => (quote!(#p::map_one), quote!(|value: ::sluice_plugin::Value, record: &::sluice_plugin::Record| #call)),
         Kind::FlatMap => (quote!(#p::flat_map_one), quote!(|value: ::sluice_plugin::Value, record: &::sluice_plugin::Record| #call)),
+        Kind::Process => (quote!(#p::process_one), quote!(|record: &::sluice_plugin::Record| #call)),
     };
     let init = match &args.init {
         Some(path) => quote!(::core::option::Option::Some(#path as fn(&::sluice_plugin::Params) -> ::sluice_plugin::Result<()>)),
@@ -165,6 +178,10 @@ mod tests {
         assert!(out.contains("f (value , record)") && out.contains("filter_one") && out.contains("Some (setup as fn"), "{out}");
         let out = gen_for(Kind::FlatMap, "init = a::b,", "fn f(v: Value) -> Result<Vec<Value>> { Ok(vec![]) }").unwrap();
         assert!(out.contains("flat_map_one") && out.contains("a :: b as fn"), "{out}");
+        let out = gen_for(Kind::Process, "", "fn f(r: &Record) -> Result<Vec<Output>> { Ok(vec![]) }").unwrap();
+        assert!(out.contains("f (record)") && out.contains("process_one"), "{out}");
+        let e = gen_for(Kind::Process, "", "fn f(v: Value, r: &Record) -> Result<Vec<Output>> { todo!() }").unwrap_err().to_string();
+        assert!(e.contains("#[process] expects `fn(&Record) -> Result<_>`"), "{e}");
     }
 
     #[test]
