@@ -1,15 +1,17 @@
 //! `sluice produce`: send the tutorial's `{"num": n}` messages, or JSON lines
 //! from a file or stdin, to a topic, with a progress bar on a terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
 
 use super::common::key_value;
-use crate::config::{Config, KafkaConfig};
-use crate::kafka::produce::{ProduceOptions, produce_with_progress};
+use crate::config::{Config, Format, KafkaConfig, SchemaRegistryConfig};
+use crate::formats::Registry;
+use crate::formats::encode::{AvroEncoder, JsonSchemaEncoder};
+use crate::kafka::produce::{Encode, ProduceOptions, produce_with_progress};
 
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -49,20 +51,35 @@ pub struct ProduceArgs {
     /// No progress bar (there is none anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Send values as avro or json-schema (Confluent's wire format) with --schema, registered
+    /// under `<topic>-value` in the schema registry [default: json, as they are].
+    #[arg(long, value_name = "FORMAT", default_value = "json", requires_if("avro", "schema"), requires_if("json-schema", "schema"))]
+    pub value_format: Format,
+    /// The value schema (.avsc for avro, a JSON Schema for json-schema).
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// The schema registry's URL [default: the config's [schema_registry]].
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
 }
 
 /// Send the messages and print how many went where, how fast.
 pub async fn execute(a: ProduceArgs) -> anyhow::Result<()> {
-    let kafka = a.config.as_deref().map(Config::load).transpose()?.map(|c| c.kafka);
+    let config = a.config.as_deref().map(Config::load).transpose()?;
+    let registry = a.registry.map(SchemaRegistryConfig::at).or_else(|| config.as_ref().and_then(|c| c.schema_registry.clone()));
+    let kafka = config.map(|c| c.kafka);
     let mut client = kafka.as_ref().map(KafkaConfig::client_config).unwrap_or_default();
     if let Some(brokers) = a.brokers.or_else(|| std::env::var("SLUICE_BROKERS").ok()) {
         client.set("bootstrap.servers", brokers);
     } else if kafka.is_none() {
         client.set("bootstrap.servers", "127.0.0.1:9092");
     }
+    let topic = a.topic.or_else(|| kafka.map(|k| k.topics[0].clone())).unwrap_or_else(|| "testnum".into());
+    let encode = encoder(a.value_format, a.schema.as_deref(), registry.as_ref(), &topic).await?;
     let opts = ProduceOptions {
+        encode,
         client,
-        topic: a.topic.or_else(|| kafka.map(|k| k.topics[0].clone())).unwrap_or_else(|| "testnum".into()),
+        topic,
         count: a.count,
         start: a.start,
         interval: a.interval,
@@ -79,6 +96,38 @@ pub async fn execute(a: ProduceArgs) -> anyhow::Result<()> {
     let secs = t.elapsed().as_secs_f64();
     println!("sent {sent} messages to {} in {secs:.2}s ({:.0}/s)", opts.topic, sent as f64 / secs.max(1e-9));
     Ok(())
+}
+
+/// How lines become message values: registered with the registry, then encoded by the schema.
+async fn encoder(
+    format: Format,
+    schema: Option<&Path>,
+    registry: Option<&SchemaRegistryConfig>,
+    topic: &str,
+) -> anyhow::Result<Option<Encode>> {
+    let kind = match format {
+        Format::Json => return Ok(None),
+        Format::Avro => "AVRO",
+        Format::JsonSchema => "JSON",
+        other => bail!("sluice produce writes json, avro or json-schema values, not {other} (Confluent's clients write the others)"),
+    };
+    let path = schema.context("--schema FILE is needed with --value-format")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let registry = registry.context("a schema registry is needed: --registry URL, or a config with [schema_registry]")?;
+    let client = Registry::new(registry).map_err(anyhow::Error::msg)?;
+    let subject = format!("{topic}-value");
+    let id = client.register(&subject, &text, kind).await.map_err(anyhow::Error::msg)?;
+    eprintln!("schema {} registered under {subject}: id {id}", path.display());
+    Ok(Some(match format {
+        Format::Avro => {
+            let enc = AvroEncoder::new(&text, id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            std::sync::Arc::new(move |line: &str| enc.encode(line))
+        }
+        _ => {
+            let checker = JsonSchemaEncoder::new(&text, id).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            std::sync::Arc::new(move |line: &str| checker.encode(line))
+        }
+    }))
 }
 
 /// A progress bar with the rate, on stderr when it is a terminal.

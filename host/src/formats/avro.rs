@@ -154,6 +154,7 @@ impl AvroReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(deprecated)]
     use apache_avro::to_avro_datum;
 
     const ORDER: &str = r#"{

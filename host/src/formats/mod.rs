@@ -12,6 +12,7 @@
 //! original bytes for its dead letter, which `sluice dlq replay` decodes again.
 
 mod avro;
+pub mod encode;
 mod json;
 mod json_schema;
 mod protobuf;

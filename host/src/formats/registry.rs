@@ -173,11 +173,43 @@ impl Registry {
         })
     }
 
+    /// Register `schema` (of `schema_type`: AVRO, PROTOBUF, JSON) under `subject`; its id.
+    /// Registering a schema the subject has is harmless: the registry gives its id again.
+    pub async fn register(&self, subject: &str, schema: &str, schema_type: &str) -> Result<u32, String> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: u32,
+        }
+        let mut body = serde_json::json!({ "schema": schema });
+        if schema_type != "AVRO" {
+            body["schemaType"] = schema_type.into();
+        }
+        let path = format!("/subjects/{}/versions", encode_path(subject));
+        match self.request::<Id>(reqwest::Method::POST, &path, Some(body)).await {
+            Ok(Ok(id)) => Ok(id.id),
+            Ok(Err(Permanent(m))) => Err(format!("registering the schema under {subject}: {m}")),
+            Err(e) => Err(format!("registering the schema under {subject}: {e}")),
+        }
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Result<T, Permanent>, RegistryError> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Result<T, Permanent>, RegistryError> {
         let url = format!("{}{path}", self.base);
         let shown = redact_uri(&url);
         let unavailable = |message: String| RegistryError::Unavailable { url: shown.clone(), message };
-        let mut req = self.client.get(&url).header("accept", "application/vnd.schemaregistry.v1+json, application/json");
+        let mut req =
+            self.client.request(method.clone(), &url).header("accept", "application/vnd.schemaregistry.v1+json, application/json");
+        if let Some(body) = body {
+            req = req.header("content-type", "application/vnd.schemaregistry.v1+json").body(body.to_string());
+        }
         req = match &self.auth {
             Auth::None => req,
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
@@ -192,7 +224,7 @@ impl Registry {
         match status {
             200 => match serde_json::from_str(&text) {
                 Ok(v) => Ok(Ok(v)),
-                Err(e) => Err(unavailable(format!("GET {path} answered 200 with a body that is not a schema ({e})"))),
+                Err(e) => Err(unavailable(format!("{method} {path} answered 200 with a body Sluice cannot read ({e})"))),
             },
             401 | 403 => Err(RegistryError::Refused { url: shown, status, message: error.map(|e| e.1).unwrap_or_else(|| snippet(&text)) }),
             // The registry's own "not found" (40401 subject, 40402 version, 40403 schema): permanent.
@@ -201,7 +233,7 @@ impl Registry {
                 Ok(Err(Permanent(format!("not found in the registry ({code} {message})"))))
             }
             400 | 422 => Ok(Err(Permanent(format!("the registry refused the request (HTTP {status}): {}", snippet(&text))))),
-            _ => Err(unavailable(format!("GET {path} answered HTTP {status}: {}", snippet(&text)))),
+            _ => Err(unavailable(format!("{method} {path} answered HTTP {status}: {}", snippet(&text)))),
         }
     }
 }

@@ -37,7 +37,12 @@ pub struct ProduceOptions {
     pub key_field: Option<String>,
     /// Headers added to every message.
     pub headers: Vec<(String, String)>,
+    /// Turns each line into the message's bytes (e.g. Avro in Confluent's wire format); `None`: as it is.
+    pub encode: Option<Encode>,
 }
+
+/// A message's text to its bytes; `Err` says why the line cannot be sent.
+pub type Encode = std::sync::Arc<dyn Fn(&str) -> Result<Vec<u8>, String> + Send + Sync>;
 
 impl ProduceOptions {
     /// The tutorial's numbers: `{"num": n}` for n in `start..start+count`.
@@ -55,6 +60,7 @@ impl ProduceOptions {
             input: None,
             key_field: None,
             headers: Vec::new(),
+            encode: None,
         }
     }
 }
@@ -144,7 +150,11 @@ pub async fn produce_with_progress(o: &ProduceOptions, progress: impl Fn(u64)) -
                 }
             }
         };
-        let mut record: FutureRecord<'_, String, String> = FutureRecord::to(&o.topic).payload(&payload);
+        let payload: Vec<u8> = match &o.encode {
+            None => payload.into_bytes(),
+            Some(encode) => encode(&payload).map_err(|e| anyhow::anyhow!("message {}: {e}", n - o.start + 1))?,
+        };
+        let mut record: FutureRecord<'_, String, Vec<u8>> = FutureRecord::to(&o.topic).payload(&payload);
         if let Some(k) = &key {
             record = record.key(k);
         }
