@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use super::common::key_value;
 use base64::Engine as _;
 
-use crate::config::{Config, Format, PluginConfig, SchemaRegistryConfig};
+use crate::config::{Config, Decimals, Format, PluginConfig, SchemaRegistryConfig};
 use crate::formats::Decoder;
 use crate::pipeline::decode::process;
 use crate::pipeline::plan::{Plan, Target, plan};
@@ -105,7 +105,12 @@ pub fn execute(args: PluginTestArgs) -> anyhow::Result<()> {
     let (plugins, versions_field, mut formats) = match config {
         Some(path) => {
             let cfg = Config::load(&path)?;
-            let formats = Formats { key: cfg.kafka.key_format, value: cfg.kafka.value_format, registry: cfg.schema_registry };
+            let formats = Formats {
+                key: cfg.kafka.key_format,
+                value: cfg.kafka.value_format,
+                decimals: cfg.kafka.decimals,
+                registry: cfg.schema_registry,
+            };
             (cfg.plugins, versions_field.or(cfg.pipeline.versions_field), formats)
         }
         None => (chain_of_files(&plugins), versions_field, Formats::default()),
@@ -152,6 +157,7 @@ pub struct TestOptions {
 pub struct Formats {
     pub key: Format,
     pub value: Format,
+    pub decimals: Decimals,
     pub registry: Option<SchemaRegistryConfig>,
 }
 
@@ -221,7 +227,7 @@ pub fn run(opts: &TestOptions, records: &[SourceRecord]) -> anyhow::Result<Vec<V
     let spec = Arc::new(ChainSpec::new(1, plugins));
     let mut chain = Chain::new(spec.clone(), 1 << 20)?;
     let f = &opts.formats;
-    let decoder = Decoder::with_formats(f.key, f.value, f.registry.as_ref()).map_err(anyhow::Error::msg)?;
+    let decoder = Decoder::with_formats(f.key, f.value, f.decimals, f.registry.as_ref()).map_err(anyhow::Error::msg)?;
     if let Some(d) = &decoder {
         let fetch = d.prepare(records);
         let fetched = match tokio::runtime::Handle::try_current() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::default_connect_timeout;
-use super::registry::Format;
 use super::redact::redacted;
+use super::registry::{Decimals, Format};
 
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     /// How record values are read before the plugins. Default `json` (as they are).
     #[serde(default)]
     pub value_format: Format,
+    /// What decoded decimals become: `decimal128` (default) or `string`.
+    #[serde(default)]
+    pub decimals: Decimals,
 }
 
 impl KafkaConfig {
@@ -84,6 +87,7 @@ impl fmt::Debug for KafkaConfig {
             .field("options", &options)
             .field("key_format", &self.key_format)
             .field("value_format", &self.value_format)
+            .field("decimals", &self.decimals)
             .finish()
     }
 }

@@ -76,7 +76,7 @@ pub use kafka::{KafkaConfig, OffsetReset};
 pub use mongo::{DEFAULT_OFFSETS_COLLECTION, MongoConfig, WriteAck, WriteConcernConfig};
 pub use pipeline::{OnError, PipelineConfig};
 pub use plugins::{PluginConfig, PluginLimits, SelfTest};
-pub use registry::{Format, SchemaRegistryConfig};
+pub use registry::{Decimals, Format, SchemaRegistryConfig};
 pub use redact::{is_secret_option, redact_kafka_error, redact_uri};
 
 use std::fmt;

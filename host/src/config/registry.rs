@@ -55,6 +55,17 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// What Avro `decimal`s (and Protobuf `uint64`s past int64) become.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Decimals {
+    /// BSON Decimal128: exact, and what MongoDB's sink connector writes.
+    #[default]
+    Decimal128,
+    /// The decimal's text (`"12.34"`): for servers without Decimal128 (FerretDB v1).
+    String,
+}
+
 /// `[schema_registry]`: a Confluent-compatible schema registry.
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]

@@ -28,12 +28,12 @@ impl AvroSchema {
         let (root, refs) = Schema::parse_str_with_list(text, refs).map_err(|e| format!("not a valid Avro schema: {e}"))?;
         let this = AvroSchema { root, refs };
         // Resolve once here, so a dangling reference is the schema's error, not every record's.
-        this.reader()?;
+        this.reader(json::Decimals::Decimal128)?;
         Ok(this)
     }
 
     /// A reader of this schema's data, for a batch.
-    pub fn reader(&self) -> Result<AvroReader<'_>, String> {
+    pub fn reader(&self, decimals: json::Decimals) -> Result<AvroReader<'_>, String> {
         let all = || self.refs.iter().chain(std::iter::once(&self.root)).collect::<Vec<_>>();
         let resolved = ResolvedSchema::new_with_schemata(all()).map_err(|e| format!("Avro schema does not resolve: {e}"))?;
         let names: HashMap<Name, &Schema> = resolved.get_names().clone();
@@ -41,7 +41,7 @@ impl AvroSchema {
             .resolved_writer_schemata(resolved)
             .build()
             .map_err(|e| format!("Avro schema does not resolve: {e}"))?;
-        Ok(AvroReader { root: &self.root, names, datum })
+        Ok(AvroReader { root: &self.root, names, datum, decimals })
     }
 }
 
@@ -49,6 +49,7 @@ pub struct AvroReader<'s> {
     root: &'s Schema,
     names: HashMap<Name, &'s Schema>,
     datum: apache_avro::reader::datum::GenericDatumReader<'s>,
+    decimals: json::Decimals,
 }
 
 impl AvroReader<'_> {
@@ -127,14 +128,14 @@ impl AvroReader<'_> {
             (Value::TimestampNanos(ns) | Value::LocalTimestampNanos(ns), _) => json::date(out, ns.div_euclid(1_000_000)),
             (Value::Decimal(d), Schema::Decimal(s)) => {
                 let unscaled = num_bigint::BigInt::from(d.clone());
-                json::scaled_decimal(out, &unscaled.to_string(), s.scale)?;
+                json::scaled_decimal(out, &unscaled.to_string(), s.scale, self.decimals)?;
             }
             (Value::BigDecimal(d), _) => {
                 let (unscaled, scale) = d.as_bigint_and_exponent();
                 if scale < 0 {
-                    json::scaled_decimal(out, &format!("{unscaled}{}", "0".repeat(scale.unsigned_abs() as usize)), 0)?;
+                    json::scaled_decimal(out, &format!("{unscaled}{}", "0".repeat(scale.unsigned_abs() as usize)), 0, self.decimals)?;
                 } else {
-                    json::scaled_decimal(out, &unscaled.to_string(), scale as usize)?;
+                    json::scaled_decimal(out, &unscaled.to_string(), scale as usize, self.decimals)?;
                 }
             }
             (Value::Duration(d), _) => {
@@ -152,9 +153,9 @@ impl AvroReader<'_> {
 }
 
 #[cfg(test)]
+#[allow(deprecated)] // to_avro_datum: the simplest writer for test data
 mod tests {
     use super::*;
-    #[allow(deprecated)]
     use apache_avro::to_avro_datum;
 
     const ORDER: &str = r#"{
@@ -193,7 +194,7 @@ mod tests {
 
     fn decode(schema: &AvroSchema, payload: &[u8]) -> Result<String, String> {
         let mut out = Vec::new();
-        schema.reader()?.decode(payload, &mut out)?;
+        schema.reader(json::Decimals::Decimal128)?.decode(payload, &mut out)?;
         Ok(String::from_utf8(out).unwrap())
     }
 

@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(&bytes[..5], &[0, 0, 0, 0, 42]);
         let schema = AvroSchema::parse(SCHEMA, &[]).unwrap();
         let mut out = Vec::new();
-        schema.reader().unwrap().decode(&bytes[5..], &mut out).unwrap();
+        schema.reader(crate::config::Decimals::Decimal128).unwrap().decode(&bytes[5..], &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             concat!(

@@ -5,6 +5,8 @@
 
 use base64::Engine as _;
 
+pub use crate::config::Decimals;
+
 pub(super) fn null(out: &mut Vec<u8>) {
     out.extend_from_slice(b"null");
 }
@@ -17,11 +19,11 @@ pub(super) fn int(out: &mut Vec<u8>, i: i64) {
     out.extend_from_slice(i.to_string().as_bytes());
 }
 
-pub(super) fn uint(out: &mut Vec<u8>, u: u64) {
+pub(super) fn uint(out: &mut Vec<u8>, u: u64, decimals: Decimals) {
     match i64::try_from(u) {
         Ok(i) => int(out, i),
         // Past int64: BSON has no unsigned integer; Decimal128 keeps the value exactly.
-        Err(_) => decimal(out, &u.to_string()),
+        Err(_) => decimal(out, &u.to_string(), decimals),
     }
 }
 
@@ -62,15 +64,21 @@ pub(super) fn binary(out: &mut Vec<u8>, bytes: &[u8], subtype: u8) {
     out.extend_from_slice(format!("\",\"subType\":\"{subtype:02x}\"}}}}").as_bytes());
 }
 
-/// A decimal number as Decimal128; `digits` is a plain decimal (`-12.340`).
-pub(super) fn decimal(out: &mut Vec<u8>, digits: &str) {
-    out.extend_from_slice(b"{\"$numberDecimal\":");
-    string(out, digits);
-    out.push(b'}');
+/// A decimal number as Decimal128 (or its text, `[kafka] decimals = "string"`);
+/// `digits` is a plain decimal (`-12.340`).
+pub(super) fn decimal(out: &mut Vec<u8>, digits: &str, decimals: Decimals) {
+    match decimals {
+        Decimals::Decimal128 => {
+            out.extend_from_slice(b"{\"$numberDecimal\":");
+            string(out, digits);
+            out.push(b'}');
+        }
+        Decimals::String => string(out, digits),
+    }
 }
 
 /// The unscaled integer `unscaled` (decimal digits, maybe with `-`) with `scale` digits after the point.
-pub(super) fn scaled_decimal(out: &mut Vec<u8>, unscaled: &str, scale: usize) -> Result<(), String> {
+pub(super) fn scaled_decimal(out: &mut Vec<u8>, unscaled: &str, scale: usize, decimals: Decimals) -> Result<(), String> {
     let (sign, digits) = match unscaled.strip_prefix('-') {
         Some(d) => ("-", d),
         None => ("", unscaled),
@@ -86,7 +94,7 @@ pub(super) fn scaled_decimal(out: &mut Vec<u8>, unscaled: &str, scale: usize) ->
         let (int, frac) = padded.split_at(padded.len() - scale);
         format!("{sign}{int}.{frac}")
     };
-    decimal(out, &text);
+    decimal(out, &text, decimals);
     Ok(())
 }
 
@@ -205,13 +213,17 @@ mod tests {
     fn decimals_place_the_point_by_scale_and_refuse_past_34_digits() {
         let d = |u: &str, s| {
             let mut o = Vec::new();
-            scaled_decimal(&mut o, u, s).map(|()| String::from_utf8(o).unwrap())
+            scaled_decimal(&mut o, u, s, Decimals::Decimal128).map(|()| String::from_utf8(o).unwrap())
         };
         assert_eq!(d("1234", 2).unwrap(), r#"{"$numberDecimal":"12.34"}"#);
         assert_eq!(d("-5", 3).unwrap(), r#"{"$numberDecimal":"-0.005"}"#);
         assert_eq!(d("7", 0).unwrap(), r#"{"$numberDecimal":"7"}"#);
         assert!(d(&"9".repeat(35), 2).unwrap_err().contains("34 digits"));
-        assert_eq!(w(|o| uint(o, u64::MAX)), r#"{"$numberDecimal":"18446744073709551615"}"#);
+        assert_eq!(w(|o| uint(o, u64::MAX, Decimals::Decimal128)), r#"{"$numberDecimal":"18446744073709551615"}"#);
+        assert_eq!(w(|o| uint(o, u64::MAX, Decimals::String)), r#""18446744073709551615""#);
+        let mut o = Vec::new();
+        scaled_decimal(&mut o, "-1234", 2, Decimals::String).unwrap();
+        assert_eq!(o, br#""-12.34""#);
     }
 
     #[test]

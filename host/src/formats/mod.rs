@@ -21,7 +21,7 @@ pub mod registry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Format, KafkaConfig, SchemaRegistryConfig};
+use crate::config::{Decimals, Format, KafkaConfig, SchemaRegistryConfig};
 use crate::record::{Failure, FailureKind, SourceRecord};
 pub use registry::{Entry, Registry, RegistryError, Schema};
 
@@ -29,6 +29,7 @@ pub use registry::{Entry, Registry, RegistryError, Schema};
 pub struct Decoder {
     key: Format,
     value: Format,
+    decimals: Decimals,
     registry: Option<Registry>,
 }
 
@@ -73,10 +74,15 @@ pub fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
 impl Decoder {
     /// `None` when keys and values are both JSON: nothing to do.
     pub fn new(kafka: &KafkaConfig, registry: Option<&SchemaRegistryConfig>) -> Result<Option<Arc<Decoder>>, String> {
-        Decoder::with_formats(kafka.key_format, kafka.value_format, registry)
+        Decoder::with_formats(kafka.key_format, kafka.value_format, kafka.decimals, registry)
     }
 
-    pub fn with_formats(key: Format, value: Format, registry: Option<&SchemaRegistryConfig>) -> Result<Option<Arc<Decoder>>, String> {
+    pub fn with_formats(
+        key: Format,
+        value: Format,
+        decimals: Decimals,
+        registry: Option<&SchemaRegistryConfig>,
+    ) -> Result<Option<Arc<Decoder>>, String> {
         if key == Format::Json && value == Format::Json {
             return Ok(None);
         }
@@ -87,7 +93,7 @@ impl Decoder {
             }
             _ => None,
         };
-        Ok(Some(Arc::new(Decoder { key, value, registry })))
+        Ok(Some(Arc::new(Decoder { key, value, decimals, registry })))
     }
 
     fn parts<'r>(&self, rec: &'r SourceRecord) -> [(Part, Format, Option<&'r [u8]>); 2] {
@@ -150,7 +156,7 @@ impl Decoder {
         let mut out =
             DecodedBatch { records: Vec::with_capacity(records.len()), positions: Vec::with_capacity(records.len()), failed: Vec::new() };
         let schemas = self.snapshot(records);
-        let mut readers = Readers { schemas: &schemas, avro: HashMap::new() };
+        let mut readers = Readers { schemas: &schemas, avro: HashMap::new(), decimals: self.decimals };
         for (i, rec) in records.iter().enumerate() {
             match self.decode_with(rec, &mut readers) {
                 Ok(r) => {
@@ -166,7 +172,7 @@ impl Decoder {
     /// One record (tools: `plugin test`, `dlq replay`).
     pub fn decode(&self, rec: &SourceRecord) -> Result<SourceRecord, Failure> {
         let schemas = self.snapshot(std::slice::from_ref(rec));
-        self.decode_with(rec, &mut Readers { schemas: &schemas, avro: HashMap::new() })
+        self.decode_with(rec, &mut Readers { schemas: &schemas, avro: HashMap::new(), decimals: self.decimals })
     }
 
     fn decode_with<'s>(&self, rec: &SourceRecord, readers: &mut Readers<'s>) -> Result<SourceRecord, Failure> {
@@ -216,7 +222,7 @@ fn decode_part<'s>(format: Format, bytes: &[u8], readers: &mut Readers<'s>) -> R
             let mut out = Vec::with_capacity(payload.len() * 2 + 16);
             let result = match (format, schema) {
                 (Format::Avro, Schema::Avro(s)) => readers.avro(id, s).and_then(|r| r.decode(payload, &mut out)),
-                (Format::Protobuf, Schema::Protobuf(s)) => s.decode(payload, &mut out),
+                (Format::Protobuf, Schema::Protobuf(s)) => s.decode(payload, &mut out, readers.decimals),
                 (Format::JsonSchema, Schema::Json(s)) => s.decode(payload, &mut out),
                 (f, s) => return Err(format!("has schema id {id}, a {} schema, but its format is {f}", s.type_name())),
             };
@@ -231,12 +237,13 @@ fn decode_part<'s>(format: Format, bytes: &[u8], readers: &mut Readers<'s>) -> R
 struct Readers<'s> {
     schemas: &'s HashMap<u32, Entry>,
     avro: HashMap<u32, avro::AvroReader<'s>>,
+    decimals: Decimals,
 }
 
 impl<'s> Readers<'s> {
     fn avro(&mut self, id: u32, schema: &'s avro::AvroSchema) -> Result<&avro::AvroReader<'s>, String> {
         if !self.avro.contains_key(&id) {
-            self.avro.insert(id, schema.reader()?);
+            self.avro.insert(id, schema.reader(self.decimals)?);
         }
         Ok(&self.avro[&id])
     }

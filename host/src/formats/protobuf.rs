@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use super::json::{self, Array, Object};
+use super::json::{self, Array, Decimals, Object};
 
 /// The name the registry's schema text is compiled under (its references keep their own).
 const ROOT: &str = "__sluice_root__.proto";
@@ -66,11 +66,11 @@ impl ProtoSchema {
     }
 
     /// A payload after the schema id (message indexes, then the message) as JSON into `out`.
-    pub fn decode(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn decode(&self, payload: &[u8], out: &mut Vec<u8>, decimals: Decimals) -> Result<(), String> {
         let (desc, bytes) = self.message(payload)?;
         let name = desc.full_name().to_owned();
         let msg = DynamicMessage::decode(desc, bytes).map_err(|e| format!("does not match its Protobuf schema ({name}): {e}"))?;
-        write_message(&msg, out)
+        write_message(&msg, out, decimals)
     }
 }
 
@@ -104,7 +104,7 @@ fn message_indexes(mut buf: &[u8]) -> Result<(Vec<usize>, &[u8]), String> {
     Ok((indexes, buf))
 }
 
-fn write_message(msg: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), String> {
+fn write_message(msg: &DynamicMessage, out: &mut Vec<u8>, d: Decimals) -> Result<(), String> {
     let desc = msg.descriptor();
     match desc.full_name() {
         "google.protobuf.Timestamp" => {
@@ -124,19 +124,19 @@ fn write_message(msg: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), String> 
         | "google.protobuf.StringValue"
         | "google.protobuf.BytesValue" => {
             let field = desc.get_field_by_name("value").ok_or("a wrapper without `value`")?;
-            return write_value(&msg.get_field(&field), &field.kind(), out);
+            return write_value(&msg.get_field(&field), &field.kind(), out, d);
         }
         "google.protobuf.Struct" => {
             let field = desc.get_field_by_name("fields").ok_or("a Struct without `fields`")?;
-            return write_value(&msg.get_field(&field), &field.kind(), out);
+            return write_value(&msg.get_field(&field), &field.kind(), out, d);
         }
         "google.protobuf.ListValue" => {
             let field = desc.get_field_by_name("values").ok_or("a ListValue without `values`")?;
-            return write_value(&msg.get_field(&field), &field.kind(), out);
+            return write_value(&msg.get_field(&field), &field.kind(), out, d);
         }
         "google.protobuf.Value" => {
             return match msg.fields().next() {
-                Some((field, v)) if field.name() != "null_value" => write_value(v, &field.kind(), out),
+                Some((field, v)) if field.name() != "null_value" => write_value(v, &field.kind(), out, d),
                 _ => Ok(json::null(out)),
             };
         }
@@ -152,14 +152,14 @@ fn write_message(msg: &DynamicMessage, out: &mut Vec<u8>) -> Result<(), String> 
         if !set && field.supports_presence() {
             json::null(out);
         } else {
-            write_field(&msg.get_field(&field), &field, out)?;
+            write_field(&msg.get_field(&field), &field, out, d)?;
         }
     }
     obj.close(out);
     Ok(())
 }
 
-fn write_field(value: &Value, field: &FieldDescriptor, out: &mut Vec<u8>) -> Result<(), String> {
+fn write_field(value: &Value, field: &FieldDescriptor, out: &mut Vec<u8>, d: Decimals) -> Result<(), String> {
     let kind = field.kind();
     if field.is_map() {
         let entry = kind.as_message().ok_or("a map field whose entry is not a message")?;
@@ -170,12 +170,12 @@ fn write_field(value: &Value, field: &FieldDescriptor, out: &mut Vec<u8>) -> Res
         let mut obj = Object::open(out);
         for (k, v) in entries {
             obj.key(out, &k);
-            write_value(v, &value_kind, out)?;
+            write_value(v, &value_kind, out, d)?;
         }
         obj.close(out);
         return Ok(());
     }
-    write_value(value, &kind, out)
+    write_value(value, &kind, out, d)
 }
 
 fn map_key(k: &MapKey) -> String {
@@ -189,13 +189,13 @@ fn map_key(k: &MapKey) -> String {
     }
 }
 
-fn write_value(value: &Value, kind: &Kind, out: &mut Vec<u8>) -> Result<(), String> {
+fn write_value(value: &Value, kind: &Kind, out: &mut Vec<u8>, d: Decimals) -> Result<(), String> {
     match value {
         Value::Bool(b) => json::bool(out, *b),
         Value::I32(i) => json::int(out, i64::from(*i)),
         Value::I64(i) => json::int(out, *i),
         Value::U32(u) => json::int(out, i64::from(*u)),
-        Value::U64(u) => json::uint(out, *u),
+        Value::U64(u) => json::uint(out, *u, d),
         Value::F32(f) => json::float(out, *f),
         Value::F64(f) => json::double(out, *f),
         Value::String(s) => json::string(out, s),
@@ -205,12 +205,12 @@ fn write_value(value: &Value, kind: &Kind, out: &mut Vec<u8>) -> Result<(), Stri
             // A number this schema does not name (a newer writer): kept as the number.
             None => json::int(out, i64::from(*n)),
         },
-        Value::Message(m) => write_message(m, out)?,
+        Value::Message(m) => write_message(m, out, d)?,
         Value::List(items) => {
             let mut arr = Array::open(out);
             for item in items {
                 arr.item(out);
-                write_value(item, kind, out)?;
+                write_value(item, kind, out, d)?;
             }
             arr.close(out);
         }
@@ -222,7 +222,7 @@ fn write_value(value: &Value, kind: &Kind, out: &mut Vec<u8>) -> Result<(), Stri
             let mut obj = Object::open(out);
             for (k, v) in entries {
                 obj.key(out, &k);
-                write_value(v, &value_kind, out)?;
+                write_value(v, &value_kind, out, d)?;
             }
             obj.close(out);
         }
@@ -287,7 +287,7 @@ mod tests {
 
     fn decode(schema: &ProtoSchema, payload: &[u8]) -> Result<String, String> {
         let mut out = Vec::new();
-        schema.decode(payload, &mut out)?;
+        schema.decode(payload, &mut out, Decimals::Decimal128)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
