@@ -10,14 +10,14 @@ LANG_PLUGINS := target/lang-plugins
 PY_SDK := $(wildcard guest-sdk/python/src/sluice_plugin/*.py)
 JS_SDK := $(wildcard guest-sdk/js/src/*.js)
 
-.PHONY: lang-plugins demo test sdk-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: lang-plugins demo test sdk-test registry-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
 demo: services plugins build
 	scripts/demo
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
-test: services plugins hostile build lang-plugins plugins-test sdk-test
+test: services plugins hostile build lang-plugins plugins-test sdk-test registry-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) chaos-small
@@ -73,6 +73,12 @@ sdk-test:
 	cd guest-sdk/js && node --test
 	mkdir -p plugins/enrich-js/node_modules && ln -sfn ../../../guest-sdk/js plugins/enrich-js/node_modules/sluice-plugin
 	cd plugins/enrich-js && node --test
+
+## registry-test: the test schema registry (scripts/registry) on its own, on a free port; and the
+## pinned confluent-kafka tools (scripts/pytools) the format tests write their records with.
+registry-test:
+	python3 scripts/registry/test_registry.py
+	scripts/pytools >/dev/null
 
 plugins-test:
 	cd plugins && $(CARGO) test --target $(HOST_TRIPLE)

@@ -397,3 +397,11 @@ impl TestEnv {
         }
     }
 }
+
+/// Run `config` in-process until every partition is caught up (at most 3 minutes).
+pub async fn run_until_caught_up(config: Config) -> sluice::Summary {
+    let run = sluice::run(config, sluice::RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending());
+    let summary = tokio::time::timeout(Duration::from_secs(180), run).await.expect("the run ends by itself").expect("the run succeeds");
+    assert!(summary.caught_up, "{summary}");
+    summary
+}

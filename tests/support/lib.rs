@@ -12,6 +12,7 @@
 //!   which chain version made each document, in offset order.
 //! - `config`: [`ConfigBuilder`] and [`PluginToml`], a config as TOML tables (no format strings).
 //! - `dead_letters`: [`DeadLetter`]; `services`: [`stop_mongo`] and friends (fault tests).
+//! - `formats`: [`sr_produce`] (records written by Confluent's serializers), [`registry_url`], [`stop_registry`].
 //! - [`watch::ProgressWatch`]: both progress stores sampled against the documents while a test runs.
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ mod checks;
 mod config;
 mod dead_letters;
 mod env;
+mod formats;
 mod host;
 mod services;
 pub mod watch;
@@ -29,6 +31,7 @@ pub use checks::*;
 pub use config::*;
 pub use dead_letters::*;
 pub use env::*;
+pub use formats::*;
 pub use host::*;
 pub use services::*;
 

@@ -50,7 +50,8 @@
 //!   `SLUICE_KAFKA_GROUP_ID=sluice-U`, `SLUICE_MONGO_DATABASE=U`,
 //!   `SLUICE_MONGO_COLLECTION=U`, `SLUICE_ADMIN_ADDRESS=127.0.0.1:0`, `NO_COLOR=1`;
 //! - their text substituted: `testnum` → `U`, `127.0.0.1:9092` → the test's
-//!   brokers, `mongodb://127.0.0.1:27017` → the test's MongoDB, and port 9464
+//!   brokers, `mongodb://127.0.0.1:27017` → the test's MongoDB,
+//!   `http://127.0.0.1:8081` → the test's schema registry, and port 9464
 //!   (`localhost:9464`, `127.0.0.1:9464`) → the port of the host of a `host=`
 //!   block. Nothing else is changed.
 //!
@@ -303,8 +304,11 @@ impl Session {
 
     /// The text a `run` block runs (see the module's doc).
     fn substitute(&self, text: &str, admin_port: Option<u16>) -> String {
-        let mut s =
-            text.replace("testnum", &self.name).replace("mongodb://127.0.0.1:27017", &mongo_uri()).replace("127.0.0.1:9092", &brokers());
+        let mut s = text
+            .replace("testnum", &self.name)
+            .replace("mongodb://127.0.0.1:27017", &mongo_uri())
+            .replace("127.0.0.1:9092", &brokers())
+            .replace("http://127.0.0.1:8081", &registry_url());
         if let Some(port) = admin_port {
             s = s.replace("localhost:9464", &format!("localhost:{port}")).replace("127.0.0.1:9464", &format!("127.0.0.1:{port}"));
         }

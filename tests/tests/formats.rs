@@ -1,0 +1,355 @@
+//! Avro, Protobuf and JSON Schema topics on the real services, written by
+//! Confluent's own serializers (`confluent-kafka`) against the test registry:
+//! decoded before the chain into the documents their extended JSON makes; what
+//! does not decode is dead-lettered with its bytes and replays through the
+//! registry; the registry away is a wait, never a loss.
+
+use std::time::Duration;
+
+use mongodb::bson::{Bson, Document, doc};
+use sluice_tests::*;
+
+/// One test at a time: the outage test stops the shared registry.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const NUM_AVSC: &str = r#"{"type": "record", "name": "Num", "namespace": "sluice.test", "fields": [
+    {"name": "num", "type": "long"},
+    {"name": "pad", "type": "string", "default": ""}
+]}"#;
+
+fn write(env: &TestEnv, name: &str, text: &str) -> String {
+    let p = env.dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// `{"key": n, "value": {"num": n, "pad": pad}}` for n in `range`.
+fn num_lines(range: std::ops::Range<i64>, pad: &str) -> String {
+    range.map(|n| format!("{{\"key\": \"{n}\", \"value\": {{\"num\": {n}, \"pad\": \"{pad}\"}}}}\n")).collect()
+}
+
+fn avro_builder(env: &TestEnv) -> ConfigBuilder {
+    env.builder()
+        .set("kafka", "value_format", "avro")
+        .set("schema_registry", "url", registry_url())
+        .set("schema_registry", "request_timeout", "2s")
+        .set("pipeline", "retry_backoff", "100ms")
+        .set("pipeline", "retry_max_backoff", "1s")
+}
+
+/// The documents of `env`'s topic read with `formats` (key, value) through the
+/// `keyed` plugin (the key is the `_id`), sorted by `_id`.
+async fn keyed_documents(env: &TestEnv, key_format: &str, value_format: &str) -> Vec<Document> {
+    let builder = env
+        .builder()
+        .set("kafka", "key_format", key_format)
+        .set("kafka", "value_format", value_format)
+        // FerretDB v1 has no Decimal128 (its connection panics on one): decimals as text here;
+        // the Decimal128 mapping itself is checked by host/src/formats' unit tests.
+        .set("kafka", "decimals", "string")
+        .set("schema_registry", "url", registry_url())
+        .plugin(PluginToml::example("keyed"));
+    let summary = run_until_caught_up(env.config_from(&builder).unwrap()).await;
+    assert_eq!(summary.dead_lettered + summary.skipped, 0, "{summary}");
+    let mut docs = env.documents().await.unwrap();
+    docs.sort_by_key(|d| d.get("_id").map(|id| id.to_string()));
+    docs
+}
+
+/// `lines` ({key, value} JSON) written by Confluent's serializer in `format`
+/// (schemas from tests/data/formats) land as the documents that `expected`
+/// (the same records as extended JSON, on a JSON topic) makes.
+async fn same_documents_as_extended_json(name: &str, format: &str, args: &[&str], lines: &str, expected: &str) {
+    let encoded = TestEnv::new(&format!("{name}-enc"));
+    encoded.create_topic(2).await.unwrap();
+    let sent = sr_produce(&encoded.topic, args, lines);
+    assert_eq!(sent["produced"], lines.lines().count(), "{sent}");
+    assert!(sent["value_schema_id"].as_u64().is_some() && sent["key_schema_id"].as_u64().is_some(), "{sent}");
+    let json = TestEnv::new(&format!("{name}-json"));
+    json.create_topic(2).await.unwrap();
+    sr_produce(&json.topic, &["--value-format", "json", "--key-format", "json"], expected);
+    let got = keyed_documents(&encoded, format, format).await;
+    let want = keyed_documents(&json, "json", "json").await;
+    assert_eq!(got.len(), lines.lines().count());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "{format} record stored as\n  {g}\nbut its extended JSON as\n  {w}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_land_as_their_extended_json() {
+    let _serial = SERIAL.lock().await;
+    let (value, key) = (format_data("order.avsc"), format_data("key.avsc"));
+    let args = [
+        "--value-format",
+        "avro",
+        "--value-schema",
+        value.to_str().unwrap(),
+        "--key-format",
+        "avro",
+        "--key-schema",
+        key.to_str().unwrap(),
+    ];
+    let lines = std::fs::read_to_string(format_data("orders.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(format_data("orders.avro.expected.jsonl")).unwrap();
+    same_documents_as_extended_json("avro", "avro", &args, &lines, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_records_land_as_their_extended_json() {
+    let _serial = SERIAL.lock().await;
+    let (value, key) = (format_data("order.proto"), format_data("key.proto"));
+    let args = [
+        ["--value-format", "protobuf", "--value-schema", value.to_str().unwrap(), "--value-message", "sluice.test.Order"],
+        ["--key-format", "protobuf", "--key-schema", key.to_str().unwrap(), "--key-message", "sluice.test.OrderKey"],
+    ]
+    .concat();
+    let lines = std::fs::read_to_string(format_data("orders.proto.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(format_data("orders.proto.expected.jsonl")).unwrap();
+    same_documents_as_extended_json("proto", "protobuf", &args, &lines, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_records_land_as_their_json() {
+    let _serial = SERIAL.lock().await;
+    let (value, key) = (format_data("order.schema.json"), format_data("key.schema.json"));
+    let args = [
+        "--value-format",
+        "json-schema",
+        "--value-schema",
+        value.to_str().unwrap(),
+        "--key-format",
+        "json-schema",
+        "--key-schema",
+        key.to_str().unwrap(),
+    ];
+    let lines = std::fs::read_to_string(format_data("orders.jsonl")).unwrap();
+    same_documents_as_extended_json("jsonschema", "json-schema", &args, &lines, &lines).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_away_for_10s_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("sr-outage");
+    env.create_topic(2).await.unwrap();
+    let schema = write(&env, "num.avsc", NUM_AVSC);
+    // Produced while the registry is up; Sluice has seen none of these ids when it goes down.
+    let sent =
+        sr_produce(&env.topic, &["--value-format", "avro", "--value-schema", &schema, "--key-format", "string"], &num_lines(0..300, ""));
+    assert_eq!(sent["produced"], 300, "{sent}");
+    let config = env.config_file_from(&avro_builder(&env));
+    let stopped = stop_registry();
+    let mut host = Host::spawn(&env, "outage", &config, true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(env.count().await, 0, "nothing can be decoded, so nothing is written: {}", host.log_tail(10));
+    let admin = host.admin(None).await;
+    let (status, body) = admin.get("/readyz").await;
+    assert_eq!(status, 503, "not ready while the registry is away: {body}");
+    assert!(body.contains("schema registry"), "{body}");
+    stopped.start();
+    let status = host.wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "{status}\n{}", host.log_tail(30));
+    assert!(!host.log_lines("fetching schemas from the registry failed").is_empty(), "it retried: {}", host.log_tail(30));
+    assert_eq!(host.summary("dead_lettered"), Some(0), "{}", host.log_tail(10));
+    env.assert_exact(300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_does_not_decode_is_dead_lettered_with_its_bytes_and_replays_through_the_registry() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("sr-dlq");
+    env.create_topic(1).await.unwrap();
+    let schema = write(&env, "num.avsc", NUM_AVSC);
+    let long_pad = "x".repeat(100);
+    // 0..3 short, 3..6 too long for the first run's max_value_bytes once decoded.
+    let sent = sr_produce(&env.topic, &["--value-format", "avro", "--value-schema", &schema], &num_lines(0..3, ""));
+    sr_produce(&env.topic, &["--value-format", "avro", "--value-schema", &schema], &num_lines(3..6, &long_pad));
+    let id = sent["value_schema_id"].as_u64().unwrap() as u32;
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&id.to_be_bytes());
+    let mut truncated = framed.clone();
+    truncated.push(0xff); // a varint cut short
+    let unknown_id = [0u8, 0x7f, 0xff, 0xff, 0xf0, 2];
+    env.produce_raw(&[(None, Some(b"{\"num\": 99}")), (None, Some(&unknown_id)), (None, Some(&truncated))]).await.unwrap();
+
+    let config = env.config_from(&avro_builder(&env).set("pipeline", "max_value_bytes", 64)).unwrap();
+    let summary = run_until_caught_up(config).await;
+    assert_eq!((summary.consumed, summary.dead_lettered), (9, 6), "{summary}");
+    let nums: Vec<i64> = env.documents().await.unwrap().iter().map(|d| int(d, "num")).collect();
+    assert_eq!(sorted(nums), vec![0, 1, 2]);
+    let letters = env.dead_letters(6).unwrap();
+    for l in &letters {
+        assert_eq!(l.header("sluice.error.kind"), "invalid-input", "{:?}", l.header("sluice.error.reason"));
+    }
+    let messages: Vec<&str> = letters.iter().map(|l| l.header("sluice.error.reason")).collect();
+    assert!(messages[3].contains("not in Confluent's wire format") && messages[3].contains("plain JSON"), "{messages:?}");
+    assert!(messages[4].contains("schema id 2147483632") && messages[4].contains("not found"), "{messages:?}");
+    assert!(messages[5].contains("does not match its Avro schema"), "{messages:?}");
+    // Dead letters keep the bytes as consumed: the Avro ones, not their JSON.
+    assert_eq!(letters[5].value.as_deref(), Some(&truncated[..]));
+    assert_eq!(letters[0].value.as_deref().map(|v| v[0]), Some(0));
+
+    // Replayed with room for the long ones: decoded through the registry again and written.
+    let config = env.config_from(&avro_builder(&env)).unwrap();
+    let report = sluice::cli::dlq_replay::replay(&config, &format!("{}.dlq", env.topic), &[]).await.unwrap();
+    assert_eq!((report.read, report.written, report.failed.len()), (6, 3, 3), "{:?}", report.failed);
+    let docs = env.documents().await.unwrap();
+    assert_eq!(sorted(docs.iter().map(|d| int(d, "num")).collect()), vec![0, 1, 2, 3, 4, 5]);
+    assert!(docs.iter().any(|d| d.get_str("pad") == Ok(long_pad.as_str())));
+}
+
+fn sorted(mut v: Vec<i64>) -> Vec<i64> {
+    v.sort();
+    v
+}
+
+/// `sluice produce --value-format avro` writes what Confluent's deserializer-side
+/// (our decoder, checked against their serializer above) reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_produce_writes_avro_the_host_reads() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("sr-produce");
+    env.create_topic(1).await.unwrap();
+    let schema = write(&env, "num.avsc", NUM_AVSC);
+    let input = write(&env, "in.jsonl", &(0..50).map(|n| format!("{{\"num\": {n}}}\n")).collect::<String>());
+    let out = std::process::Command::new(sluice_bin())
+        .args(["produce", "--brokers", &brokers(), "--topic", &env.topic, "--input", &input, "--no-progress"])
+        .args(["--value-format", "avro", "--schema", &schema, "--registry", &registry_url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("registered under {}-value", env.topic)));
+    let summary = run_until_caught_up(env.config_from(&avro_builder(&env)).unwrap()).await;
+    assert_eq!(summary.dead_lettered, 0, "{summary}");
+    env.assert_exact(50).await;
+    let doc = env.collection().await.unwrap().find_one(doc! { "num": 7i64 }).await.unwrap().expect("num 7");
+    assert_eq!(doc.get("pad"), Some(&Bson::String(String::new())), "the schema's default: {doc}");
+    let _: Document = doc;
+}
+
+/// A Debezium stream of one table: snapshot reads, creates, updates, deletes
+/// with their tombstones, re-created rows; and the table it leaves.
+fn debezium_stream(events: usize) -> (Vec<String>, std::collections::BTreeMap<i32, (String, String)>) {
+    use std::collections::BTreeMap;
+    let mut table: BTreeMap<i32, (String, String)> = BTreeMap::new();
+    let mut lines = Vec::new();
+    let mut lsn = 1000i64;
+    let row = |id: i32, version: usize| (format!("name-{id}-v{version}"), format!("{}.{:02}", id * 3 + version as i32, version % 100));
+    let event = |op: &str, id: i32, before: Option<&(String, String)>, after: Option<&(String, String)>, lsn: i64| {
+        let image = |r: Option<&(String, String)>| match r {
+            None => serde_json::Value::Null,
+            Some((name, balance)) => serde_json::json!({
+                "id": id, "first_name": name, "email": format!("{name}@example.com"), "balance": balance, "updated_at": lsn * 1000
+            }),
+        };
+        let source = serde_json::json!({"version": "2.7.0.Final", "connector": "postgresql", "name": "dbserver1", "ts_ms": lsn,
+            "snapshot": if op == "r" { "true" } else { "false" }, "db": "inventory", "schema": "public", "table": "customers", "lsn": lsn});
+        let value = serde_json::json!({"before": image(before), "after": image(after), "source": source, "op": op, "ts_ms": lsn + 5, "transaction": null});
+        serde_json::json!({"key": {"id": id}, "value": value}).to_string()
+    };
+    // A snapshot of 40 rows.
+    for id in 1..=40 {
+        let r = row(id, 0);
+        lsn += 1;
+        lines.push(event("r", id, None, Some(&r), lsn));
+        table.insert(id, r);
+    }
+    let mut n = 0usize;
+    while lines.len() < events {
+        n += 1;
+        lsn += 1;
+        let id = (n * 7 % 120) as i32 + 1;
+        match table.get(&id).cloned() {
+            // Every fifth touch of an existing row deletes it (then its tombstone).
+            Some(old) if n % 5 == 0 => {
+                lines.push(event("d", id, Some(&old), None, lsn));
+                lines.push(serde_json::json!({"key": {"id": id}, "value": null}).to_string());
+                table.remove(&id);
+            }
+            Some(old) => {
+                let new = row(id, n);
+                lines.push(event("u", id, Some(&old), Some(&new), lsn));
+                table.insert(id, new);
+            }
+            None => {
+                let new = row(id, n);
+                lines.push(event("c", id, None, Some(&new), lsn));
+                table.insert(id, new);
+            }
+        }
+    }
+    (lines, table)
+}
+
+/// Debezium's Avro change events of a table, through the `debezium` plugin, a
+/// host killed with `kill -9` mid-stream and another finishing: the collection
+/// ends as the table is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debezium_stream_ends_as_the_table_also_after_kill_9() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("debezium");
+    env.create_topic(3).await.unwrap();
+    let (lines, table) = debezium_stream(3000);
+    let (value, key) = (format_data("debezium-customers.avsc"), format_data("debezium-key.avsc"));
+    let args = [
+        "--value-format",
+        "avro",
+        "--value-schema",
+        value.to_str().unwrap(),
+        "--key-format",
+        "avro",
+        "--key-schema",
+        key.to_str().unwrap(),
+    ];
+    let (first, second) = lines.split_at(lines.len() / 2);
+    sr_produce(&env.topic, &args, &(first.join("\n") + "\n"));
+    let builder = env
+        .builder()
+        .set("kafka", "key_format", "avro")
+        .set("kafka", "value_format", "avro")
+        .set("kafka", "decimals", "string")
+        .set("schema_registry", "url", registry_url())
+        .set("pipeline", "batch_max_records", 50)
+        .plugin(PluginToml::example("debezium"));
+    // The victim records its progress in neither store for 30 s: what it applied before the kill
+    // is certainly replayed by the next host.
+    let victim = builder
+        .clone()
+        .kafka_option("auto.commit.interval.ms", "30000")
+        .set("pipeline", "progress_interval", "30s")
+        .write(env.dir.path().join("victim.toml"));
+    let mut host = Host::spawn(&env, "victim", &victim, false);
+    env.wait_for_count(10, Duration::from_secs(60)).await.unwrap();
+    host.kill9();
+    // The stream goes on while no host runs; then another takes over.
+    sr_produce(&env.topic, &args, &(second.join("\n") + "\n"));
+    let config = builder.write(env.dir.path().join("final.toml"));
+    let mut last = Host::spawn(&env, "final", &config, true);
+    let status = last.wait(Duration::from_secs(180)).await;
+    assert!(status.success(), "{status}\n{}", last.log_tail(30));
+    assert_eq!(last.summary("consumed"), Some(lines.len() as u64), "the killed host's work was replayed: {}", last.log_tail(10));
+    assert_eq!(last.summary("dead_lettered"), Some(0), "{}", last.log_tail(10));
+    env.assert_committed_at_end();
+
+    let docs = env.documents().await.unwrap();
+    let stored: std::collections::BTreeMap<i32, (String, String)> = docs
+        .iter()
+        .map(|d| {
+            let id = d.get_i32("_id").unwrap_or_else(|_| panic!("_id is the key's id: {d}"));
+            let balance = match d.get("balance") {
+                Some(Bson::String(b)) => b.clone(),
+                other => panic!("balance is the decimal's text (decimals = \"string\"): {other:?} in {d}"),
+            };
+            assert!(matches!(d.get("updated_at"), Some(Bson::DateTime(_))), "timestamp-micros is a date: {d}");
+            (id, (d.get_str("first_name").unwrap().to_owned(), balance))
+        })
+        .collect();
+    assert_eq!(
+        stored.len(),
+        table.len(),
+        "rows: stored {:?}, table {:?}",
+        stored.keys().collect::<Vec<_>>(),
+        table.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(stored, table);
+}
