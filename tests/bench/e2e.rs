@@ -27,7 +27,7 @@ use anyhow::{Context as _, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_tests::{DATABASE, TestEnv, brokers, lang_plugin, mongo_uri, plugin, repo, unique};
+use sluice_tests::{DATABASE, TestEnv, brokers, lang_plugin, mongo_uri, plugin, registry_url, repo, unique};
 
 const PARTITIONS: i32 = 6;
 const BATCH: usize = 500;
@@ -138,6 +138,23 @@ async fn topic(name: &str, count: u64, size: usize) -> anyhow::Result<TestEnv> {
     while let Some(r) = pending.next().await {
         delivered(r)?;
     }
+    Ok(env)
+}
+
+/// A topic of `count` messages `{"num": n}` in Avro (Confluent's wire format), the
+/// schema registered in the test registry: the same messages as [`topic`]'s, another format.
+async fn avro_topic(name: &str, count: u64) -> anyhow::Result<TestEnv> {
+    let env = TestEnv::new(name);
+    env.create_topic(PARTITIONS).await?;
+    let schema = r#"{"type": "record", "name": "Num", "fields": [{"name": "num", "type": "long"}]}"#;
+    let registry = sluice::formats::Registry::new(&sluice::config::SchemaRegistryConfig::at(registry_url())).map_err(anyhow::Error::msg)?;
+    let id = registry.register(&format!("{}-value", env.topic), schema, "AVRO").await.map_err(anyhow::Error::msg)?;
+    let encoder = sluice::formats::encode::AvroEncoder::new(schema, id).map_err(anyhow::Error::msg)?;
+    let mut opts = sluice::produce::ProduceOptions::numbers(&brokers(), &env.topic, 0, count);
+    opts.partitions = PARTITIONS;
+    opts.encode = Some(std::sync::Arc::new(move |line: &str| encoder.encode(line)));
+    let sent = sluice::produce::produce(&opts).await?;
+    anyhow::ensure!(sent == count, "sent {sent} of {count}");
     Ok(env)
 }
 
@@ -256,11 +273,16 @@ impl Bench {
 
 impl Bench {
     /// A Sluice config: `plugins` (example plugin names) on `env`'s topic, to `collection`.
-    fn sluice_config(&self, env: &TestEnv, group: &str, collection: &str, plugins: &[&str]) -> PathBuf {
+    fn sluice_config(&self, env: &TestEnv, group: &str, collection: &str, plugins: &[&str], avro: bool) -> PathBuf {
+        // Avro values: the format, and the registry that has their schema.
+        let (format, registry) = match avro {
+            true => ("value_format = \"avro\"\n".to_owned(), format!("[schema_registry]\nurl = \"{}\"\n", registry_url())),
+            false => (String::new(), String::new()),
+        };
         let mut text = format!(
-            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{group}\"\ntopics = [\"{}\"]\n\n\
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{group}\"\ntopics = [\"{}\"]\n{format}\n\
              [mongo]\nuri = \"{}\"\ndatabase = \"{DATABASE}\"\ncollection = \"{collection}\"\n\n\
-             [admin]\naddress = \"127.0.0.1:0\"\n\n",
+             [admin]\naddress = \"127.0.0.1:0\"\n\n{registry}\n",
             brokers(),
             env.topic,
             mongo_uri()
@@ -277,9 +299,22 @@ impl Bench {
 
     /// `hosts` Sluice processes in one group on `env`'s topic.
     async fn sluice(&self, name: &str, env: &TestEnv, plugins: &[&str], hosts: usize, total: i64) -> anyhow::Result<Measured> {
+        self.sluice_with(name, env, plugins, false, hosts, total).await
+    }
+
+    /// [`Bench::sluice`], the values in Avro when `avro`.
+    async fn sluice_with(
+        &self,
+        name: &str,
+        env: &TestEnv,
+        plugins: &[&str],
+        avro: bool,
+        hosts: usize,
+        total: i64,
+    ) -> anyhow::Result<Measured> {
         let group = unique("g-bench");
         let collection = self.collection("c-bench");
-        let config = self.sluice_config(env, &group, &collection, plugins);
+        let config = self.sluice_config(env, &group, &collection, plugins, avro);
         let mut children: Vec<Child> = (0..hosts)
             .map(|i| {
                 let (out, err) = log_to(self.work.path(), &format!("{group}-{i}"));
@@ -533,6 +568,20 @@ async fn main() -> anyhow::Result<()> {
     println!("| JavaScript enrich / Rust enrich, CPU per message | {:.2} | |", enrich_js.cpu_us() / rust.cpu_us());
     println!("| Sluice (Python enrich) CPU per message / consume.py's | {:.3} | |", enrich_py.cpu_us() / py.cpu_us());
 
+    println!("\n## Avro values: the same {n} messages `{{\"num\": n}}` in Avro (Confluent's wire format, schema registry), no plugin\n");
+    println!(
+        "| system | messages | seconds | messages/s | CPU seconds | CPU µs/message | Kafka broker CPU µs/message | FerretDB CPU µs/message | |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    eprintln!("[bench] Avro topic of {n} messages");
+    let avro = avro_topic("bench-avro", n).await?;
+    let avro_row = bench.sluice_with("Sluice, no plugin, Avro values", &avro, &[], true, 1, total).await.context("the Avro run")?;
+    println!("{}", none.row());
+    println!("{}", avro_row.row());
+    println!("\n| ratio | value |\n|---|---|");
+    println!("| Avro / JSON, CPU per message (no plugin) | {:.2} |", avro_row.cpu_us() / none.cpu_us());
+    println!("| Avro / JSON, messages/s (no plugin) | {:.2} |", avro_row.rate() / none.rate());
+
     println!("\n## Scaling: Sluice processes in one group ({n_scale} messages, {PARTITIONS} partitions, passthrough)\n");
     println!(
         "| hosts | messages | seconds | messages/s | CPU seconds (all hosts) | CPU µs/message | Kafka broker CPU µs/message | FerretDB CPU µs/message | |"
@@ -551,7 +600,7 @@ async fn main() -> anyhow::Result<()> {
         "| message size | messages | seconds | messages/s | CPU seconds | CPU µs/message | Kafka broker CPU µs/message | FerretDB CPU µs/message | MB/s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let mut topics = vec![main_topic.topic.clone(), py_topic.topic.clone(), scale_topic.topic.clone()];
+    let mut topics = vec![main_topic.topic.clone(), py_topic.topic.clone(), scale_topic.topic.clone(), avro.topic.clone()];
     for (size, count) in [(100usize, n_scale), (1000, n_scale / 2), (10_000, n_scale / 10)] {
         eprintln!("[bench] {size}-byte messages");
         let t = topic(&format!("bench-{size}b"), count, size).await?;
