@@ -66,7 +66,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::{brokers, mongo_uri, repo, sluice_bin, unique};
+use sluice_tests::{brokers, mongo_uri, registry_url, repo, sluice_bin, unique};
 
 /// How a block is tested.
 #[derive(Debug, Clone, PartialEq, Eq)]
