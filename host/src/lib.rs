@@ -7,9 +7,10 @@
 //! 1. [`record`]: a consumed record, its derived `_id`, failure kinds, shared partition
 //!    state; [`config`]: the TOML configuration (strict, documented defaults).
 //! 2. [`telemetry`]: health, counters and histograms every layer fills in.
-//! 3. Three siblings that never use each other: [`kafka`] (the consumer and its
+//! 3. Four siblings that never use each other: [`kafka`] (the consumer and its
 //!    offsets, headers as bytes, dead letters, the producer), [`plugin`] (wasmtime,
-//!    the chain, hot swap) and [`mongo`] (JSON to BSON, writes, the progress store).
+//!    the chain, hot swap), [`mongo`] (JSON to BSON, writes, the progress store)
+//!    and [`formats`] (Avro, Protobuf, JSON Schema to JSON; the schema registry).
 //! 4. [`ops`]: the admin HTTP API and `/metrics`.
 //! 5. [`pipeline`]: per-partition workers, the write plan, and [`run`], which ties it
 //!    all together.

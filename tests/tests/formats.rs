@@ -353,3 +353,117 @@ async fn a_debezium_stream_ends_as_the_table_also_after_kill_9() {
     );
     assert_eq!(stored, table);
 }
+
+/// `sluice plugin test` decodes as the host does: Avro values (base64 lines)
+/// through the registry, and the same outcome for bytes that do not decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_test_reads_avro_through_the_registry() {
+    use base64::Engine as _;
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("sr-plugin-test");
+    let registry = sluice::formats::Registry::new(&sluice::config::SchemaRegistryConfig::at(registry_url())).unwrap();
+    let id = registry.register(&format!("{}-value", env.topic), NUM_AVSC, "AVRO").await.unwrap();
+    let avro = sluice::formats::encode::AvroEncoder::new(NUM_AVSC, id).unwrap().encode(r#"{"num": 4, "pad": "p"}"#).unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let input = write(&env, "in.b64", &format!("{}\n{}\n", b64(&avro), b64(br#"{"num": 5}"#)));
+    let out = std::process::Command::new(sluice_bin())
+        .args(["plugin", "test"])
+        .arg(plugin("passthrough"))
+        .args(["--input", &input, "--value-format", "avro", "--registry", &registry_url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["ops"][0]["document"]["num"], 4, "{stdout}");
+    assert_eq!(lines[0]["ops"][0]["document"]["pad"], "p", "{stdout}");
+    assert_eq!(lines[1]["error"]["kind"], "invalid-input", "{stdout}");
+    assert!(lines[1]["error"]["message"].as_str().unwrap().contains("wire format"), "{stdout}");
+}
+
+/// A registry of this test's own, over TLS with basic auth and a bearer token:
+/// Sluice trusts its CA from `ca_file`, authenticates both ways, and stops (naming
+/// the registry, never the secret) when the credentials are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_over_tls_with_credentials() {
+    let env = TestEnv::new("sr-auth");
+    env.create_topic(1).await.unwrap();
+    let dir = env.dir.path();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mut registry = std::process::Command::new("python3")
+        .arg(repo().join("scripts/registry/registry.py"))
+        .args(["--port", "0", "--quiet", "--user", "sluice:s3cret-pw", "--token", "tok-s3cret"])
+        .arg("--data")
+        .arg(dir.join("registry.json"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        // The handshake Sluice fails without the CA is logged there: not this test's output.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(registry.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|_| panic!("registry's ready line: {line}"))
+    };
+    let url = format!("https://127.0.0.1:{}", ready["port"]);
+    let basic = sluice::config::SchemaRegistryConfig {
+        username: Some("sluice".into()),
+        password: Some("s3cret-pw".into()),
+        ca_file: Some(cert.clone()),
+        ..sluice::config::SchemaRegistryConfig::at(url.clone())
+    };
+    let id = sluice::formats::Registry::new(&basic).unwrap().register(&format!("{}-value", env.topic), NUM_AVSC, "AVRO").await.unwrap();
+    let enc = sluice::formats::encode::AvroEncoder::new(NUM_AVSC, id).unwrap();
+    let values: Vec<Vec<u8>> = (0..20).map(|n| enc.encode(&format!("{{\"num\": {n}}}")).unwrap()).collect();
+    let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    env.produce_raw(&records).await.unwrap();
+
+    let config = |registry: &str| {
+        let text = env.builder().set("kafka", "value_format", "avro").to_toml() + registry;
+        let path = dir.join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        sluice::config::Config::load(&path).unwrap()
+    };
+    let ca = cert.display();
+    // Refused: the run stops, naming the registry and not the password.
+    let wrong = config(&format!("[schema_registry]\nurl = \"{url}\"\nusername = \"sluice\"\npassword = \"nope-pw\"\nca_file = \"{ca}\"\n"));
+    let run = sluice::run(wrong, sluice::RunOptions { until_caught_up: true, ..Default::default() }, std::future::pending());
+    let e = format!("{:#}", tokio::time::timeout(Duration::from_secs(60), run).await.expect("it stops").unwrap_err());
+    assert!(e.contains("refused Sluice's credentials") && e.contains(&url) && !e.contains("nope-pw"), "{e}");
+    assert_eq!(env.count().await, 0);
+    // Without the CA, TLS fails: retried as unavailable, never a dead letter (so not run to the end here).
+    let no_ca = sluice::config::SchemaRegistryConfig { ca_file: None, ..basic.clone() };
+    let e = sluice::formats::Registry::new(&no_ca).unwrap().register("x-value", NUM_AVSC, "AVRO").await.unwrap_err();
+    assert!(e.contains("certificate"), "{e}");
+    // Basic auth, then a bearer token: written.
+    run_until_caught_up(config(&format!(
+        "[schema_registry]\nurl = \"{url}\"\nusername = \"sluice\"\npassword = \"s3cret-pw\"\nca_file = \"{ca}\"\n"
+    )))
+    .await;
+    env.assert_exact(20).await;
+    // A bearer token works as well; a wrong one is refused.
+    let bearer =
+        sluice::config::SchemaRegistryConfig { username: None, password: None, bearer_token: Some("tok-s3cret".into()), ..basic.clone() };
+    let client = sluice::formats::Registry::new(&bearer).unwrap();
+    client.fetch(id).await.unwrap();
+    assert!(matches!(client.get(id), Some(Ok(_))));
+    let wrong = sluice::config::SchemaRegistryConfig { bearer_token: Some("tok-wrong".into()), ..bearer };
+    let e = sluice::formats::Registry::new(&wrong).unwrap().fetch(id).await.unwrap_err().to_string();
+    assert!(e.contains("refused") && !e.contains("tok-wrong"), "{e}");
+    let _ = registry.kill();
+    let _ = registry.wait();
+}
