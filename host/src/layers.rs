@@ -3,8 +3,18 @@
 //! Files of one unit use each other freely; units of one layer never do.
 
 /// Each unit's layer, bottom (0) to top.
-const LAYERS: &[(&str, u8)] =
-    &[("record", 0), ("config", 0), ("telemetry", 1), ("kafka", 2), ("plugin", 2), ("mongo", 2), ("formats", 2), ("ops", 3), ("pipeline", 4), ("cli", 5)];
+const LAYERS: &[(&str, u8)] = &[
+    ("record", 0),
+    ("config", 0),
+    ("telemetry", 1),
+    ("kafka", 2),
+    ("plugin", 2),
+    ("mongo", 2),
+    ("formats", 2),
+    ("ops", 3),
+    ("pipeline", 4),
+    ("cli", 5),
+];
 
 /// The sibling layers own their clients: none names another's crate.
 const OWNS: &[(&str, &str)] = &[("kafka", "rdkafka"), ("plugin", "wasmtime"), ("mongo", "mongodb"), ("formats", "reqwest")];

@@ -76,8 +76,8 @@ pub use kafka::{KafkaConfig, OffsetReset};
 pub use mongo::{DEFAULT_OFFSETS_COLLECTION, MongoConfig, WriteAck, WriteConcernConfig};
 pub use pipeline::{OnError, PipelineConfig};
 pub use plugins::{PluginConfig, PluginLimits, SelfTest};
-pub use registry::{Decimals, Format, SchemaRegistryConfig};
 pub use redact::{is_secret_option, redact_kafka_error, redact_uri};
+pub use registry::{Decimals, Format, SchemaRegistryConfig};
 
 use std::fmt;
 use std::path::PathBuf;
