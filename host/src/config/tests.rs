@@ -125,6 +125,8 @@ fn every_key_is_documented() {
         ("kafka", fields::<KafkaConfig>()),
         ("mongo", fields::<MongoConfig>()),
         ("mongo.write_concern", fields::<WriteConcernConfig>()),
+        ("mongo.indexes", fields::<mongo::IndexConfig>()),
+        ("mongo.timeseries", fields::<mongo::TimeseriesConfig>()),
         ("plugins", fields::<PluginConfig>()),
         ("plugins.limits", fields::<PluginLimits>()),
         ("plugins.self_test", fields::<SelfTest>()),

@@ -56,6 +56,7 @@ impl Config {
                 m.collection
             ));
         }
+        m.validate_collections()?;
         let mut names = std::collections::HashSet::new();
         for p in &self.plugins {
             if !names.insert(p.name.as_str()) {

@@ -199,6 +199,7 @@ async fn connect(
     let sink = Sink::connect(&config.mongo).await?.ignoring_field(config.pipeline.versions_field.as_deref());
     let progress = sink.progress(&config.mongo.offsets_collection, &config.kafka.group_id);
     tracing::info!(database = %config.mongo.database, collection = %config.mongo.collection, "connected to MongoDB");
+    crate::mongo::collections::prepare(&config.mongo, sink.database()).await?;
     {
         let (kafka, timeout) = (config.kafka.clone(), config.kafka.connect_timeout);
         tokio::task::spawn_blocking(move || crate::kafka::source::check_reachable(&kafka, timeout)).await??;
