@@ -162,7 +162,10 @@ fn an_environment_override_of_no_section_is_reported() {
     let out = Command::new(sluice_bin()).args(["check", "--config"]).arg(&path).env("SLUICE_MONGODB_URI", "mongodb://x").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("SLUICE_MONGODB_URI names no config section (kafka, mongo, pipeline, dlq, admin, hot_swap, schema_registry): ignored"), "{err}");
+    assert!(
+        err.contains("SLUICE_MONGODB_URI names no config section (kafka, mongo, pipeline, dlq, admin, hot_swap, schema_registry): ignored"),
+        "{err}"
+    );
 }
 
 /// A topic that does not exist (a typo) stops `run` with its name after
