@@ -137,7 +137,10 @@ fn write_message(msg: &DynamicMessage, out: &mut Vec<u8>, d: Decimals) -> Result
         "google.protobuf.Value" => {
             return match msg.fields().next() {
                 Some((field, v)) if field.name() != "null_value" => write_value(v, &field.kind(), out, d),
-                _ => Ok(json::null(out)),
+                _ => {
+                    json::null(out);
+                    Ok(())
+                }
             };
         }
         _ => {}
