@@ -305,6 +305,50 @@ mod tests {
         assert!(p.failures[0].1.message.contains("progress store"), "{:?}", p.failures);
     }
 
+    #[test]
+    fn filters_are_literal_and_updates_only_operators() {
+        use crate::plugin::chain::{ChainOutput, Results};
+        let rec = SourceRecord { topic: Arc::from("a.b"), partition: 3, offset: 7, timestamp: None, key: None, value: None, headers: vec![] };
+        let mut data = Vec::new();
+        let mut outputs = Vec::new();
+        let mut records = Vec::new();
+        for (op, filter, doc, upsert) in [
+            (Op::Update, r#"{"name":{"$gt":""},"_id":1}"#, r#"{"$inc":{"n":1}}"#, true),
+            (Op::Update, r#"{"_id":1}"#, r#"{"n":1}"#, false),
+            (Op::Update, r#"{"_id":1}"#, r#"{"$where":{"n":1}}"#, false),
+            (Op::Update, r#"{"$or":[]}"#, r#"{"$set":{"n":1}}"#, false),
+            (Op::Replace, r#"{"_id":1}"#, r#"{"$set":{"n":1}}"#, false),
+            (Op::DeleteWhere, r#"{"k":"v"}"#, "", false),
+        ] {
+            let f = data.len()..data.len() + filter.len();
+            data.extend_from_slice(filter.as_bytes());
+            let d = data.len()..data.len() + doc.len();
+            data.extend_from_slice(doc.as_bytes());
+            records.push(Ok(outputs.len()..outputs.len() + 1));
+            outputs.push(ChainOutput { op, collection: None, document: d, filter: Some(f), upsert });
+        }
+        let n = records.len();
+        let results = Results { outputs, records, data, ordered: true };
+        let target = Target { versions_field: Some("_v"), offsets_collection: "progress" };
+        let p = plan(&ChainSpec::new(1, vec![]), &target, &vec![rec.clone(); n], &results);
+        assert!(p.ordered);
+        assert_eq!(p.op_source, [0, 5]);
+        let failed: Vec<(usize, &str)> = p.failures.iter().map(|(i, f)| (*i, f.message.as_str())).collect();
+        assert!(failed[0].0 == 1 && failed[0].1.contains("not an operator"), "{failed:?}");
+        assert!(failed[1].0 == 2 && failed[1].1.contains("\"$where\" is not allowed"), "{failed:?}");
+        assert!(failed[2].0 == 3 && failed[2].1.contains("is an operator"), "{failed:?}");
+        assert!(failed[3].0 == 4 && failed[3].1.contains("replacement key"), "{failed:?}");
+        let update = &p.ops[0];
+        let filter = update.filter.as_ref().unwrap().to_document().unwrap();
+        assert_eq!(filter, mongodb::bson::doc! { "name": { "$eq": { "$gt": "" } }, "_id": { "$eq": 1 } });
+        assert!(update.upsert);
+        assert_eq!(update.guard, Some(Guard { field: "_sluice_src.a%2Eb.3".into(), position: 7 * 65536 }));
+        let doc = update.doc.to_document().unwrap();
+        assert!(doc.get_document("$set").unwrap().contains_key("_v"), "the versions field is set: {doc}");
+        assert_eq!(p.ops[1].guard, None, "no guard on a delete");
+        assert_eq!(guard(&SourceRecord { offset: i64::MAX, ..rec }, 0), None, "beyond 2^47");
+    }
+
     mod properties {
         use super::super::*;
         use crate::plugin::chain::{ChainOutput, Results};
