@@ -163,7 +163,10 @@ fn writes_by_filter_round_trip_through_the_columns() {
             assert_eq!(o[0], Output::update(json!({"_id": "k"}), json!({"$inc": {"n": 1}})).or_insert());
             assert!(o[0].upsert && !o[1].upsert && !o[3].upsert, "or_insert only for update and replace");
             assert_eq!((o[1].operation, o[1].collection.as_deref()), (Operation::Replace, Some("c")));
-            assert_eq!((o[2].operation, &o[2].filter, &o[2].document), (Operation::DeleteWhere, &Some(json!({"name": {"$gt": ""}})), &Value::Null));
+            assert_eq!(
+                (o[2].operation, &o[2].filter, &o[2].document),
+                (Operation::DeleteWhere, &Some(json!({"name": {"$gt": ""}})), &Value::Null)
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -67,7 +67,14 @@ impl ResultColumns {
 
     /// Add an output of any operation: its filter, document (JSON bytes, as
     /// they are) and collection go to `data`, in that order.
-    pub fn output_full(&mut self, operation: Operation, flags: u32, filter: Option<&[u8]>, document: Option<&[u8]>, collection: Option<&str>) {
+    pub fn output_full(
+        &mut self,
+        operation: Operation,
+        flags: u32,
+        filter: Option<&[u8]>,
+        document: Option<&[u8]>,
+        collection: Option<&str>,
+    ) {
         let filter = Span::append(&mut self.data, filter);
         let document = Span::append(&mut self.data, document);
         self.output_spans(operation, flags, filter, document, collection);

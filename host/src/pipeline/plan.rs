@@ -95,7 +95,6 @@ fn check_replacement(doc: &RawDocumentBuf) -> Option<String> {
         .map(|(k, _)| format!("replacement key {k:?} starts with `$`: a replacement is a document, not operators (use update)"))
 }
 
-
 /// Where outputs go and what they carry.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
@@ -308,7 +307,8 @@ mod tests {
     #[test]
     fn filters_are_literal_and_updates_only_operators() {
         use crate::plugin::chain::{ChainOutput, Results};
-        let rec = SourceRecord { topic: Arc::from("a.b"), partition: 3, offset: 7, timestamp: None, key: None, value: None, headers: vec![] };
+        let rec =
+            SourceRecord { topic: Arc::from("a.b"), partition: 3, offset: 7, timestamp: None, key: None, value: None, headers: vec![] };
         let mut data = Vec::new();
         let mut outputs = Vec::new();
         let mut records = Vec::new();

@@ -387,7 +387,8 @@ impl Chain {
             match result.outcome(i) {
                 OutcomeRef::Drop => {}
                 OutcomeRef::Emit(outputs) => {
-                    let size: usize = outputs.clone().map(|j| result.output(j)).map(|o| o.document.len() + o.filter.map_or(0, <[u8]>::len)).sum();
+                    let size: usize =
+                        outputs.clone().map(|j| result.output(j)).map(|o| o.document.len() + o.filter.map_or(0, <[u8]>::len)).sum();
                     if size > max {
                         let slot = &mut failed[item.source];
                         if slot.is_none() {

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::columns::{bindings, legacy_bindings};
 use super::columns::{Batch, OutcomeRef};
+use super::columns::{bindings, legacy_bindings};
 use super::instance::{HostState, PluginInstance};
 use super::runtime::{CallLimit, Runtime, RuntimeError};
 use crate::config::{PluginConfig, SelfTest};
