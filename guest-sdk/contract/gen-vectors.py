@@ -18,7 +18,9 @@ ABSENT = 0xFFFFFFFF
 NO_TIMESTAMP = -1
 INVALID_INPUT_TAG = b"\0sluice:invalid-input\0"
 OUTCOME = {"drop": 0, "emit": 1, "error": 2}
-OPERATION = {"insert": 0, "upsert": 1, "delete": 2}
+OPERATION = {"insert": 0, "upsert": 1, "delete": 2, "update": 3, "replace": 4, "delete-where": 5}
+FLAG_UPSERT = 1
+OPTION_ORDERED = 1
 
 
 def h(b):
@@ -48,7 +50,43 @@ def encode_batch(records):
     return cols
 
 
-def encode_result(outcomes):
+def encode_result(outcomes, ordered=False):
+    cols = {"outcomes": [], "outputs": [], "data": bytearray(), "options": OPTION_ORDERED if ordered else 0}
+    data = cols["data"]
+
+    def append(b):
+        if b is None:
+            return [0, ABSENT]
+        b = b.encode()
+        start = len(data)
+        data.extend(b)
+        return [start, len(b)]
+
+    for o in outcomes:
+        if o["kind"] == "error":
+            if o["invalid_input"]:
+                data.extend(INVALID_INPUT_TAG)
+            m = o["message"].encode()
+            cols["outcomes"] += [OUTCOME["error"], len(data), len(m)]
+            data.extend(m)
+        elif not o.get("outputs"):
+            cols["outcomes"] += [OUTCOME["drop"], 0, 0]
+        else:
+            first = len(cols["outputs"]) // 8
+            for out in o["outputs"]:
+                # filter, then document, then collection
+                f = append(out["filter"])
+                d = append(out["document"])
+                c = append(out["collection"])
+                flags = FLAG_UPSERT if out["upsert"] else 0
+                cols["outputs"] += [OPERATION[out["operation"]], flags] + f + d + c
+            cols["outcomes"] += [OUTCOME["emit"], first, len(o["outputs"])]
+    cols["data"] = data.hex()
+    return cols
+
+
+def encode_legacy_result(outcomes):
+    """The same outcomes as contract 0.2.0 wrote them: 5 numbers per output, no options."""
     cols = {"outcomes": [], "outputs": [], "data": bytearray()}
     data = cols["data"]
     for o in outcomes:
@@ -100,8 +138,8 @@ def batch(name, about, records, topic="t", partition=0, decoded=None):
     return v
 
 
-def out(operation, document, collection=None):
-    return {"operation": operation, "document": document, "collection": collection}
+def out(operation, document, collection=None, filter=None, upsert=False):
+    return {"operation": operation, "filter": filter, "document": document, "upsert": upsert, "collection": collection}
 
 
 def emit(*outputs):
@@ -115,19 +153,24 @@ def error(message, invalid_input=False):
 DROP = {"kind": "drop"}
 
 
-def result(name, about, outcomes, columns=None):
-    v = {"name": name, "about": about, "records": len(outcomes), "outcomes": outcomes}
+def result(name, about, outcomes, columns=None, ordered=False):
+    v = {"name": name, "about": about, "records": len(outcomes), "outcomes": outcomes, "ordered": ordered}
     if columns is None:
-        v["columns"] = encode_result(outcomes)
+        v["columns"] = encode_result(outcomes, ordered)
     else:
         v["decode_only"] = True
         v["columns"] = columns
     return v
 
 
-def malformed(name, records, outcomes, outputs, data, error):
+def malformed(name, records, outcomes, outputs, data, error, options=0):
     return {"name": name, "records": records,
-            "columns": {"outcomes": outcomes, "outputs": outputs, "data": data.hex()}, "error": error}
+            "columns": {"outcomes": outcomes, "outputs": outputs, "data": data.hex(), "options": options}, "error": error}
+
+
+def legacy(name, about, outcomes):
+    return {"name": name, "about": about, "records": len(outcomes), "outcomes": outcomes,
+            "columns": encode_legacy_result(outcomes)}
 
 
 BATCHES = [
@@ -171,19 +214,45 @@ RESULTS = [
            columns=encode_result([error("value is not JSON: EOF while parsing"), error("value is not a JSON object: 3"),
                                   error("record has no value (tombstone)"), error("the value is not JSON, says the plugin")])),
     result("emit-none", "emit with a count of 0 is the same as drop (writers write drop)",
-           [emit()], columns={"outcomes": [1, 0, 0], "outputs": [], "data": ""}),
+           [emit()], columns={"outcomes": [1, 0, 0], "outputs": [], "data": "", "options": 0}),
+    result("update", "an update by filter, then the same as an upsert into another collection",
+           [emit(out("update", '{"$set":{"a":1},"$inc":{"n":1}}', filter='{"_id":"k"}')),
+            emit(out("update", '{"$push":{"tags":"x"}}', "c", filter='{"email":"a@b"}', upsert=True))]),
+    result("replace-and-delete-where", "a replace by filter (upsert), a replace, a delete by filter",
+           [emit(out("replace", '{"name":"n","v":2}', filter='{"name":"n"}', upsert=True),
+                 out("replace", '{"v":3}', filter='{"_id":1}')),
+            emit(out("delete-where", None, filter='{"name":{"$gt":""}}'))]),
+    result("ordered", "the plugin asks for its outputs to be written in order",
+           [emit(out("insert", '{"i":0}'), out("update", '{"$inc":{"n":1}}', filter='{"_id":0}'))], ordered=True),
 ]
 
+LEGACY = [
+    legacy("each-operation", "contract 0.2.0: 5 numbers per output, no options; read as insert, upsert and delete",
+           [emit(out("insert", '{"n":1}')), emit(out("upsert", '{"_id":2,"n":2}')),
+            emit(out("delete", '{"_id":3}', "other"))]),
+    legacy("fan-out-and-errors", "contract 0.2.0: outputs, a drop and an error",
+           [emit(out("insert", '{"i":0}'), out("insert", '{"i":1}', "c")), DROP,
+            error("value is not JSON: x", invalid_input=True)]),
+]
+
+NOF = [0, ABSENT]  # no filter
 MALFORMED = [
-    malformed("document-outside", 1, [1, 0, 1], [0, 0, 7, 0, ABSENT], b"{}", "document outside"),
-    malformed("outputs-beyond", 1, [1, 0, 2], [0, 0, 2, 0, ABSENT], b"{}", "beyond the 1 given"),
-    malformed("unknown-operation", 1, [1, 0, 1], [3, 0, 2, 0, ABSENT], b"{}", "unknown operation 3"),
+    malformed("document-outside", 1, [1, 0, 1], [0, 0] + NOF + [0, 7, 0, ABSENT], b"{}", "document outside"),
+    malformed("outputs-beyond", 1, [1, 0, 2], [0, 0] + NOF + [0, 2, 0, ABSENT], b"{}", "beyond the 1 given"),
+    malformed("unknown-operation", 1, [1, 0, 1], [6, 0] + NOF + [0, 2, 0, ABSENT], b"{}", "unknown operation 6"),
+    malformed("update-without-filter", 1, [1, 0, 1], [3, 0] + NOF + [0, 2, 0, ABSENT], b"{}", "update needs a filter"),
+    malformed("insert-with-filter", 1, [1, 0, 1], [0, 0, 0, 2, 0, 2, 0, ABSENT], b"{}", "insert takes no filter"),
+    malformed("delete-where-with-document", 1, [1, 0, 1], [5, 0, 0, 2, 0, 2, 0, ABSENT], b"{}", "delete-where takes no document"),
+    malformed("filter-outside", 1, [1, 0, 1], [5, 0, 0, 9, 0, ABSENT, 0, ABSENT], b"{}", "filter outside"),
+    malformed("upsert-flag-on-insert", 1, [1, 0, 1], [0, 1] + NOF + [0, 2, 0, ABSENT], b"{}", "flags 1 not allowed for insert"),
+    malformed("unknown-flag", 1, [1, 0, 1], [3, 2, 0, 2, 0, 2, 0, ABSENT], b"{}", "flags 2 not allowed"),
+    malformed("unknown-option", 0, [], [], b"", "unknown options 2", options=2),
     malformed("unknown-outcome-kind", 1, [9, 0, 0], [], b"", "unknown outcome kind 9"),
     malformed("message-outside", 1, [2, 0, 5], [], b"ab", "error message outside"),
-    malformed("collection-not-utf8", 1, [1, 0, 1], [0, 0, 2, 1, 1], b"{\xff", "not UTF-8"),
-    malformed("collection-outside", 1, [1, 0, 1], [0, 0, 2, 1, 9], b"{}", "collection name outside"),
+    malformed("collection-not-utf8", 1, [1, 0, 1], [0, 0] + NOF + [0, 2, 1, 1], b"{\xff", "not UTF-8"),
+    malformed("collection-outside", 1, [1, 0, 1], [0, 0] + NOF + [0, 2, 1, 9], b"{}", "collection name outside"),
     malformed("too-many-outcomes", 1, [0, 0, 0, 0, 0, 0], [], b"", "6 outcome numbers for 1 records"),
-    malformed("outputs-not-multiple", 0, [], [0, 0, 0], b"", "not a multiple of 5"),
+    malformed("outputs-not-multiple", 0, [], [0, 0, 0], b"", "not a multiple of 8"),
     malformed("overflowing-range", 1, [1, ABSENT, 2], [], b"", "beyond"),
 ]
 
@@ -193,7 +262,9 @@ def main():
         "about": "Test vectors of the Sluice plugin contract's columns (see columns.md). Bytes are hex. "
                  "batches: records -> columns (host) and columns -> records ('decoded' when it differs). "
                  "results: outcomes -> columns (plugin) and columns -> outcomes (host); 'decode_only' ones "
-                 "are read, never written. malformed: results a host must refuse, with a part of the reason.",
+                 "are read, never written. malformed: results a host must refuse, with a part of the reason. "
+                 "legacy: results as contract 0.2.0 laid them out (5 numbers per output, no options), "
+                 "which a host that still runs 0.2.0 plugins reads as the outcomes.",
         "contract": PACKAGE,
         "absent": ABSENT,
         "no_timestamp": NO_TIMESTAMP,
@@ -201,6 +272,7 @@ def main():
         "batches": BATCHES,
         "results": RESULTS,
         "malformed": MALFORMED,
+        "legacy": LEGACY,
     }
     with open(os.path.join(WIT, "vectors.json"), "w") as f:
         text = json.dumps(vectors, indent=1, ensure_ascii=False)

@@ -74,6 +74,34 @@ impl ResultWriter {
         Ok(())
     }
 
+    /// Emit an update, replace or delete-where: its filter then (but for
+    /// delete-where) its document, serialised from JSON objects.
+    pub fn emit_filtered(&mut self, op: Operation, filter: &Value, document: &Value, upsert: bool, collection: Option<&str>) -> Result<()> {
+        if !op.has_filter() {
+            bail!("a {} takes no filter", op.name());
+        }
+        if !filter.is_object() {
+            bail!("the filter is not a JSON object: {filter}");
+        }
+        if op.has_document() && !document.is_object() {
+            bail!("the {} document is not a JSON object: {document}", op.name());
+        }
+        let data = &mut self.columns.data;
+        let start = data.len();
+        serde_json::to_writer(&mut *data, filter).map_err(|e| anyhow!("cannot serialise the filter: {e}"))?;
+        let filter_span = sluice_contract::Span { start: start as u32, len: (data.len() - start) as u32 };
+        let document_span = if op.has_document() {
+            let start = data.len();
+            serde_json::to_writer(&mut *data, document).map_err(|e| anyhow!("cannot serialise output: {e}"))?;
+            sluice_contract::Span { start: start as u32, len: (data.len() - start) as u32 }
+        } else {
+            sluice_contract::Span::ABSENT
+        };
+        let flags = if upsert && op.may_upsert() { sluice_contract::FLAG_UPSERT } else { 0 };
+        self.columns.output_spans(op, flags, filter_span, document_span, collection);
+        Ok(())
+    }
+
     /// Emit a document given as JSON bytes, as they are.
     pub fn emit_raw(&mut self, op: Operation, document: &[u8], collection: Option<&str>) {
         self.columns.output(op, document, collection);
@@ -96,7 +124,13 @@ impl ResultWriter {
                         let o = view.output(j);
                         Output {
                             operation: o.operation,
-                            document: serde_json::from_slice(o.document).expect("JSON"),
+                            document: if o.operation.has_document() {
+                                serde_json::from_slice(o.document).expect("JSON")
+                            } else {
+                                Value::Null
+                            },
+                            filter: o.filter.map(|f| serde_json::from_slice(f).expect("JSON")),
+                            upsert: o.upsert,
                             collection: o.collection.map(str::to_owned),
                         }
                     })
@@ -171,6 +205,7 @@ pub fn for_each_record(
 ) -> ResultWriter {
     let batch = BatchView { offsets, timestamps, spans, header_spans, data };
     let mut w = ResultWriter::with_capacity(batch.len(), data.len());
+    w.columns.set_ordered(crate::ordered());
     for r in batch.records() {
         let headers = r.headers().map(|(k, v)| (std::str::from_utf8(k).unwrap_or(""), v)).collect();
         let record = Record { topic, partition, offset: r.offset, timestamp: r.timestamp, key: r.key, value: r.value, headers };
@@ -210,7 +245,7 @@ mod wit {
         let b = &batch;
         let w = for_each_record(&b.topic, b.partition, &b.offsets, &b.timestamps, &b.spans, &b.header_spans, &b.data, one);
         let c = w.into_columns();
-        t::BatchResult { outcomes: c.outcomes, outputs: c.outputs, data: c.data }
+        t::BatchResult { outcomes: c.outcomes, outputs: c.outputs, data: c.data, options: c.options }
     }
 
     pub fn host_log(level: crate::log::Level, message: &str) {

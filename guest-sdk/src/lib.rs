@@ -11,6 +11,12 @@
 //! - [`flat_map`]: `fn(Value) -> Result<I>` turns a record into zero or more
 //!   documents (`I` iterates over [`Value`]s or [`Output`]s).
 //!
+//! An [`Output`] is an insert (a plain [`Value`] is one), an upsert or delete by
+//! `_id`, or (contract 0.3.0) a write by filter: [`Output::update`] with update
+//! operators, [`Output::replace_where`], [`Output::delete_where`]; `.or_insert()`
+//! makes an update or replace an upsert. [`set_ordered`] asks the host to write
+//! the outputs strictly in order.
+//!
 //! Each may take the source [`Record`] (topic, partition, offset, key, headers…)
 //! as a second parameter: `fn(Value, &Record)`. Each may name an init function,
 //! `#[map(init = setup)]`, with the signature `fn(&Params) -> Result<()>`; it is
@@ -22,7 +28,7 @@
 //!
 //! # Layout
 //! - [`Record`], [`Output`], [`Operation`], [`Params`]: the plugin's view of the
-//!   contract (`wit/plugin.wit`, package `sluice:plugin@0.2.0`; its columns are
+//!   contract (`wit/plugin.wit`, package `sluice:plugin@0.3.0`; its columns are
 //!   laid out as `wit/columns.md` says, by the `sluice-contract` crate).
 //! - [`filter`], [`map`], [`flat_map`], [`process`]: the attribute macros. They leave your
 //!   function as it is and add, for `target_arch = "wasm32"` only, the glue that
@@ -94,6 +100,21 @@ pub use abi as __private;
 
 /// The version of the plugin contract this SDK builds against.
 pub const CONTRACT_VERSION: &str = sluice_contract::PACKAGE;
+
+static ORDERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ask the host to write this plugin's outputs strictly in order, batch after
+/// batch (e.g. call it in your init function). Off by default: the host then
+/// writes consecutive inserts as one unordered `insertMany` (faster), and
+/// everything else one at a time, in order.
+pub fn set_ordered(ordered: bool) {
+    ORDERED.store(ordered, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_ordered`] asked for ordered writes.
+pub fn ordered() -> bool {
+    ORDERED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 #[cfg(test)]
 mod tests;

@@ -73,7 +73,7 @@ fn an_error_after_some_outputs_discards_them() {
     w.record(|w| w.emit_json(Operation::Delete, &json!({"_id": 2}), Some("other")));
     assert_eq!(w.outcome(0), Outcome::Error("second output failed".into()));
     assert_eq!(w.outcome(1), Outcome::Emit(vec![Output::delete(json!(2)).in_collection("other")]));
-    assert_eq!(w.outputs.len(), 5, "the discarded output left no trace");
+    assert_eq!(w.outputs.len(), sluice_contract::OutputEntry::WIDTH, "the discarded output left no trace");
 }
 
 #[test]
@@ -146,4 +146,40 @@ fn the_sdks_invalid_input_errors_carry_the_tag_and_others_do_not() {
     let view = w.view();
     let invalid: Vec<bool> = (0..6).map(|i| matches!(view.outcome(i), sluice_contract::Outcome::Error(e) if e.invalid_input)).collect();
     assert_eq!(invalid, [true, true, true, false, false, false]);
+}
+
+#[test]
+fn writes_by_filter_round_trip_through_the_columns() {
+    let mut f = |_: Value, _: &Record| -> Result<Vec<Output>> {
+        Ok(vec![
+            Output::update(json!({"_id": "k"}), json!({"$inc": {"n": 1}})).or_insert(),
+            Output::replace_where(json!({"name": "a"}), json!({"name": "a", "v": 2})).in_collection("c"),
+            Output::delete_where(json!({"name": {"$gt": ""}})),
+            Output::insert(json!({"x": 1})).or_insert(),
+        ])
+    };
+    match one(|w| flat_map_one(&rec("{}"), &mut f, w)) {
+        Outcome::Emit(o) => {
+            assert_eq!(o[0], Output::update(json!({"_id": "k"}), json!({"$inc": {"n": 1}})).or_insert());
+            assert!(o[0].upsert && !o[1].upsert && !o[3].upsert, "or_insert only for update and replace");
+            assert_eq!((o[1].operation, o[1].collection.as_deref()), (Operation::Replace, Some("c")));
+            assert_eq!(
+                (o[2].operation, &o[2].filter, &o[2].document),
+                (Operation::DeleteWhere, &Some(json!({"name": {"$gt": ""}})), &Value::Null)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut bad = |_: Value, _: &Record| -> Result<Output> { Ok(Output::update(json!([1]), json!({"$set": {}}))) };
+    assert_eq!(one(|w| map_one(&rec("{}"), &mut bad, w)), Outcome::Error("the filter is not a JSON object: [1]".into()));
+}
+
+#[test]
+fn ordered_is_a_switch_for_every_batch() {
+    set_ordered(true);
+    let w = for_each_record("t", 0, &[], &[], &[], &[], &[], |_, _| Ok(()));
+    assert_eq!(w.options, sluice_contract::OPTION_ORDERED);
+    set_ordered(false);
+    let w = for_each_record("t", 0, &[], &[], &[], &[], &[], |_, _| Ok(()));
+    assert_eq!(w.options, 0);
 }

@@ -130,12 +130,39 @@ pub struct Since {
 /// behind it), so that the byte limit bounds memory also for tiny records.
 pub const RECORD_OVERHEAD: usize = 128;
 
-/// What a plugin output does to MongoDB (the contract's one operation kind).
+/// What a plugin output does to MongoDB (the contract's operations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Insert,
+    /// Replace by `_id`, inserting when absent.
     Upsert,
+    /// Delete by `_id`.
     Delete,
+    /// Update one document matching a filter with update operators (contract 0.3.0).
+    Update,
+    /// Replace one document matching a filter (contract 0.3.0).
+    Replace,
+    /// Delete one document matching a filter (contract 0.3.0).
+    DeleteWhere,
+}
+
+impl Op {
+    /// Its name in the contract.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+            Op::Update => "update",
+            Op::Replace => "replace",
+            Op::DeleteWhere => "delete-where",
+        }
+    }
+
+    /// It names its document by a filter.
+    pub fn has_filter(self) -> bool {
+        matches!(self, Op::Update | Op::Replace | Op::DeleteWhere)
+    }
 }
 
 /// Why a record failed.

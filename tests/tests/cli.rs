@@ -67,7 +67,7 @@ fn a_component_of_another_contract_version_is_rejected() {
     let (code, err) = run_with(&env, &with_plugin(&env, &hostile("oldcontract"), ""));
     assert_eq!(code, 1);
     let line = error_line(&err);
-    assert!(line.contains("does not match the contract sluice:plugin@0.2.0") && line.contains("0.0.9"), "{line}");
+    assert!(line.contains("does not match the contract sluice:plugin@0.3.0 (nor sluice:plugin@0.2.0)") && line.contains("0.1.9"), "{line}");
 }
 
 #[test]

@@ -254,7 +254,7 @@ async fn api_swap_refuses_broken_versions_and_rolls_back() {
     // Broken v3s: each refused with the reason, v2 keeps running.
     for (bytes, reason) in [
         (b"#!/bin/sh\necho not wasm\n".to_vec(), "not a WebAssembly module or component"),
-        (std::fs::read(hostile("oldcontract")).unwrap(), "does not match the contract sluice:plugin@0.2.0"),
+        (std::fs::read(hostile("oldcontract")).unwrap(), "does not match the contract sluice:plugin@0.3.0 (nor sluice:plugin@0.2.0)"),
         (std::fs::read(hostile("initfail")).unwrap(), "init failed: this version refuses to start"),
         (std::fs::read(hostile("panic")).unwrap(), "failed self_test 1: trap: panic: panicked at"),
     ] {

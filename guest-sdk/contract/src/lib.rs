@@ -36,6 +36,12 @@ pub use result::{ErrorRef, Mark, Outcome, OutputRef, ResultColumns, ResultView};
 
 macro_rules! version {
     () => {
+        "0.3.0"
+    };
+}
+
+macro_rules! legacy_version {
+    () => {
         "0.2.0"
     };
 }
@@ -48,6 +54,16 @@ pub const PACKAGE: &str = concat!("sluice:plugin@", version!());
 
 /// The one interface the host provides to plugins (logging).
 pub const HOST_INTERFACE: &str = concat!("sluice:plugin/host@", version!());
+
+/// The older contract version the host still runs, unchanged: its results are
+/// read through [`upgrade_legacy_outputs`] (`wit/legacy/plugin-0.2.0.wit`).
+pub const LEGACY_VERSION: &str = legacy_version!();
+
+/// [`PACKAGE`] of the older contract version the host still runs.
+pub const LEGACY_PACKAGE: &str = concat!("sluice:plugin@", legacy_version!());
+
+/// [`HOST_INTERFACE`] of the older contract version the host still runs.
+pub const LEGACY_HOST_INTERFACE: &str = concat!("sluice:plugin/host@", legacy_version!());
 
 /// Every interface of the contract, any version, starts with this.
 pub const INTERFACE_PREFIX: &str = "sluice:plugin/";
@@ -186,20 +202,32 @@ impl OutcomeKind {
     }
 }
 
-/// What the host does with an output document: the first number of its output entry.
+/// What the host does with an output: the first number of its output entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Operation {
-    /// Insert. Without `_id` the host derives one from the source coordinates.
+    /// Insert the document. Without `_id` the host derives one from the source coordinates.
     Insert = 0,
     /// Replace the document with the same `_id`, or insert it (needs `_id`).
     Upsert = 1,
     /// Delete the document with this `_id` (needs `_id`).
     Delete = 2,
+    /// Update one document matching the filter with the document's update
+    /// operators (`$set`, `$inc`…); [`FLAG_UPSERT`]: insert when none matches. Since 0.3.0.
+    Update = 3,
+    /// Replace one document matching the filter with the document (no
+    /// operators); [`FLAG_UPSERT`]: insert when none matches. Since 0.3.0.
+    Replace = 4,
+    /// Delete one document matching the filter (no document). Since 0.3.0.
+    DeleteWhere = 5,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 3] = [Operation::Insert, Operation::Upsert, Operation::Delete];
+    pub const ALL: [Operation; 6] =
+        [Operation::Insert, Operation::Upsert, Operation::Delete, Operation::Update, Operation::Replace, Operation::DeleteWhere];
+
+    /// The operations of contract 0.2.0.
+    pub const LEGACY: [Operation; 3] = [Operation::Insert, Operation::Upsert, Operation::Delete];
 
     pub fn code(self) -> u32 {
         self as u32
@@ -211,9 +239,31 @@ impl Operation {
 
     /// Its name in the WIT and `columns.md`.
     pub fn name(self) -> &'static str {
-        ["insert", "upsert", "delete"][self as usize]
+        ["insert", "upsert", "delete", "update", "replace", "delete-where"][self as usize]
+    }
+
+    /// It names its document by a filter (update, replace, delete-where), not by the document's `_id`.
+    pub fn has_filter(self) -> bool {
+        matches!(self, Operation::Update | Operation::Replace | Operation::DeleteWhere)
+    }
+
+    /// It carries a document (every operation but delete-where).
+    pub fn has_document(self) -> bool {
+        self != Operation::DeleteWhere
+    }
+
+    /// It may carry [`FLAG_UPSERT`] (update, replace).
+    pub fn may_upsert(self) -> bool {
+        matches!(self, Operation::Update | Operation::Replace)
     }
 }
+
+/// An output's flag: update or replace inserts a document when none matches its filter.
+pub const FLAG_UPSERT: u32 = 1;
+
+/// A batch result's option: the host writes its outputs strictly in order
+/// (see `columns.md`); without it, consecutive inserts may be written in any order.
+pub const OPTION_ORDERED: u32 = 1;
 
 /// One record's entry in `batch-result.outcomes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,25 +294,75 @@ impl OutcomeEntry {
 pub struct OutputEntry {
     /// An [`Operation`] code (not checked here).
     pub operation: u32,
-    /// A JSON object, UTF-8.
+    /// [`FLAG_UPSERT`] or 0 (not checked here).
+    pub flags: u32,
+    /// A JSON object, UTF-8; absent unless the operation [has a filter](Operation::has_filter).
+    pub filter: Span,
+    /// A JSON object, UTF-8; absent for delete-where.
     pub document: Span,
     /// Absent: the configured collection.
     pub collection: Span,
 }
 
 impl OutputEntry {
-    /// Numbers per output: operation, document-start, document-len, collection-start, collection-len.
-    pub const WIDTH: usize = 5;
+    /// Numbers per output: operation, flags, filter-start, filter-len, document-start,
+    /// document-len, collection-start, collection-len.
+    pub const WIDTH: usize = 8;
+
+    /// Numbers per output in contract 0.2.0: operation, document-start,
+    /// document-len, collection-start, collection-len.
+    pub const LEGACY_WIDTH: usize = 5;
 
     pub fn to_words(self) -> [u32; Self::WIDTH] {
-        [self.operation, self.document.start, self.document.len, self.collection.start, self.collection.len]
+        [
+            self.operation,
+            self.flags,
+            self.filter.start,
+            self.filter.len,
+            self.document.start,
+            self.document.len,
+            self.collection.start,
+            self.collection.len,
+        ]
     }
 
     /// Entry `j` of `outputs` (panics if the column is too short).
     pub fn at(outputs: &[u32], j: usize) -> OutputEntry {
         let w = &outputs[Self::WIDTH * j..Self::WIDTH * (j + 1)];
-        OutputEntry { operation: w[0], document: Span { start: w[1], len: w[2] }, collection: Span { start: w[3], len: w[4] } }
+        OutputEntry {
+            operation: w[0],
+            flags: w[1],
+            filter: Span { start: w[2], len: w[3] },
+            document: Span { start: w[4], len: w[5] },
+            collection: Span { start: w[6], len: w[7] },
+        }
     }
+}
+
+/// The `outputs` column of a contract 0.2.0 result in this version's layout
+/// (the other columns are the same; its `options` are 0): each 5-number entry
+/// becomes an 8-number one with no flags and no filter. Refuses what 0.2.0
+/// refused (a length that is not a multiple of 5, an operation it did not have).
+pub fn upgrade_legacy_outputs(outputs: &[u32]) -> Result<Vec<u32>, alloc::string::String> {
+    const W: usize = OutputEntry::LEGACY_WIDTH;
+    if !outputs.len().is_multiple_of(W) {
+        return Err(alloc::format!("{} output numbers: not a multiple of {W}", outputs.len()));
+    }
+    let mut out = Vec::with_capacity(outputs.len() / W * OutputEntry::WIDTH);
+    for (j, w) in outputs.chunks_exact(W).enumerate() {
+        if w[0] as usize >= Operation::LEGACY.len() {
+            return Err(alloc::format!("output {j}: unknown operation {}", w[0]));
+        }
+        let entry = OutputEntry {
+            operation: w[0],
+            flags: 0,
+            filter: Span::ABSENT,
+            document: Span { start: w[1], len: w[2] },
+            collection: Span { start: w[3], len: w[4] },
+        };
+        out.extend_from_slice(&entry.to_words());
+    }
+    Ok(out)
 }
 
 /// Marks an error outcome as invalid input (the record's value is absent, not

@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::{INVALID_INPUT_TAG, Operation, OutcomeEntry, OutcomeKind, OutputEntry, Span, is_invalid_input};
+use crate::{FLAG_UPSERT, INVALID_INPUT_TAG, OPTION_ORDERED, Operation, OutcomeEntry, OutcomeKind, OutputEntry, Span, is_invalid_input};
 
 /// Where a [`ResultColumns`] stood when a record's outcome began.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +22,8 @@ pub struct ResultColumns {
     pub outcomes: Vec<u32>,
     pub outputs: Vec<u32>,
     pub data: Vec<u8>,
+    /// [`OPTION_ORDERED`] or 0.
+    pub options: u32,
 }
 
 impl ResultColumns {
@@ -31,7 +33,13 @@ impl ResultColumns {
             outcomes: Vec::with_capacity(OutcomeEntry::WIDTH * records),
             outputs: Vec::with_capacity(OutputEntry::WIDTH * records),
             data: Vec::with_capacity(data),
+            options: 0,
         }
+    }
+
+    /// Ask the host to write the result's outputs strictly in order ([`OPTION_ORDERED`]).
+    pub fn set_ordered(&mut self, ordered: bool) {
+        self.options = if ordered { self.options | OPTION_ORDERED } else { self.options & !OPTION_ORDERED };
     }
 
     /// Where things stand: take one before a record's outputs, give it to
@@ -42,13 +50,37 @@ impl ResultColumns {
 
     /// Add an output whose document is `data[document_start..]` (written there
     /// by the caller, e.g. serialised in place), then its collection, if any.
+    /// For insert, upsert and delete (no filter, no flags).
     pub fn output_written(&mut self, operation: Operation, document_start: usize, collection: Option<&str>) {
         let document = Span::of(document_start..self.data.len());
-        let collection = Span::append(&mut self.data, collection.map(str::as_bytes));
-        self.outputs.extend_from_slice(&OutputEntry { operation: operation.code(), document, collection }.to_words());
+        self.output_spans(operation, 0, Span::ABSENT, document, collection);
     }
 
-    /// Add an output: its document (JSON bytes, as they are) and collection go to `data`.
+    /// Add an output whose filter and document already lie in `data` (the
+    /// filter first, then the document, as written by the caller); its
+    /// collection, if any, is appended.
+    pub fn output_spans(&mut self, operation: Operation, flags: u32, filter: Span, document: Span, collection: Option<&str>) {
+        let collection = Span::append(&mut self.data, collection.map(str::as_bytes));
+        let entry = OutputEntry { operation: operation.code(), flags, filter, document, collection };
+        self.outputs.extend_from_slice(&entry.to_words());
+    }
+
+    /// Add an output of any operation: its filter, document (JSON bytes, as
+    /// they are) and collection go to `data`, in that order.
+    pub fn output_full(
+        &mut self,
+        operation: Operation,
+        flags: u32,
+        filter: Option<&[u8]>,
+        document: Option<&[u8]>,
+        collection: Option<&str>,
+    ) {
+        let filter = Span::append(&mut self.data, filter);
+        let document = Span::append(&mut self.data, document);
+        self.output_spans(operation, flags, filter, document, collection);
+    }
+
+    /// Add an insert, upsert or delete: its document (JSON bytes, as they are) and collection go to `data`.
     pub fn output(&mut self, operation: Operation, document: &[u8], collection: Option<&str>) {
         let start = self.data.len();
         self.data.extend_from_slice(document);
@@ -81,7 +113,7 @@ impl ResultColumns {
     }
 
     pub fn view(&self) -> ResultView<'_> {
-        ResultView { outcomes: &self.outcomes, outputs: &self.outputs, data: &self.data }
+        ResultView { outcomes: &self.outcomes, outputs: &self.outputs, data: &self.data, options: self.options }
     }
 }
 
@@ -92,6 +124,8 @@ pub struct ResultView<'a> {
     pub outcomes: &'a [u32],
     pub outputs: &'a [u32],
     pub data: &'a [u8],
+    /// The result's `options` ([`OPTION_ORDERED`]).
+    pub options: u32,
 }
 
 /// One record's outcome in a checked [`ResultView`].
@@ -129,7 +163,11 @@ impl core::fmt::Display for ErrorRef<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputRef<'a> {
     pub operation: Operation,
-    /// JSON, as the plugin wrote it (a slice of the result's `data`).
+    /// Update or replace: insert when nothing matches the filter ([`FLAG_UPSERT`]).
+    pub upsert: bool,
+    /// JSON, as the plugin wrote it: the filter of update, replace and delete-where.
+    pub filter: Option<&'a [u8]>,
+    /// JSON, as the plugin wrote it (a slice of the result's `data`); empty for delete-where.
     pub document: &'a [u8],
     /// `None`: the configured collection.
     pub collection: Option<&'a str>,
@@ -162,11 +200,23 @@ impl<'a> ResultView<'a> {
         }
         for j in 0..outputs as usize {
             let o = OutputEntry::at(self.outputs, j);
-            if Operation::from_code(o.operation).is_none() {
+            let Some(op) = Operation::from_code(o.operation) else {
                 return Err(format!("output {j}: unknown operation {}", o.operation));
+            };
+            if o.flags & !FLAG_UPSERT != 0 || (o.flags & FLAG_UPSERT != 0 && !op.may_upsert()) {
+                return Err(format!("output {j}: flags {} not allowed for {}", o.flags, op.name()));
             }
-            if o.document.get(self.data).is_none() {
-                return Err(format!("output {j}: document outside the data"));
+            match (op.has_filter(), o.filter.is_absent()) {
+                (true, true) => return Err(format!("output {j}: {} needs a filter", op.name())),
+                (false, false) => return Err(format!("output {j}: {} takes no filter", op.name())),
+                (true, false) if o.filter.get(self.data).is_none() => return Err(format!("output {j}: filter outside the data")),
+                _ => {}
+            }
+            match (op.has_document(), o.document.is_absent()) {
+                (true, true) => return Err(format!("output {j}: {} needs a document", op.name())),
+                (false, false) => return Err(format!("output {j}: {} takes no document", op.name())),
+                (true, false) if o.document.get(self.data).is_none() => return Err(format!("output {j}: document outside the data")),
+                _ => {}
             }
             if !o.collection.is_absent() {
                 match o.collection.get(self.data).map(core::str::from_utf8) {
@@ -176,7 +226,15 @@ impl<'a> ResultView<'a> {
                 }
             }
         }
+        if self.options & !OPTION_ORDERED != 0 {
+            return Err(format!("unknown options {}", self.options));
+        }
         Ok(())
+    }
+
+    /// The plugin asked for its outputs to be written strictly in order ([`OPTION_ORDERED`]).
+    pub fn ordered(&self) -> bool {
+        self.options & OPTION_ORDERED != 0
     }
 
     /// Outcome of record `i` (after [`check`](Self::check)).
@@ -200,7 +258,9 @@ impl<'a> ResultView<'a> {
         let o = OutputEntry::at(self.outputs, j as usize);
         OutputRef {
             operation: Operation::from_code(o.operation).unwrap_or(Operation::Delete),
-            document: o.document.get(self.data).unwrap_or_default(),
+            upsert: o.flags & FLAG_UPSERT != 0,
+            filter: (!o.filter.is_absent()).then(|| o.filter.get(self.data).unwrap_or_default()),
+            document: if o.document.is_absent() { &[] } else { o.document.get(self.data).unwrap_or_default() },
             collection: (!o.collection.is_absent())
                 .then(|| o.collection.get(self.data).and_then(|c| core::str::from_utf8(c).ok()).unwrap_or_default()),
         }

@@ -25,7 +25,9 @@ fn the_codes_and_widths_are_those_of_the_wit() {
     assert!(wit.contains("`spans[6i .. 6i+6]`") && RecordSpans::WIDTH == 6);
     assert!(wit.contains("`header-spans[4h .. 4h+4]`") && HeaderSpans::WIDTH == 4);
     assert!(wit.contains("`outcomes[3i .. 3i+3]`") && OutcomeEntry::WIDTH == 3);
-    assert!(wit.contains("`outputs[5j .. 5j+5]`") && OutputEntry::WIDTH == 5);
+    assert!(wit.contains("`outputs[8j .. 8j+8]`") && OutputEntry::WIDTH == 8);
+    assert!(wit.contains("bit 0 (1), upsert") && FLAG_UPSERT == 1);
+    assert!(wit.contains("bit 0 (1), ordered") && OPTION_ORDERED == 1);
     assert!(wit.contains("4294967295 (0xffffffff)") && ABSENT == 4294967295);
     for k in OutcomeKind::ALL {
         assert!(wit.contains(&format!("kind {}, {}", k.code(), k.name())), "{k:?}");
@@ -35,7 +37,7 @@ fn the_codes_and_widths_are_those_of_the_wit() {
         assert!(wit.contains(&format!("operation {}, {}", op.code(), op.name())), "{op:?}");
         assert_eq!(Operation::from_code(op.code()), Some(op));
     }
-    assert_eq!((OutcomeKind::from_code(3), Operation::from_code(3)), (None, None));
+    assert_eq!((OutcomeKind::from_code(3), Operation::from_code(6)), (None, None));
 }
 
 #[test]
@@ -48,8 +50,21 @@ fn an_error_discards_what_the_record_emitted() {
     w.output(Operation::Delete, b"{\"_id\":2}", None);
     w.emitted(mark);
     assert_eq!(w.outcomes, [2, 0, 20, 1, 0, 1]);
-    assert_eq!(w.outputs, [2, 20, 9, 0, ABSENT]);
+    assert_eq!(w.outputs, [2, 0, 0, ABSENT, 20, 9, 0, ABSENT]);
     assert_eq!(&w.data[..20], b"second output failed");
+}
+
+#[test]
+fn the_legacy_contract_is_the_one_kept_beside_the_wit() {
+    let wit = include_str!("../../wit/legacy/plugin-0.2.0.wit");
+    assert!(wit.lines().any(|l| l == format!("package {LEGACY_PACKAGE};")));
+    assert!(wit.contains("`outputs[5j .. 5j+5]`") && OutputEntry::LEGACY_WIDTH == 5);
+    assert!(LEGACY_HOST_INTERFACE.ends_with(LEGACY_VERSION));
+    for op in Operation::LEGACY {
+        assert!(wit.contains(&format!("operation {}, {}", op.code(), op.name())), "{op:?}");
+    }
+    assert_eq!(upgrade_legacy_outputs(&[1, 2, 3, 4]).unwrap_err(), "4 output numbers: not a multiple of 5");
+    assert_eq!(upgrade_legacy_outputs(&[3, 0, 2, 0, ABSENT]).unwrap_err(), "output 0: unknown operation 3");
 }
 
 #[test]
@@ -275,7 +290,7 @@ fn batches_match_the_vectors_both_ways() {
 #[derive(Debug, PartialEq)]
 enum Expected {
     Drop,
-    Emit(Vec<(Operation, String, Option<String>)>),
+    Emit(Vec<(Operation, Option<String>, Option<String>, bool, Option<String>)>),
     Error(String, bool),
 }
 
@@ -288,7 +303,13 @@ fn expected(o: &Json) -> Expected {
                 .iter()
                 .map(|out| {
                     let op = Operation::ALL.into_iter().find(|op| op.name() == out.get("operation").str()).expect("an operation");
-                    (op, out.get("document").str().to_owned(), out.get("collection").opt().map(|c| c.str().to_owned()))
+                    (
+                        op,
+                        out.get("filter").opt().map(|c| c.str().to_owned()),
+                        out.get("document").opt().map(|c| c.str().to_owned()),
+                        out.get("upsert") == &Json::Bool(true),
+                        out.get("collection").opt().map(|c| c.str().to_owned()),
+                    )
                 })
                 .collect(),
         ),
@@ -304,7 +325,9 @@ fn read(view: &ResultView, i: usize) -> Expected {
             range
                 .map(|j| {
                     let o = view.output(j);
-                    (o.operation, String::from_utf8(o.document.to_vec()).unwrap(), o.collection.map(ToString::to_string))
+                    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                    let document = o.operation.has_document().then(|| text(o.document));
+                    (o.operation, o.filter.map(text), document, o.upsert, o.collection.map(ToString::to_string))
                 })
                 .collect(),
         ),
@@ -320,6 +343,7 @@ fn results_match_the_vectors_both_ways() {
         let outcomes: Vec<Expected> = r.get("outcomes").arr().iter().map(expected).collect();
         let cols = r.get("columns");
         let (o, p, d) = (cols.get("outcomes").nums::<u32>(), cols.get("outputs").nums::<u32>(), cols.get("data").bytes());
+        let options = cols.get("options").num() as u32;
         // Outcomes -> columns (what a plugin writes).
         if r.get("decode_only") != &Json::Bool(true) {
             let mut w = ResultColumns::default();
@@ -328,18 +352,30 @@ fn results_match_the_vectors_both_ways() {
                 match outcome {
                     Expected::Drop => w.emitted(mark),
                     Expected::Emit(outputs) => {
-                        for (op, doc, coll) in outputs {
-                            w.output(*op, doc.as_bytes(), coll.as_deref());
+                        for (op, filter, doc, upsert, coll) in outputs {
+                            let flags = if *upsert { FLAG_UPSERT } else { 0 };
+                            match (filter, doc) {
+                                (None, Some(doc)) if flags == 0 => w.output(*op, doc.as_bytes(), coll.as_deref()),
+                                _ => w.output_full(
+                                    *op,
+                                    flags,
+                                    filter.as_deref().map(str::as_bytes),
+                                    doc.as_deref().map(str::as_bytes),
+                                    coll.as_deref(),
+                                ),
+                            }
                         }
                         w.emitted(mark);
                     }
                     Expected::Error(m, invalid) => w.failed(mark, m, *invalid),
                 }
             }
-            assert_eq!((&w.outcomes, &w.outputs, &w.data), (&o, &p, &d), "{name}: columns written");
+            w.set_ordered(r.get("ordered") == &Json::Bool(true));
+            assert_eq!((&w.outcomes, &w.outputs, &w.data, w.options), (&o, &p, &d, options), "{name}: columns written");
         }
         // Columns -> outcomes (what a host reads).
-        let view = ResultView { outcomes: &o, outputs: &p, data: &d };
+        let view = ResultView { outcomes: &o, outputs: &p, data: &d, options };
+        assert_eq!(view.ordered(), r.get("ordered") == &Json::Bool(true), "{name}: ordered");
         let records = r.get("records").num() as usize;
         assert_eq!(records, outcomes.len(), "{name}");
         view.check(records).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -355,8 +391,25 @@ fn malformed_results_are_refused_as_the_vectors_say() {
     for m in v.get("malformed").arr() {
         let cols = m.get("columns");
         let (o, p, d) = (cols.get("outcomes").nums::<u32>(), cols.get("outputs").nums::<u32>(), cols.get("data").bytes());
-        let view = ResultView { outcomes: &o, outputs: &p, data: &d };
+        let options = cols.get("options").num() as u32;
+        let view = ResultView { outcomes: &o, outputs: &p, data: &d, options };
         let err = view.check(m.get("records").num() as usize).expect_err(m.get("name").str());
         assert!(err.contains(m.get("error").str()), "{}: {err}", m.get("name").str());
+    }
+}
+
+#[test]
+fn legacy_results_are_read_through_the_upgrade() {
+    let v = vectors();
+    for r in v.get("legacy").arr() {
+        let name = r.get("name").str();
+        let outcomes: Vec<Expected> = r.get("outcomes").arr().iter().map(expected).collect();
+        let cols = r.get("columns");
+        let (o, p, d) = (cols.get("outcomes").nums::<u32>(), cols.get("outputs").nums::<u32>(), cols.get("data").bytes());
+        let p = upgrade_legacy_outputs(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let view = ResultView { outcomes: &o, outputs: &p, data: &d, options: 0 };
+        view.check(outcomes.len()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let read: Vec<Expected> = (0..outcomes.len()).map(|i| read(&view, i)).collect();
+        assert_eq!(read, outcomes, "{name}: outcomes read");
     }
 }

@@ -5,7 +5,10 @@ export const ABSENT = 0xffffffff;
 export const NO_TIMESTAMP = -1n;
 export const INVALID_INPUT_TAG = new Uint8Array([0, ...new TextEncoder().encode('sluice:invalid-input'), 0]);
 export const DROP = 0, EMIT = 1, ERROR = 2;
-export const INSERT = 0, UPSERT = 1, DELETE = 2;
+export const INSERT = 0, UPSERT = 1, DELETE = 2, UPDATE = 3, REPLACE = 4, DELETE_WHERE = 5;
+export const FLAG_UPSERT = 1, OPTION_ORDERED = 1;
+/** Numbers per output: operation, flags, filter span, document span, collection span. */
+export const WIDTH = 8;
 
 const utf8 = new TextDecoder('utf-8'); // header keys: U+FFFD for bad bytes
 const encoder = new TextEncoder();
@@ -48,7 +51,8 @@ export function* readBatch({ topic, partition, offsets, timestamps, spans, heade
 
 /** Writes a batch result's columns. */
 export class ResultWriter {
-  constructor(capacity = 1 << 16) {
+  constructor(capacity = 1 << 16, ordered = false) {
+    this.options = ordered ? OPTION_ORDERED : 0;
     this.outcomes = [];
     this.outputs = [];
     this.buf = new Uint8Array(capacity);
@@ -80,16 +84,20 @@ export class ResultWriter {
     this.markOut = this.outputs.length;
     this.markData = this.len;
   }
-  /** An output: its JSON document (a string or bytes, as it is) then its collection name. */
-  output(operation, document, collection = null) {
-    const ds = this.len;
-    const dl = typeof document === 'string' ? this.text(document) : (this.bytes(document), document.length);
-    let cs = 0, cl = ABSENT;
-    if (collection !== null && collection !== undefined) { cs = this.len; cl = this.text(collection); }
-    this.outputs.push(operation, ds, dl, cs, cl);
+  /** A part (a string or bytes, as it is; null: absent): its span. */
+  part(p) {
+    if (p === null || p === undefined) return [0, ABSENT];
+    const s = this.len;
+    return [s, typeof p === 'string' ? this.text(p) : (this.bytes(p), p.length)];
+  }
+  /** An output: its filter (update, replace, delete-where), its JSON document (null for
+   *  delete-where), each a string or bytes as it is, then its collection name. */
+  output(operation, document, collection = null, filter = null, upsert = false) {
+    const f = this.part(filter), d = this.part(document), c = this.part(collection);
+    this.outputs.push(operation, upsert ? FLAG_UPSERT : 0, ...f, ...d, ...c);
   }
   emitted() {
-    const first = this.markOut / 5, count = this.outputs.length / 5 - first;
+    const first = this.markOut / WIDTH, count = this.outputs.length / WIDTH - first;
     if (count) this.outcomes.push(EMIT, first, count); else this.outcomes.push(DROP, 0, 0);
   }
   failed(message, invalidInput = false) {
@@ -101,13 +109,15 @@ export class ResultWriter {
   }
   /** The WIT `batch-result`. */
   result() {
-    return { outcomes: Uint32Array.from(this.outcomes), outputs: Uint32Array.from(this.outputs), data: this.buf.slice(0, this.len) };
+    return { outcomes: Uint32Array.from(this.outcomes), outputs: Uint32Array.from(this.outputs), data: this.buf.slice(0, this.len),
+      options: this.options };
   }
 }
 
 const LEGACY = ['value is not JSON', 'value is not a JSON object', 'record has no value'];
 
-/** Decode a result's columns (for tests): {kind:'drop'} | {kind:'emit', outputs:[{operation, document, collection}]}
+/** Decode a result's columns (for tests): {kind:'drop'}
+ *  | {kind:'emit', outputs:[{operation, filter, document, upsert, collection}]} (absent parts null)
  *  | {kind:'error', message, invalidInput}. Not a validator (the host checks results). */
 export function readResult({ outcomes, outputs, data }) {
   const out = [];
@@ -118,8 +128,9 @@ export function readResult({ outcomes, outputs, data }) {
     else if (kind === EMIT) {
       const items = [];
       for (let j = first; j < first + count; j++) {
-        const [op, ds, dl, cs, cl] = Array.from(outputs.slice(5 * j, 5 * j + 5));
-        items.push({ operation: op, document: d(ds, dl), collection: cl === ABSENT ? null : d(cs, cl) });
+        const [op, flags, fs, fl, ds, dl, cs, cl] = Array.from(outputs.slice(WIDTH * j, WIDTH * j + WIDTH));
+        const p = (s, l) => (l === ABSENT ? null : d(s, l));
+        items.push({ operation: op, filter: p(fs, fl), document: p(ds, dl), upsert: (flags & FLAG_UPSERT) !== 0, collection: p(cs, cl) });
       }
       out.push({ kind: 'emit', outputs: items });
     } else if (kind === ERROR) {

@@ -16,22 +16,37 @@
 // with componentize-js imports WASI 0.2, which the host does not link yet: running
 // JavaScript plugins in the host arrives with the host's WASI support (the next step of
 // #16); until then the host refuses such a component at load.
-import { DELETE, INSERT, UPSERT, ResultWriter, readBatch } from './columns.js';
+import { DELETE, DELETE_WHERE, INSERT, REPLACE, UPDATE, UPSERT, ResultWriter, readBatch } from './columns.js';
 export { Record } from './columns.js';
 export * as log from './log.js';
 
-export const CONTRACT_VERSION = 'sluice:plugin@0.2.0';
+export const CONTRACT_VERSION = 'sluice:plugin@0.3.0';
+
+let ordered = false;
+/** Ask the host to write this plugin's outputs strictly in order (e.g. in init). Off by default:
+ *  consecutive inserts may then be written in any order (faster). */
+export function setOrdered(on = true) { ordered = Boolean(on); }
 
 /** A record's error with exactly this message (other errors get their name in front). */
 export class PluginError extends Error {}
 class InvalidInput extends PluginError {}
 
+/** One write: insert, upsert or delete by `_id`; or, by a filter (values matched literally),
+ *  update with operators ($set, $unset, $inc, $mul, $min, $max, $currentDate, $push, $addToSet,
+ *  $pull, $rename, $setOnInsert), replace, or delete one document. */
 export class Output {
-  constructor(operation, document, collection = null) { Object.assign(this, { operation, document, collection }); }
+  constructor(operation, document, collection = null, filter = null, upsert = false) {
+    Object.assign(this, { operation, document, collection, filter, upsert });
+  }
   static insert(document, collection = null) { return new Output(INSERT, document, collection); }
   static upsert(document, collection = null) { return new Output(UPSERT, document, collection); }
   static delete(id, collection = null) { return new Output(DELETE, { _id: id }, collection); }
-  inCollection(collection) { return new Output(this.operation, this.document, collection); }
+  static update(filter, update, collection = null) { return new Output(UPDATE, update, collection, filter); }
+  static replaceWhere(filter, document, collection = null) { return new Output(REPLACE, document, collection, filter); }
+  static deleteWhere(filter, collection = null) { return new Output(DELETE_WHERE, null, collection, filter); }
+  /** An update or replace that inserts when nothing matches its filter (upsert). */
+  orInsert() { return new Output(this.operation, this.document, this.collection, this.filter, this.operation === UPDATE || this.operation === REPLACE); }
+  inCollection(collection) { return new Output(this.operation, this.document, collection, this.filter, this.upsert); }
 }
 
 /** The plugin's parameters (a Map of strings) with helpers. */
@@ -64,12 +79,21 @@ function value(record) {
   }
 }
 
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
 function emit(w, out) {
-  const [op, doc, coll] = out instanceof Output ? [out.operation, out.document, out.collection] : [INSERT, out, null];
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new PluginError(`the output is not a JSON object: ${compact(doc)}`);
-  let text;
-  try { text = JSON.stringify(doc); } catch (e) { throw new PluginError(`cannot serialise output: ${e.message ?? e}`); }
-  w.output(op, text, coll);
+  const o = out instanceof Output ? out : Output.insert(out);
+  const filtered = o.operation === UPDATE || o.operation === REPLACE || o.operation === DELETE_WHERE;
+  let filter = null, text = null;
+  if (filtered) {
+    if (!isObject(o.filter)) throw new PluginError(`the filter is not a JSON object: ${compact(o.filter)}`);
+    try { filter = JSON.stringify(o.filter); } catch (e) { throw new PluginError(`cannot serialise the filter: ${e.message ?? e}`); }
+  }
+  if (o.operation !== DELETE_WHERE) {
+    if (!isObject(o.document)) throw new PluginError(`the output is not a JSON object: ${compact(o.document)}`);
+    try { text = JSON.stringify(o.document); } catch (e) { throw new PluginError(`cannot serialise output: ${e.message ?? e}`); }
+  }
+  w.output(o.operation, text, o.collection, filter, Boolean(o.upsert) && (o.operation === UPDATE || o.operation === REPLACE));
 }
 
 const message = (e) => (e instanceof PluginError ? e.message : e instanceof Error ? `${e.name}: ${e.message}` : String(e));
@@ -102,7 +126,7 @@ function plugin(shape, fn, { init } = {}) {
       }
     },
     process(batch) {
-      const w = new ResultWriter(Math.max(1024, batch.data.length * 2));
+      const w = new ResultWriter(Math.max(1024, batch.data.length * 2), ordered);
       for (const record of readBatch(batch)) {
         w.begin();
         try {

@@ -1,5 +1,5 @@
 // Log through the host (tagged with the plugin's name, rate-limited); to stderr natively.
-// The component build maps 'sluice:plugin/host@0.2.0' to the WIT import; natively, `setHost`
+// The component build maps 'sluice:plugin/host@<version>' to the WIT import; natively, `setHost`
 // is never called and lines go to console.error.
 let host = null;
 export function setHost(logFn) { host = logFn; }

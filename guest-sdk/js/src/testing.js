@@ -41,5 +41,8 @@ export function run(plugin, records, { topic, partition, raw = false } = {}) {
   const result = plugin.process({ topic, partition, offsets: BigInt64Array.from(offsets), timestamps: BigInt64Array.from(timestamps),
     spans: Uint32Array.from(spans), headerSpans: Uint32Array.from(headerSpans), data });
   return readResult(result).map((x) => x.kind === 'emit'
-    ? { kind: 'emit', outputs: x.outputs.map((y) => new Output(y.operation, raw ? y.document : JSON.parse(y.document), y.collection)) } : x);
+    ? { kind: 'emit', outputs: x.outputs.map((y) => {
+      const parse = (t) => (t === null || raw ? t : JSON.parse(t));
+      return new Output(y.operation, parse(y.document), y.collection, parse(y.filter), y.upsert);
+    }) } : x);
 }

@@ -81,3 +81,24 @@ test('log goes to stderr natively', async () => {
   try { info('loaded 3 rules'); } finally { console.error = orig; }
   assert.deepEqual(lines, ['[plugin info] loaded 3 rules']);
 });
+
+test('writes by filter, upsert and the ordered switch', async () => {
+  const { flatMap, Output, setOrdered } = await import('../src/index.js');
+  const { run } = await import('../src/testing.js');
+  const p = flatMap((doc) => [
+    Output.update({ _id: doc.k }, { $inc: { n: 1 } }).orInsert(),
+    Output.replaceWhere({ name: 'a' }, { name: 'a', v: 2 }).inCollection('c'),
+    Output.deleteWhere({ name: { $gt: '' } }),
+    Output.insert({ x: 1 }).orInsert(),
+  ]);
+  assert.deepEqual(run(p, ['{"k": "id"}']), [{ kind: 'emit', outputs: [
+    new Output(3, { $inc: { n: 1 } }, null, { _id: 'id' }, true),
+    new Output(4, { name: 'a', v: 2 }, 'c', { name: 'a' }, false),
+    new Output(5, null, null, { name: { $gt: '' } }, false),
+    new Output(0, { x: 1 }, null, null, false),
+  ] }]);
+  setOrdered(true);
+  assert.equal(p.process({ topic: 't', partition: 0, offsets: new BigInt64Array(), timestamps: new BigInt64Array(),
+    spans: new Uint32Array(), headerSpans: new Uint32Array(), data: new Uint8Array() }).options, 1);
+  setOrdered(false);
+});

@@ -127,3 +127,28 @@ def test_guest_glue_is_not_imported_natively():
     import sys
 
     assert "sluice_plugin._guest" not in sys.modules  # it needs componentize-py's generated modules
+
+
+def test_writes_by_filter_and_ordered(sdk):
+    from sluice_plugin.testing import run
+
+    @sdk.flat_map
+    def f(doc):
+        return [
+            sdk.Output.update({"_id": doc["k"]}, {"$inc": {"n": 1}}).or_insert(),
+            sdk.Output.replace_where({"name": "a"}, {"name": "a", "v": 2}).in_collection("c"),
+            sdk.Output.delete_where({"name": {"$gt": ""}}),
+            sdk.Output.insert({"x": 1}).or_insert(),
+        ]
+
+    out = run([sdk.Record("t", 0, 0, value=b'{"k": "id"}')])
+    assert out == [("emit", [
+        sdk.Output(3, {"$inc": {"n": 1}}, None, {"_id": "id"}, True),
+        sdk.Output(4, {"name": "a", "v": 2}, "c", {"name": "a"}, False),
+        sdk.Output(5, None, None, {"name": {"$gt": ""}}, False),
+        sdk.Output(0, {"x": 1}, None),
+    ])]
+    sdk.set_ordered(True)
+    assert sdk._process("t", 0, [], [], [], [], b"")[3] == 1
+    sdk.set_ordered(False)
+    assert sdk._process("t", 0, [], [], [], [], b"")[3] == 0

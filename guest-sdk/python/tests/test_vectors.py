@@ -8,12 +8,12 @@ import pytest
 from sluice_plugin._columns import INVALID_INPUT_TAG, Record, ResultWriter, read_batch, read_result
 
 VECTORS = json.loads(pathlib.Path(os.environ.get("SLUICE_VECTORS", pathlib.Path(__file__).resolve().parents[2] / "wit" / "vectors.json")).read_text())
-OPS = {"insert": 0, "upsert": 1, "delete": 2}
+OPS = {"insert": 0, "upsert": 1, "delete": 2, "update": 3, "replace": 4, "delete-where": 5}
 hx = lambda h: None if h is None else bytes.fromhex(h)  # noqa: E731
 
 
 def test_constants():
-    assert VECTORS["contract"] == "sluice:plugin@0.2.0"
+    assert VECTORS["contract"] == "sluice:plugin@0.3.0"
     assert INVALID_INPUT_TAG.hex() == VECTORS["invalid_input_tag"]
 
 
@@ -29,24 +29,28 @@ def test_batch_columns_read_into_records(v):
     assert got == want
 
 
-def write(outcomes):
-    w = ResultWriter()
+def enc(s):
+    return None if s is None else s.encode()
+
+
+def write(outcomes, ordered=False):
+    w = ResultWriter(ordered)
     for o in outcomes:
         w.begin()
         if o["kind"] == "drop":
             w.emitted()
         elif o["kind"] == "emit":
             for out in o["outputs"]:
-                w.output(OPS[out["operation"]], out["document"].encode(), out["collection"])
+                w.output(OPS[out["operation"]], enc(out["document"]), out["collection"], enc(out["filter"]), out["upsert"])
             w.emitted()
         else:
             w.failed(o["message"], o["invalid_input"])
-    return {"outcomes": w.outcomes, "outputs": w.outputs, "data": bytes(w.data).hex()}
+    return {"outcomes": w.outcomes, "outputs": w.outputs, "data": bytes(w.data).hex(), "options": w.options}
 
 
 @pytest.mark.parametrize("v", [v for v in VECTORS["results"] if not v.get("decode_only")], ids=lambda v: v["name"])
 def test_outcomes_written_into_columns(v):
-    assert write(v["outcomes"]) == v["columns"]
+    assert write(v["outcomes"], v["ordered"]) == v["columns"]
 
 
 def test_outputs_then_error_discards_outputs():
@@ -66,7 +70,8 @@ def test_result_columns_read_back(v):
         if o["kind"] == "drop" or (o["kind"] == "emit" and not o["outputs"]):
             want.append(("drop",))
         elif o["kind"] == "emit":
-            want.append(("emit", [(OPS[x["operation"]], x["document"].encode(), x["collection"]) for x in o["outputs"]]))
+            want.append(("emit", [(OPS[x["operation"]], enc(x["filter"]), enc(x["document"]), x["upsert"], x["collection"])
+                                  for x in o["outputs"]]))
         else:
             want.append(("error", o["message"], o["invalid_input"]))
     assert got == want

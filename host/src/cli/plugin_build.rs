@@ -216,10 +216,11 @@ fn build_js(dir: &Path, out: &Path) -> anyhow::Result<()> {
     copy_dir(&sdk.join("wit"), &work.join("wit"))?;
     let entry = format!(
         "import {{ log as sdkLog }} from 'sluice-plugin';\n\
-         import {{ log as hostLog }} from 'sluice:plugin/host@0.2.0';\n\
+         import {{ log as hostLog }} from '{}';\n\
          import plugin from {};\n\
          sdkLog.setHost(hostLog);\n\
          export const transform = plugin;\n",
+        crate::plugin::runtime::HOST_INTERFACE,
         serde_json::to_string(&dir.join("plugin.js").to_string_lossy())?
     );
     std::fs::write(work.join("entry.js"), entry)?;

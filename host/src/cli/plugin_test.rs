@@ -252,12 +252,25 @@ pub fn plan_lines(records: &[SourceRecord], p: &Plan) -> Vec<Value> {
     let mut lines: Vec<Value> = records.iter().map(|r| json!({ "offset": r.offset, "ops": [] })).collect();
     for (op, &i) in p.ops.iter().zip(&p.op_source) {
         let doc = op.doc.to_document().map(|d| Bson::Document(d).into_relaxed_extjson()).unwrap_or(Value::Null);
-        let entry = json!({
-            "op": match op.op { Op::Insert => "insert", Op::Upsert => "upsert", Op::Delete => "delete" },
+        let mut entry = json!({
+            "op": op.op.name(),
             "collection": op.collection,
             "_id": doc.get("_id").cloned().unwrap_or(Value::Null),
             "document": doc,
         });
+        // The filter operations: the filter as sent (values as `{"$eq": …}`), the
+        // upsert flag, and for updates the replay guard the host adds.
+        if op.op.has_filter() {
+            let filter = op.filter.as_ref().and_then(|f| f.to_document().ok());
+            entry["filter"] = filter.map(|f| Bson::Document(f).into_relaxed_extjson()).unwrap_or(Value::Null);
+            entry["upsert"] = json!(op.upsert);
+            if let Some(g) = &op.guard {
+                entry["guard"] = json!({ "field": g.field, "position": g.position });
+            }
+            if op.op == Op::DeleteWhere {
+                entry.as_object_mut().expect("an object").remove("document");
+            }
+        }
         lines[i]["ops"].as_array_mut().expect("ops").push(entry);
     }
     for (i, f) in &p.failures {
@@ -269,6 +282,8 @@ pub fn plan_lines(records: &[SourceRecord], p: &Plan) -> Vec<Value> {
     for line in &mut lines {
         if line.get("ops").and_then(Value::as_array).is_some_and(Vec::is_empty) {
             *line = json!({ "offset": line["offset"], "dropped": true });
+        } else if p.ordered && line.get("ops").is_some() {
+            line["ordered"] = json!(true);
         }
     }
     lines

@@ -134,7 +134,8 @@ pub fn precheck(op: &WriteOp) -> Option<String> {
     if size > MAX_DOCUMENT {
         return Some(format!("the document is {size} bytes in BSON, over MongoDB's limit of {MAX_DOCUMENT} (16 MiB)"));
     }
-    if op.op == Op::Insert {
+    if op.op == Op::Insert || op.op.has_filter() {
+        // A filter operation's documents were checked when planned (operators, `$` keys).
         return None;
     }
     // The server reads a replacement whose first key starts with `$` as update

@@ -1,9 +1,20 @@
 //! The MongoDB writer.
 //!
 //! A batch of [`WriteOp`]s is written in order, as runs of the same kind:
-//! inserts as one unordered `insertMany` per collection, upserts as
-//! `replaceOne(upsert)`, deletes as `deleteOne`, so per-partition order holds where
-//! it matters (an upsert then a delete of one `_id`).
+//! inserts as one unordered `insertMany` per collection (ordered when the
+//! plugin asked for it), upserts as `replaceOne(upsert)`, deletes as
+//! `deleteOne`, updates as `updateOne`, filter replaces as `replaceOne` and
+//! filter deletes as `deleteOne`, one at a time, so per-partition order holds
+//! where it matters (an upsert then a delete of one `_id`).
+//!
+//! An update carries a replay guard ([`Guard`]): its filter also requires the
+//! document's stored position for the record's topic partition to be below the
+//! record's (or absent), and the update stores it. A replayed update finds its
+//! position there and matches nothing: already applied. A guarded upsert that
+//! matches nothing is sent without upsert first; when that too matches nothing
+//! and a document matching the plugin's filter exists (it is newer), it was
+//! already applied; otherwise it is upserted, and a duplicate-key error then
+//! (the same `_id` inserted meanwhile) counts as already applied too.
 //!
 //! Every error is classified once, by [`classify`] ([`super::classify`]): retryable (network, election,
 //! timeout, write concern, authorization of the configured collection: not the
@@ -18,7 +29,7 @@
 
 use std::time::Duration;
 
-use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, Document, RawBsonRef, RawDocumentBuf, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
@@ -34,13 +45,29 @@ use crate::mongo::classify::code_of;
 pub use crate::mongo::classify::{ErrorClass, classify, classify_code, precheck};
 pub use crate::record::Op;
 
+/// The replay guard of an update: where its position is kept in the document
+/// (a dotted path) and the position (see `pipeline::plan::guard`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub field: String,
+    pub position: i64,
+}
+
 /// One document to write, as BSON bytes (what the driver sends as it is).
 #[derive(Debug, Clone)]
 pub struct WriteOp {
     pub op: Op,
     /// `None`: the configured collection.
     pub collection: Option<String>,
+    /// The document (insert, upsert, delete: by its `_id`; replace: the
+    /// replacement), the update operators (update), or empty (delete-where).
     pub doc: RawDocumentBuf,
+    /// Update, replace, delete-where: the filter, each field already `{$eq: value}`.
+    pub filter: Option<RawDocumentBuf>,
+    /// Update, replace: insert when nothing matches.
+    pub upsert: bool,
+    /// Update: the replay guard.
+    pub guard: Option<Guard>,
     /// The `_id` was derived from the source coordinates (a document already
     /// there with this `_id` came from the same record: a replay).
     pub derived_id: bool,
@@ -56,9 +83,18 @@ impl WriteOp {
             op,
             collection: None,
             doc: RawDocumentBuf::from_document(doc).expect("a document encodes as BSON"),
+            filter: None,
+            upsert: false,
+            guard: None,
             derived_id: false,
             replay: false,
         }
+    }
+
+    /// An update, replace or delete-where on the configured collection; the
+    /// filter is given as the host sends it (values already `{$eq: …}`).
+    pub fn with_filter(op: Op, filter: &Document, doc: &Document) -> WriteOp {
+        WriteOp { filter: Some(RawDocumentBuf::from_document(filter).expect("a filter encodes as BSON")), ..WriteOp::new(op, doc) }
     }
 }
 
@@ -73,6 +109,11 @@ pub struct WriteReport {
     /// Replayed inserts whose document, made by another version (or an earlier
     /// incarnation of the topic), was replaced.
     pub replaced: u64,
+    /// Updates and filter replaces that matched a document or inserted one.
+    pub updated: u64,
+    /// Updates that matched nothing (their filter found no document) or, by
+    /// their replay guard, had already been applied.
+    pub unmatched: u64,
 }
 
 /// A document the server (or the driver) refused; retrying will not help.
@@ -159,6 +200,12 @@ impl Sink {
     /// Write `ops` in order. `Ok` means every op is acknowledged (or was already
     /// there). `Rejected` lists refused documents; every other op was written.
     pub async fn write(&self, ops: &[WriteOp]) -> Result<WriteReport, SinkError> {
+        self.write_ordered(ops, false).await
+    }
+
+    /// [`write`](Self::write); `ordered`: inserts too are written strictly in
+    /// order (each run as an ordered `insertMany`, resumed after a refused document).
+    pub async fn write_ordered(&self, ops: &[WriteOp], ordered: bool) -> Result<WriteReport, SinkError> {
         let mut w = Writing { ops, report: WriteReport::default(), rejected: Vec::new() };
         // What cannot be stored is refused before sending; the rest is written in runs.
         let mut sendable = Vec::with_capacity(ops.len());
@@ -178,7 +225,19 @@ impl Sink {
             }
             let run = &sendable[start..end];
             match kind {
+                Op::Insert if ordered => {
+                    let mut rest = run;
+                    while !rest.is_empty() {
+                        let done = self.insert_ordered(coll, rest, &mut w).await?;
+                        rest = &rest[done..];
+                    }
+                }
                 Op::Insert => self.insert_run(coll, run, &mut w).await?,
+                Op::Update | Op::Replace | Op::DeleteWhere => {
+                    for &i in run {
+                        self.filtered(coll, i, &mut w).await?;
+                    }
+                }
                 Op::Upsert | Op::Delete => {
                     for &i in run {
                         self.single(coll, i, &mut w).await?;
@@ -240,6 +299,42 @@ impl Sink {
                         Box::pin(self.insert_run(coll, &[i], w)).await?;
                     }
                     Ok(())
+                }
+            },
+        }
+    }
+
+    /// Insert `run` in order, up to the first refused document (which is
+    /// decided as [`insert_run`](Self::insert_run) does, alone); returns how
+    /// many of `run` are done.
+    async fn insert_ordered(&self, coll: Option<&str>, run: &[usize], w: &mut Writing<'_>) -> Result<usize, SinkError> {
+        let ops = w.ops;
+        let result = self
+            .collection(coll)
+            .insert_many(run.iter().map(|&i| &ops[i].doc))
+            .ordered(true)
+            .write_concern(self.write_concern.clone())
+            .await;
+        match result {
+            Ok(r) => {
+                w.report.inserted += r.inserted_ids.len() as u64;
+                Ok(run.len())
+            }
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(im) if im.write_concern_error.is_none() => {
+                    let Some(first) = im.write_errors.as_deref().unwrap_or_default().iter().map(|we| we.index).min() else {
+                        return Err(SinkError::Transient(e));
+                    };
+                    let first = first.min(run.len() - 1);
+                    w.report.inserted += first as u64;
+                    // The one that failed, alone: a replay, a rejection, or a retry.
+                    self.insert_run(coll, &run[first..first + 1], w).await?;
+                    Ok(first + 1)
+                }
+                _ if classify(&e, coll.is_some()) == ErrorClass::Retry => Err(SinkError::Transient(e)),
+                _ => {
+                    self.insert_run(coll, &run[..1], w).await?;
+                    Ok(1)
                 }
             },
         }
@@ -310,7 +405,7 @@ impl Sink {
         let result = match op.op {
             Op::Upsert => c.replace_one(filter, &op.doc).upsert(true).write_concern(self.write_concern.clone()).await.map(|_| (1, 0)),
             Op::Delete => c.delete_one(filter).write_concern(self.write_concern.clone()).await.map(|r| (0, r.deleted_count)),
-            Op::Insert => unreachable!("inserts are written in runs"),
+            _ => unreachable!("inserts are written in runs, filter operations by `filtered`"),
         };
         match result {
             Ok((upserted, deleted)) => {
@@ -334,6 +429,88 @@ impl Sink {
 }
 
 impl Sink {
+    /// One update, filter replace or filter delete. An update's filter gets its
+    /// replay guard and the update stores it (see the module's doc).
+    async fn filtered(&self, coll: Option<&str>, index: usize, w: &mut Writing<'_>) -> Result<(), SinkError> {
+        let ops = w.ops;
+        let op = &ops[index];
+        let Some(user_filter) = op.filter.as_ref() else {
+            w.reject(index, 0, format!("{} needs a filter", op.op.name()));
+            return Ok(());
+        };
+        let c = self.collection(coll);
+        let wc = self.write_concern.clone();
+        let (filter, update) = match &op.guard {
+            Some(g) => {
+                let mut filter = user_filter.clone();
+                let mut gte = RawDocumentBuf::new();
+                gte.append("$gte", g.position);
+                let mut not = RawDocumentBuf::new();
+                not.append_ref("$not", RawBsonRef::Document(&gte));
+                filter.append_ref(g.field.as_str(), RawBsonRef::Document(&not));
+                let update = set_in_update(&op.doc, &g.field, RawBsonRef::Int64(g.position));
+                (filter, update)
+            }
+            None => (user_filter.clone(), op.doc.clone()),
+        };
+        // The driver takes filters and updates as `Document`s.
+        let (Ok(filter), Ok(update), Ok(user_filter)) = (filter.to_document(), update.to_document(), user_filter.to_document()) else {
+            w.reject(index, 0, format!("the {}'s filter or document cannot be read as BSON", op.op.name()));
+            return Ok(());
+        };
+        let result: Result<(u64, u64, u64), mongodb::error::Error> = match op.op {
+            Op::Update if op.upsert && op.guard.is_some() => {
+                // Without upsert first: a document that is newer must not get a twin.
+                match c.update_one(filter.clone(), update.clone()).write_concern(wc.clone()).await {
+                    Ok(r) if r.matched_count > 0 => Ok((1, 0, 0)),
+                    Ok(_) => match c.find_one(user_filter).projection(doc! { "_id": 1 }).await {
+                        Ok(Some(_)) => Ok((0, 1, 0)),
+                        Ok(None) => match c.update_one(filter, update).upsert(true).write_concern(wc).await {
+                            Ok(r) => Ok(if r.matched_count > 0 || r.upserted_id.is_some() { (1, 0, 0) } else { (0, 1, 0) }),
+                            Err(e) if code_of(&e) == DUPLICATE_KEY => Ok((0, 1, 0)),
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Update => c
+                .update_one(filter, update)
+                .upsert(op.upsert)
+                .write_concern(wc)
+                .await
+                .map(|r| if r.matched_count > 0 || r.upserted_id.is_some() { (1, 0, 0) } else { (0, 1, 0) }),
+            Op::Replace => c
+                .replace_one(filter, &op.doc)
+                .upsert(op.upsert)
+                .write_concern(wc)
+                .await
+                .map(|r| if r.matched_count > 0 || r.upserted_id.is_some() { (1, 0, 0) } else { (0, 1, 0) }),
+            Op::DeleteWhere => c.delete_one(filter).write_concern(wc).await.map(|r| (0, 0, r.deleted_count)),
+            _ => unreachable!("only the filter operations"),
+        };
+        match result {
+            Ok((updated, unmatched, deleted)) => {
+                w.report.updated += updated;
+                w.report.unmatched += unmatched;
+                w.report.deleted += deleted;
+                Ok(())
+            }
+            Err(e) => match classify(&e, coll.is_some()) {
+                ErrorClass::Retry => Err(SinkError::Transient(e)),
+                ErrorClass::Refused => {
+                    let message = match e.kind.as_ref() {
+                        ErrorKind::Write(WriteFailure::WriteError(we)) => we.message.clone(),
+                        _ => e.to_string(),
+                    };
+                    w.reject(index, code_of(&e), message);
+                    Ok(())
+                }
+            },
+        }
+    }
+
     /// The string `_id`s in `[from, to)` of a collection (`None`: the configured one).
     pub async fn ids_between(&self, coll: Option<&str>, from: &str, to: &str) -> Result<Vec<String>, SinkError> {
         let c = self.collection(coll);
@@ -385,4 +562,27 @@ fn same_document(a: &RawDocumentBuf, b: &RawDocumentBuf) -> bool {
 /// A document's `_id`, if it has one.
 fn id_of(doc: &RawDocumentBuf) -> Option<Bson> {
     doc.get("_id").ok().flatten().and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
+}
+
+/// `update` with `field: value` added to its `$set` (appended, or a `$set` made).
+pub fn set_in_update(update: &RawDocumentBuf, field: &str, value: RawBsonRef<'_>) -> RawDocumentBuf {
+    let mut out = RawDocumentBuf::new();
+    let mut done = false;
+    for (k, v) in update.iter().filter_map(Result::ok) {
+        match (k, v) {
+            ("$set", RawBsonRef::Document(set)) => {
+                let mut set = set.to_raw_document_buf();
+                set.append_ref(field, value);
+                out.append_ref("$set", RawBsonRef::Document(&set));
+                done = true;
+            }
+            _ => out.append_ref(k, v),
+        }
+    }
+    if !done {
+        let mut set = RawDocumentBuf::new();
+        set.append_ref(field, value);
+        out.append_ref("$set", RawBsonRef::Document(&set));
+    }
+    out
 }

@@ -21,7 +21,7 @@ pub(super) async fn write_batch(
     planned: Plan,
     log: &mut FailureLog,
 ) -> anyhow::Result<()> {
-    let Plan { ops, op_source, failures, dropped } = planned;
+    let Plan { ops, op_source, failures, dropped, ordered } = planned;
     ctx.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
     decide(ctx, spec, records, &failures, log).await?;
     if ops.is_empty() {
@@ -34,7 +34,7 @@ pub(super) async fn write_batch(
     // Records MongoDB refused for good are decided below; anything else is retried.
     let ((report, rejections), _) = retry
         .run(|| async {
-            match ctx.sink.write(&ops).await {
+            match ctx.sink.write_ordered(&ops, ordered).await {
                 Ok(report) => Ok((report, Vec::new())),
                 Err(SinkError::Rejected { rejections, report }) => Ok((report, rejections)),
                 Err(e) => Err(e),
@@ -43,7 +43,7 @@ pub(super) async fn write_batch(
         .await;
     ctx.stats.sink_write_seconds.observe(started.elapsed().as_secs_f64());
     ctx.stats.sink_write_documents.observe(ops.len() as f64);
-    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted + report.replaced, Ordering::Relaxed);
+    ctx.stats.written.fetch_add(report.inserted + report.upserted + report.deleted + report.replaced + report.updated, Ordering::Relaxed);
     ctx.stats.duplicates.fetch_add(report.duplicates, Ordering::Relaxed);
     if !rejections.is_empty() {
         decide(ctx, spec, records, &rejected(&rejections, &op_source), log).await?;

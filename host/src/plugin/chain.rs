@@ -28,8 +28,20 @@ pub use crate::record::{Failure, FailureKind};
 pub struct ChainOutput {
     pub op: Op,
     pub collection: Option<String>,
-    /// Where the document (JSON, UTF-8) lies in [`Results::data`]: no copy per document.
+    /// Where the document (JSON, UTF-8) lies in [`Results::data`]: no copy per
+    /// document. Empty for delete-where.
     pub document: std::ops::Range<usize>,
+    /// Update, replace, delete-where: where the filter (JSON) lies in [`Results::data`].
+    pub filter: Option<std::ops::Range<usize>>,
+    /// Update, replace: insert when nothing matches the filter.
+    pub upsert: bool,
+}
+
+impl ChainOutput {
+    /// An output of `op` whose document lies at `document` (no filter).
+    pub fn new(op: Op, collection: Option<String>, document: std::ops::Range<usize>) -> ChainOutput {
+        ChainOutput { op, collection, document, filter: None, upsert: false }
+    }
 }
 
 /// What a batch became: every output document, in record order, and per
@@ -41,16 +53,23 @@ pub struct Results {
     pub records: Vec<Result<std::ops::Range<usize>, Failure>>,
     /// The documents' bytes (the last plugin's result buffer, as it came).
     pub data: Vec<u8>,
+    /// The last plugin asked for the outputs to be written strictly in order.
+    pub ordered: bool,
 }
 
 impl Results {
     fn with_capacity(records: usize) -> Results {
-        Results { outputs: Vec::with_capacity(records), records: Vec::with_capacity(records), data: Vec::new() }
+        Results { outputs: Vec::with_capacity(records), records: Vec::with_capacity(records), data: Vec::new(), ordered: false }
     }
 
     /// An output's document.
     pub fn document(&self, out: &ChainOutput) -> &[u8] {
         &self.data[out.document.clone()]
+    }
+
+    /// An output's filter (update, replace, delete-where).
+    pub fn filter(&self, out: &ChainOutput) -> Option<&[u8]> {
+        out.filter.clone().map(|f| &self.data[f])
     }
 
     /// Record `i`'s outputs, or its failure.
@@ -88,15 +107,19 @@ impl Results {
             records[i] = Some(Err(f));
         }
         let records = records.into_iter().map(|r| r.expect("every record has a result or a failure")).collect();
-        Results { outputs: self.outputs, records, data: self.data }
+        Results { outputs: self.outputs, records, data: self.data, ordered: self.ordered }
     }
 
     /// Append `other`'s records after these.
     fn append(&mut self, other: Results) {
         let (base, data) = (self.outputs.len(), self.data.len());
         self.data.extend_from_slice(&other.data);
-        self.outputs
-            .extend(other.outputs.into_iter().map(|o| ChainOutput { document: o.document.start + data..o.document.end + data, ..o }));
+        self.ordered |= other.ordered;
+        self.outputs.extend(other.outputs.into_iter().map(|o| ChainOutput {
+            document: o.document.start + data..o.document.end + data,
+            filter: o.filter.map(|f| f.start + data..f.end + data),
+            ..o
+        }));
         self.records.extend(other.records.into_iter().map(|r| r.map(|range| range.start + base..range.end + base)));
     }
 }
@@ -154,6 +177,9 @@ struct Item {
     op: Op,
     collection: Option<String>,
     value: Value,
+    /// Where the filter lies in the stage's result (update, replace, delete-where).
+    filter: Option<std::ops::Range<usize>>,
+    upsert: bool,
 }
 
 impl Chain {
@@ -304,7 +330,7 @@ impl Chain {
                     }));
                 }
                 None if self.spec.plugins.is_empty() => failed[i] = Some(Box::new(tombstone())),
-                _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: Value::Source }),
+                _ => items.push(Item { source: i, op: Op::Insert, collection: None, value: Value::Source, filter: None, upsert: false }),
             }
         }
         (failed, items)
@@ -361,7 +387,8 @@ impl Chain {
             match result.outcome(i) {
                 OutcomeRef::Drop => {}
                 OutcomeRef::Emit(outputs) => {
-                    let size: usize = outputs.clone().map(|j| result.output(j).document.len()).sum();
+                    let size: usize =
+                        outputs.clone().map(|j| result.output(j)).map(|o| o.document.len() + o.filter.map_or(0, <[u8]>::len)).sum();
                     if size > max {
                         let slot = &mut failed[item.source];
                         if slot.is_none() {
@@ -389,19 +416,31 @@ impl Chain {
 /// Per source record, its failure if it has one (boxed: a failure is rare).
 type Slots = Vec<Option<Box<Failure>>>;
 
-/// Output `j` of `result`, emitted for `item`: an item of the next stage.
+/// Output `j` of `result`, emitted for `item`: an item of the next stage. Its
+/// value there is the output's document (delete-where: its filter); only the
+/// last stage's operation, filter and upsert flag are written.
 fn emitted(result: &runtime::BatchResult, j: u32, item: &Item) -> Item {
     let o = result.output(j);
-    let start = o.document.as_ptr() as usize - result.data.as_ptr() as usize;
+    let range = |b: &[u8]| {
+        let start = b.as_ptr() as usize - result.data.as_ptr() as usize;
+        start..start + b.len()
+    };
+    let filter = o.filter.map(range);
+    let document = if o.operation.has_document() { range(o.document) } else { filter.clone().unwrap_or(0..0) };
     Item {
         source: item.source,
         op: match o.operation {
             Operation::Insert => Op::Insert,
             Operation::Upsert => Op::Upsert,
             Operation::Delete => Op::Delete,
+            Operation::Update => Op::Update,
+            Operation::Replace => Op::Replace,
+            Operation::DeleteWhere => Op::DeleteWhere,
         },
         collection: o.collection.map(str::to_owned).or_else(|| item.collection.clone()),
-        value: Value::Prev(start..start + o.document.len()),
+        value: Value::Prev(document),
+        filter,
+        upsert: o.upsert,
     }
 }
 
@@ -413,6 +452,7 @@ fn gather(batch: &[SourceRecord], items: Vec<Item>, failed: Slots, last: Option<
     let mut results = Results::with_capacity(batch.len());
     let from_plugins = last.is_some();
     if let Some(p) = last {
+        results.ordered = p.ordered();
         results.data = p.data;
     }
     let mut items = items.into_iter().peekable();
@@ -433,7 +473,13 @@ fn gather(batch: &[SourceRecord], items: Vec<Item>, failed: Slots, last: Option<
                 }),
             };
             match document {
-                Some(document) => results.outputs.push(ChainOutput { op: item.op, collection: item.collection, document }),
+                Some(document) => {
+                    let (filter, document) = match item.op {
+                        Op::DeleteWhere => (item.filter, 0..0),
+                        _ => (item.filter, document),
+                    };
+                    results.outputs.push(ChainOutput { op: item.op, collection: item.collection, document, filter, upsert: item.upsert })
+                }
                 None => failure = Some(Box::new(tombstone())),
             }
         }

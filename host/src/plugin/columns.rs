@@ -7,9 +7,20 @@ use sluice_contract::{BatchColumns, ResultView};
 
 pub use sluice_contract::{ABSENT, ErrorRef, Operation, OutputRef};
 
+/// The contract this host implements (`sluice:plugin@0.3.0`).
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "../guest-sdk/wit/plugin.wit",
+        world: "plugin",
+    });
+}
+
+/// The older contract the host still runs unchanged (`sluice:plugin@0.2.0`): its
+/// batch is the same columns, its result is read through
+/// [`sluice_contract::upgrade_legacy_outputs`] ([`BatchResult::from_legacy`]).
+pub(super) mod legacy_bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit/legacy/plugin-0.2.0.wit",
         world: "plugin",
     });
 }
@@ -80,9 +91,36 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// The same batch in the types of contract 0.2.0 (the columns did not change).
+    pub(super) fn to_legacy(&self) -> legacy_bindings::sluice::plugin::types::Batch {
+        legacy_bindings::sluice::plugin::types::Batch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offsets: self.offsets.clone(),
+            timestamps: self.timestamps.clone(),
+            spans: self.spans.clone(),
+            header_spans: self.header_spans.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
 impl BatchResult {
     fn view(&self) -> ResultView<'_> {
-        ResultView { outcomes: &self.outcomes, outputs: &self.outputs, data: &self.data }
+        ResultView { outcomes: &self.outcomes, outputs: &self.outputs, data: &self.data, options: self.options }
+    }
+
+    /// A contract 0.2.0 result in this version's layout (5 numbers per output
+    /// become 8; no options). `Err`: it breaks the 0.2.0 rules (malformed).
+    pub(super) fn from_legacy(r: legacy_bindings::sluice::plugin::types::BatchResult) -> Result<BatchResult, String> {
+        let outputs = sluice_contract::upgrade_legacy_outputs(&r.outputs)?;
+        Ok(BatchResult { outcomes: r.outcomes, outputs, data: r.data, options: 0 })
+    }
+
+    /// The plugin asked for its outputs to be written in order.
+    pub fn ordered(&self) -> bool {
+        self.view().ordered()
     }
 
     /// Every rule of the contract, checked once: afterwards [`outcome`](Self::outcome)
@@ -107,29 +145,43 @@ mod tests {
     use super::*;
 
     fn result(outcomes: &[u32], outputs: &[u32], data: &[u8]) -> BatchResult {
-        BatchResult { outcomes: outcomes.to_vec(), outputs: outputs.to_vec(), data: data.to_vec() }
+        BatchResult { outcomes: outcomes.to_vec(), outputs: outputs.to_vec(), data: data.to_vec(), options: 0 }
     }
 
     #[test]
     fn a_batch_result_is_checked_before_it_is_read() {
-        let ok = result(&[1, 0, 1, 2, 7, 3, 0, 0, 0], &[0, 0, 7, 10, 1], b"{\"a\":1}errc");
+        let ok = result(&[1, 0, 1, 2, 7, 3, 0, 0, 0], &[0, 0, 0, ABSENT, 0, 7, 10, 1], b"{\"a\":1}errc");
         ok.check(3).unwrap();
         assert!(matches!(ok.outcome(1), OutcomeRef::Error(m) if m.message() == "err"));
         let out = ok.output(0);
         assert_eq!((out.operation, out.document, out.collection), (Operation::Insert, &b"{\"a\":1}"[..], Some("c")));
         for (bad, needle) in [
-            (result(&[1, 0, 1], &[0, 0, 7, 0, ABSENT], b"{}"), "document outside"),
-            (result(&[1, 0, 2], &[0, 0, 2, 0, ABSENT], b"{}"), "beyond the 1 given"),
-            (result(&[1, 0, 1], &[3, 0, 2, 0, ABSENT], b"{}"), "unknown operation 3"),
+            (result(&[1, 0, 1], &[0, 0, 0, ABSENT, 0, 7, 0, ABSENT], b"{}"), "document outside"),
+            (result(&[1, 0, 2], &[0, 0, 0, ABSENT, 0, 2, 0, ABSENT], b"{}"), "beyond the 1 given"),
+            (result(&[1, 0, 1], &[9, 0, 0, ABSENT, 0, 2, 0, ABSENT], b"{}"), "unknown operation 9"),
+            (result(&[1, 0, 1], &[3, 0, 0, ABSENT, 0, 2, 0, ABSENT], b"{}"), "update needs a filter"),
             (result(&[9, 0, 0], &[], b""), "unknown outcome kind 9"),
             (result(&[2, 0, 5], &[], b"ab"), "error message outside"),
-            (result(&[1, 0, 1], &[0, 0, 2, 1, 1], b"{\xff"), "not UTF-8"),
+            (result(&[1, 0, 1], &[0, 0, 0, ABSENT, 0, 2, 1, 1], b"{\xff"), "not UTF-8"),
             (result(&[0, 0, 0, 0, 0, 0], &[], b""), "6 outcome numbers for 1 records"),
             (result(&[1, 4294967295, 2], &[], b""), "beyond"),
         ] {
             let e = bad.check(1).unwrap_err();
             assert!(e.contains(needle), "{needle}: {e}");
         }
+    }
+
+    #[test]
+    fn a_legacy_result_is_read_in_this_layout() {
+        use legacy_bindings::sluice::plugin::types::BatchResult as Legacy;
+        let legacy = Legacy { outcomes: vec![1, 0, 1], outputs: vec![1, 0, 9, 0, ABSENT], data: b"{\"_id\":1}".to_vec() };
+        let r = BatchResult::from_legacy(legacy).unwrap();
+        r.check(1).unwrap();
+        let out = r.output(0);
+        assert_eq!((out.operation, out.filter, out.document, out.upsert), (Operation::Upsert, None, &b"{\"_id\":1}"[..], false));
+        assert!(!r.ordered());
+        let bad = Legacy { outcomes: vec![1, 0, 1], outputs: vec![3, 0, 9, 0, ABSENT], data: b"{\"_id\":1}".to_vec() };
+        assert_eq!(BatchResult::from_legacy(bad).unwrap_err(), "output 0: unknown operation 3");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, Store};
 
 use super::columns::bindings::Plugin;
+use super::columns::legacy_bindings::Plugin as LegacyPlugin;
 use super::instance::HostState;
 use super::runtime::{CallLimit, RuntimeError};
 
@@ -29,6 +30,7 @@ pub(super) fn start(limit: CallLimit) -> Result<(Engine, Linker<HostState>, Arc<
     let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
     let mut linker = Linker::new(&engine);
     Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(RuntimeError::Engine)?;
+    LegacyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(RuntimeError::Engine)?;
     super::sandbox::add_to_linker(&mut linker).map_err(RuntimeError::Engine)?;
     let stop_ticker = Arc::new(AtomicBool::new(false));
     spawn_ticker(&engine, stop_ticker.clone())?;

@@ -9,10 +9,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::columns::bindings::{self, Plugin};
-use super::columns::{Batch, BatchResult};
+use super::columns::{Batch, BatchResult, bindings, legacy_bindings};
 use super::engine::{arm, ticks};
-use super::load::LoadedPlugin;
+use super::load::{LoadedPlugin, PluginPre};
 use super::runtime::{CallLimit, RuntimeError, TrapKind};
 use super::sandbox::Sandbox;
 use bindings::sluice::plugin::types::Level;
@@ -30,11 +29,17 @@ impl LoadedPlugin {
         let call_ticks = ticks(self.config.limits.call_timeout);
         let limit = self.limit;
         arm(&mut store, limit, call_ticks);
-        let bindings = off_async(|| self.pre.instantiate(&mut store))
-            .map_err(|e| RuntimeError::Instantiate { name: self.name.clone(), message: format!("{e:#}") })?;
+        let bindings = off_async(|| match &self.pre {
+            PluginPre::Current(pre) => pre.instantiate(&mut store).map(Bindings::Current),
+            PluginPre::Legacy(pre) => pre.instantiate(&mut store).map(Bindings::Legacy),
+        })
+        .map_err(|e| RuntimeError::Instantiate { name: self.name.clone(), message: format!("{e:#}") })?;
         let mut instance = PluginInstance { plugin: self.clone(), store, bindings, call_ticks };
         arm(&mut instance.store, limit, call_ticks);
-        let init = off_async(|| instance.bindings.sluice_plugin_transform().call_init(&mut instance.store, &self.params));
+        let init = off_async(|| match &instance.bindings {
+            Bindings::Current(b) => b.sluice_plugin_transform().call_init(&mut instance.store, &self.params),
+            Bindings::Legacy(b) => b.sluice_plugin_transform().call_init(&mut instance.store, &self.params),
+        });
         instance.store.data_mut().sandbox.end_call();
         match init {
             Ok(Ok(())) => Ok(instance),
@@ -44,11 +49,17 @@ impl LoadedPlugin {
     }
 }
 
+/// An instance's exports, by the contract version it was built against.
+enum Bindings {
+    Current(bindings::Plugin),
+    Legacy(legacy_bindings::Plugin),
+}
+
 /// One sandboxed instance of a plugin.
 pub struct PluginInstance {
     pub(super) plugin: Arc<LoadedPlugin>,
     store: Store<HostState>,
-    bindings: Plugin,
+    bindings: Bindings,
     call_ticks: u64,
 }
 
@@ -67,7 +78,14 @@ impl PluginInstance {
         data.limits.memory_refused = false;
         let newest = batch.timestamps.iter().copied().max();
         data.sandbox.begin_call(&batch.topic, batch.partition, batch.offsets.first().copied().unwrap_or(0), newest);
-        let result = off_async(|| self.bindings.sluice_plugin_transform().call_process(&mut self.store, batch));
+        // A 0.2.0 plugin gets the same columns in its own types (a copy), and its
+        // result is read in this version's layout (a malformed one fails as such).
+        let result = off_async(|| match &self.bindings {
+            Bindings::Current(b) => b.sluice_plugin_transform().call_process(&mut self.store, batch).map(Ok),
+            Bindings::Legacy(b) => {
+                b.sluice_plugin_transform().call_process(&mut self.store, &batch.to_legacy()).map(BatchResult::from_legacy)
+            }
+        });
         self.store.data_mut().sandbox.end_call();
         match result {
             // Python and JavaScript turn a refused `memory.grow` into an exception the
@@ -80,10 +98,11 @@ impl PluginInstance {
                     self.plugin.config.limits.memory_bytes
                 ),
             }),
-            Ok(r) => match r.check(batch.len()) {
+            Ok(Ok(r)) => match r.check(batch.len()) {
                 Ok(()) => Ok(r),
                 Err(message) => Err(RuntimeError::Malformed { name: self.plugin.name.clone(), message }),
             },
+            Ok(Err(message)) => Err(RuntimeError::Malformed { name: self.plugin.name.clone(), message }),
             Err(e) => {
                 let data = self.store.data_mut();
                 let panic = data.last_panic.take();
@@ -207,3 +226,20 @@ impl bindings::sluice::plugin::host::Host for HostState {
 }
 
 impl bindings::sluice::plugin::types::Host for HostState {}
+
+/// Plugins built against contract 0.2.0 log the same way.
+impl legacy_bindings::sluice::plugin::host::Host for HostState {
+    fn log(&mut self, level: legacy_bindings::sluice::plugin::types::Level, message: String) {
+        use legacy_bindings::sluice::plugin::types::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        bindings::sluice::plugin::host::Host::log(self, level, message);
+    }
+}
+
+impl legacy_bindings::sluice::plugin::types::Host for HostState {}

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::columns::bindings::PluginPre;
 use super::columns::{Batch, OutcomeRef};
+use super::columns::{bindings, legacy_bindings};
 use super::instance::{HostState, PluginInstance};
 use super::runtime::{CallLimit, Runtime, RuntimeError};
 use crate::config::{PluginConfig, SelfTest};
@@ -61,7 +61,14 @@ impl Runtime {
             }
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(contract_err)?;
-        let pre = PluginPre::new(instance_pre).map_err(contract_err)?;
+        // This contract, or the older one the host still runs unchanged.
+        let pre = match bindings::PluginPre::new(instance_pre.clone()) {
+            Ok(pre) => PluginPre::Current(pre),
+            Err(e) => match legacy_bindings::PluginPre::new(instance_pre) {
+                Ok(pre) => PluginPre::Legacy(pre),
+                Err(_) => return Err(contract_err(e)),
+            },
+        };
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
             version,
@@ -137,6 +144,14 @@ fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
     .unwrap_or_else(|_| Err("the module could not be read (malformed)".into()))
 }
 
+/// A component pre-linked against the contract it exports.
+pub(super) enum PluginPre {
+    /// `sluice:plugin@0.3.0`, this host's.
+    Current(bindings::PluginPre<HostState>),
+    /// `sluice:plugin@0.2.0`: batches and results are converted at the call.
+    Legacy(legacy_bindings::PluginPre<HostState>),
+}
+
 /// A compiled, pre-linked plugin version. Cheap to instantiate.
 pub struct LoadedPlugin {
     pub name: String,
@@ -150,7 +165,7 @@ pub struct LoadedPlugin {
     pub bytes: Arc<[u8]>,
     pub(super) limit: CallLimit,
     pub(super) engine: Engine,
-    pub(super) pre: PluginPre<HostState>,
+    pub(super) pre: PluginPre,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -162,6 +177,14 @@ impl std::fmt::Debug for LoadedPlugin {
 impl LoadedPlugin {
     pub fn max_output_bytes(&self) -> usize {
         self.config.limits.max_output_bytes
+    }
+
+    /// The contract package the plugin was built against (`sluice:plugin@0.3.0` or `@0.2.0`).
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            PluginPre::Current(_) => sluice_contract::PACKAGE,
+            PluginPre::Legacy(_) => sluice_contract::LEGACY_PACKAGE,
+        }
     }
 
     /// `name@version`.

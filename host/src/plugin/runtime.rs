@@ -31,6 +31,9 @@ pub use super::load::{LoadedPlugin, read_plugin, version_of};
 /// The contract version this host implements (the WIT package).
 pub const CONTRACT: &str = sluice_contract::PACKAGE;
 
+/// The older contract version whose plugins the host still runs unchanged.
+pub const LEGACY_CONTRACT: &str = sluice_contract::LEGACY_PACKAGE;
+
 /// The contract's interface the host provides to plugins (see [`RuntimeError::SystemImports`]).
 pub const HOST_INTERFACE: &str = sluice_contract::HOST_INTERFACE;
 
@@ -47,7 +50,7 @@ pub enum RuntimeError {
     Componentize { name: String, path: PathBuf, message: String },
     #[error("plugin `{name}`: cannot compile {path}: {message}")]
     Compile { name: String, path: PathBuf, message: String },
-    #[error("plugin `{name}` ({path}) does not match the contract {CONTRACT}: {message}")]
+    #[error("plugin `{name}` ({path}) does not match the contract {CONTRACT} (nor {LEGACY_CONTRACT}): {message}")]
     Contract { name: String, path: PathBuf, message: String },
     /// The component imports something besides the contract and the sandbox's
     /// WASI 0.2 (`wasi:http`, another version or package…): refused at load.

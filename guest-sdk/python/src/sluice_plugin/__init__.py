@@ -14,10 +14,13 @@ Shapes (one per plugin module):
 Each takes ``init=setup`` (``setup(params: Params) -> None``), called once per
 instance; raising there stops the plugin from loading. An exception raised for a
 record is that record's error (the host dead-letters, skips or stops by policy).
-The batch columns of the contract (sluice:plugin@0.2.0) are never seen by authors.
+The batch columns of the contract (sluice:plugin@0.3.0) are never seen by authors.
 
-Outputs: return a dict (inserted), or ``Output.upsert(doc)`` / ``Output.delete(id)``, each
-``.in_collection(name)`` to write elsewhere. ``Error("msg")`` fails the record with exactly
+Outputs: return a dict (inserted), or ``Output.upsert(doc)`` / ``Output.delete(id)`` (by
+``_id``), or by filter: ``Output.update(filter, {"$inc": {"n": 1}})``,
+``Output.replace_where(filter, doc)``, ``Output.delete_where(filter)``; ``.or_insert()`` makes an
+update or replace an upsert; each ``.in_collection(name)`` to write elsewhere. Filter values are
+matched literally. ``set_ordered(True)`` asks the host to write outputs strictly in order. ``Error("msg")`` fails the record with exactly
 that message; any other exception with ``TypeName: msg``. ``log.info(...)`` logs through
 the host. ``sluice_plugin.testing.run`` runs the plugin on records natively, for pytest.
 
@@ -35,11 +38,20 @@ import inspect
 import json
 
 from . import log
-from ._columns import DELETE, INSERT, UPSERT, Record, ResultWriter, read_batch
+from ._columns import DELETE, DELETE_WHERE, INSERT, OPERATIONS, REPLACE, UPDATE, UPSERT, Record, ResultWriter, read_batch
 
-__all__ = ["map", "filter", "flat_map", "init", "Record", "Output", "Params", "Error", "log", "CONTRACT_VERSION"]
+__all__ = ["map", "filter", "flat_map", "init", "Record", "Output", "Params", "Error", "log", "set_ordered", "CONTRACT_VERSION"]
 
-CONTRACT_VERSION = "sluice:plugin@0.2.0"
+CONTRACT_VERSION = "sluice:plugin@0.3.0"
+
+_ordered = False
+
+
+def set_ordered(ordered=True):
+    """Ask the host to write this plugin's outputs strictly in order (e.g. in the init function).
+    Off by default: consecutive inserts may then be written in any order (faster)."""
+    global _ordered
+    _ordered = bool(ordered)
 
 
 class Error(Exception):
@@ -51,13 +63,15 @@ class _InvalidInput(Error):
 
 
 class Output:
-    """One document to write: insert (default), upsert (must carry _id) or delete (by _id), optionally
-    into another collection."""
+    """One write: insert (default), upsert (must carry _id) or delete (by _id); or, by filter,
+    update (operators), replace or delete-where; optionally into another collection."""
 
-    __slots__ = ("operation", "document", "collection")
+    # `upsert_flag`: `upsert` is the constructor `Output.upsert(doc)`.
+    __slots__ = ("operation", "document", "collection", "filter", "upsert_flag")
 
-    def __init__(self, operation, document, collection=None):
+    def __init__(self, operation, document, collection=None, filter=None, upsert=False):  # noqa: A002
         self.operation, self.document, self.collection = operation, document, collection
+        self.filter, self.upsert_flag = filter, upsert
 
     @staticmethod
     def insert(document, collection=None):
@@ -71,14 +85,38 @@ class Output:
     def delete(id, collection=None):
         return Output(DELETE, {"_id": id}, collection)
 
+    @staticmethod
+    def update(filter, update, collection=None):  # noqa: A002
+        """Update one document matching `filter` with operators ($set, $unset, $inc, $mul, $min, $max,
+        $currentDate, $push, $addToSet, $pull, $rename, $setOnInsert)."""
+        return Output(UPDATE, update, collection, filter)
+
+    @staticmethod
+    def replace_where(filter, document, collection=None):  # noqa: A002
+        """Replace one document matching `filter` with `document` (no operators)."""
+        return Output(REPLACE, document, collection, filter)
+
+    @staticmethod
+    def delete_where(filter, collection=None):  # noqa: A002
+        """Delete one document matching `filter`."""
+        return Output(DELETE_WHERE, None, collection, filter)
+
+    def or_insert(self):
+        """An update or replace that inserts when nothing matches (upsert); others unchanged."""
+        return Output(self.operation, self.document, self.collection, self.filter, self.operation in (UPDATE, REPLACE))
+
     def in_collection(self, collection):
-        return Output(self.operation, self.document, collection)
+        return Output(self.operation, self.document, collection, self.filter, self.upsert_flag)
+
+    def _key(self):
+        return (self.operation, self.document, self.collection, self.filter, self.upsert_flag)
 
     def __eq__(self, o):
-        return isinstance(o, Output) and (self.operation, self.document, self.collection) == (o.operation, o.document, o.collection)
+        return isinstance(o, Output) and self._key() == o._key()
 
     def __repr__(self):
-        return f"Output({('insert', 'upsert', 'delete')[self.operation]}, {self.document!r}, {self.collection!r})"
+        extra = "" if self.filter is None else f", filter={self.filter!r}, upsert={self.upsert_flag!r}"
+        return f"Output({OPERATIONS[self.operation]}, {self.document!r}, {self.collection!r}{extra})"
 
 
 class Params(dict):
@@ -135,16 +173,27 @@ def _value(record):
 
 def _emit(w, out):
     if isinstance(out, Output):
-        op, doc, coll = out.operation, out.document, out.collection
+        op, doc, coll, flt, upsert = out.operation, out.document, out.collection, out.filter, out.upsert_flag
     else:
-        op, doc, coll = INSERT, out, None
-    if not isinstance(doc, dict):
-        raise Error(f"the output is not a JSON object: {_compact(doc)}")
-    try:
-        body = _encode(doc).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise Error(f"cannot serialise output: {e}") from None
-    w.output(op, body, coll)
+        op, doc, coll, flt, upsert = INSERT, out, None, None, False
+    filtered = op in (UPDATE, REPLACE, DELETE_WHERE)
+    fbody = None
+    if filtered:
+        if not isinstance(flt, dict):
+            raise Error(f"the filter is not a JSON object: {_compact(flt)}")
+        try:
+            fbody = _encode(flt).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise Error(f"cannot serialise the filter: {e}") from None
+    body = None
+    if op != DELETE_WHERE:
+        if not isinstance(doc, dict):
+            raise Error(f"the output is not a JSON object: {_compact(doc)}")
+        try:
+            body = _encode(doc).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise Error(f"cannot serialise output: {e}") from None
+    w.output(op, body, coll, fbody, upsert and op in (UPDATE, REPLACE))
 
 
 def _message(e):
@@ -232,7 +281,7 @@ def _process(topic, partition, offsets, timestamps, spans, header_spans, data):
         raise RuntimeError("no plugin function: decorate one with @map, @filter or @flat_map")
     shape, fn, _ = _plugin
     one = _ONE[shape]
-    w = ResultWriter()
+    w = ResultWriter(_ordered)
     for record in read_batch(topic, partition, offsets, timestamps, spans, header_spans, data):
         w.begin()
         try:
@@ -244,4 +293,4 @@ def _process(topic, partition, offsets, timestamps, spans, header_spans, data):
             w.failed(_message(e))
             continue
         w.emitted()
-    return w.outcomes, w.outputs, bytes(w.data)
+    return w.outcomes, w.outputs, bytes(w.data), w.options

@@ -10,7 +10,11 @@ NO_TIMESTAMP = -1
 INVALID_INPUT_TAG = b"\x00sluice:invalid-input\x00"
 
 DROP, EMIT, ERROR = 0, 1, 2
-INSERT, UPSERT, DELETE = 0, 1, 2
+INSERT, UPSERT, DELETE, UPDATE, REPLACE, DELETE_WHERE = 0, 1, 2, 3, 4, 5
+OPERATIONS = ("insert", "upsert", "delete", "update", "replace", "delete-where")
+FLAG_UPSERT = 1
+OPTION_ORDERED = 1
+WIDTH = 8  # numbers per output: operation, flags, filter span, document span, collection span
 
 
 class Record:
@@ -78,12 +82,13 @@ def read_batch(topic, partition, offsets, timestamps, spans, header_spans, data)
 class ResultWriter:
     """Writes a batch result's columns, one record's outcome at a time."""
 
-    __slots__ = ("outcomes", "outputs", "data", "_mark_out", "_mark_data")
+    __slots__ = ("outcomes", "outputs", "data", "options", "_mark_out", "_mark_data")
 
-    def __init__(self):
+    def __init__(self, ordered=False):
         self.outcomes = []
         self.outputs = []
         self.data = bytearray()
+        self.options = OPTION_ORDERED if ordered else 0
         self._mark_out = 0
         self._mark_data = 0
 
@@ -91,22 +96,25 @@ class ResultWriter:
         self._mark_out = len(self.outputs)
         self._mark_data = len(self.data)
 
-    def output(self, operation, document: bytes, collection=None):
-        """An output: its JSON document bytes, as they are, then its collection name."""
-        d = self.data
-        ds = len(d)
-        d += document
-        if collection is None:
-            cs, cl = 0, ABSENT
-        else:
-            c = collection.encode("utf-8")
-            cs, cl = len(d), len(c)
-            d += c
-        self.outputs += (operation, ds, len(document), cs, cl)
+    def _append(self, b):
+        if b is None:
+            return 0, ABSENT
+        start = len(self.data)
+        self.data += b
+        return start, len(b)
+
+    def output(self, operation, document, collection=None, filter=None, upsert=False):
+        """An output: its filter (update, replace, delete-where) then its document (None for
+        delete-where), JSON bytes as they are, then its collection name."""
+        fs, fl = self._append(filter)
+        ds, dl = self._append(document)
+        cs, cl = self._append(None if collection is None else collection.encode("utf-8"))
+        flags = FLAG_UPSERT if upsert else 0
+        self.outputs += (operation, flags, fs, fl, ds, dl, cs, cl)
 
     def emitted(self):
-        first = self._mark_out // 5
-        count = len(self.outputs) // 5 - first
+        first = self._mark_out // WIDTH
+        count = len(self.outputs) // WIDTH - first
         self.outcomes += (EMIT, first, count) if count else (DROP, 0, 0)
 
     def failed(self, message: str, invalid_input=False):
@@ -120,7 +128,8 @@ class ResultWriter:
 
 
 def read_result(outcomes, outputs, data):
-    """Decode a result's columns (for tests): a list of ("drop",), ("emit", [(op, doc_bytes, collection)]),
+    """Decode a result's columns (for tests): a list of ("drop",),
+    ("emit", [(op, filter_bytes_or_None, doc_bytes_or_None, upsert, collection)]),
     ("error", message, invalid_input). Not a validator (the host checks results)."""
     data = bytes(data)
     out = []
@@ -132,8 +141,14 @@ def read_result(outcomes, outputs, data):
         elif kind == EMIT:
             items = []
             for j in range(first, first + count):
-                op, ds, dl, cs, cl = outputs[5 * j: 5 * j + 5]
-                items.append((op, data[ds: ds + dl], None if cl == ABSENT else data[cs: cs + cl].decode("utf-8")))
+                op, flags, fs, fl, ds, dl, cs, cl = outputs[WIDTH * j: WIDTH * j + WIDTH]
+                items.append((
+                    op,
+                    None if fl == ABSENT else data[fs: fs + fl],
+                    None if dl == ABSENT else data[ds: ds + dl],
+                    bool(flags & FLAG_UPSERT),
+                    None if cl == ABSENT else data[cs: cs + cl].decode("utf-8"),
+                ))
             out.append(("emit", items))
         elif kind == ERROR:
             msg = data[first: first + count].decode("utf-8", "replace")

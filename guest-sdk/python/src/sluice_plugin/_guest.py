@@ -33,9 +33,9 @@ class Transform(exports.Transform):
 
     def process(self, batch):
         try:
-            outcomes, outputs, data = _sdk._process(
+            outcomes, outputs, data, options = _sdk._process(
                 batch.topic, batch.partition, batch.offsets, batch.timestamps, batch.spans, batch.header_spans, batch.data
             )
         finally:
             _flush()
-        return types.BatchResult(outcomes, outputs, data)
+        return types.BatchResult(outcomes, outputs, data, options)

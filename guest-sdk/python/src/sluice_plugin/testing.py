@@ -53,9 +53,13 @@ def run(records, topic=None, partition=None, raw=False):
         timestamps.append(-1 if r.timestamp is None else r.timestamp)
     out = sdk._process(topic, partition, offsets, timestamps, spans, hspans, bytes(data))
     decoded = []
-    for o in read_result(*out):
+    outcomes, outputs, data, _options = out
+
+    def parse(b):
+        return None if b is None else (b.decode("utf-8") if raw else json.loads(b))
+
+    for o in read_result(outcomes, outputs, data):
         if o[0] == "emit":
-            docs = ((op, doc.decode("utf-8") if raw else json.loads(doc), coll) for op, doc, coll in o[1])
-            o = ("emit", [sdk.Output(op, doc, coll) for op, doc, coll in docs])
+            o = ("emit", [sdk.Output(op, parse(doc), coll, parse(flt), up) for op, flt, doc, up, coll in o[1]])
         decoded.append(o)
     return decoded

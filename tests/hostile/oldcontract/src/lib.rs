@@ -1,4 +1,4 @@
-//! A plugin built against another version of the contract (`sluice:plugin@0.0.9`):
+//! A plugin built against another version of the contract (`sluice:plugin@0.1.9`):
 //! the host must refuse to load it, naming the contract it implements.
 #[cfg(target_arch = "wasm32")]
 mod glue {
