@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
 use super::json::{self, Array, Decimals, Object};
@@ -155,30 +155,11 @@ fn write_message(msg: &DynamicMessage, out: &mut Vec<u8>, d: Decimals) -> Result
         if !set && field.supports_presence() {
             json::null(out);
         } else {
-            write_field(&msg.get_field(&field), &field, out, d)?;
+            write_value(&msg.get_field(&field), &field.kind(), out, d)?;
         }
     }
     obj.close(out);
     Ok(())
-}
-
-fn write_field(value: &Value, field: &FieldDescriptor, out: &mut Vec<u8>, d: Decimals) -> Result<(), String> {
-    let kind = field.kind();
-    if field.is_map() {
-        let entry = kind.as_message().ok_or("a map field whose entry is not a message")?;
-        let value_kind = entry.map_entry_value_field().kind();
-        let Value::Map(map) = value else { return Err(format!("field {} is a map without a map value", field.name())) };
-        let mut entries: Vec<(String, &Value)> = map.iter().map(|(k, v)| (map_key(k), v)).collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut obj = Object::open(out);
-        for (k, v) in entries {
-            obj.key(out, &k);
-            write_value(v, &value_kind, out, d)?;
-        }
-        obj.close(out);
-        return Ok(());
-    }
-    write_value(value, &kind, out, d)
 }
 
 fn map_key(k: &MapKey) -> String {
@@ -218,7 +199,7 @@ fn write_value(value: &Value, kind: &Kind, out: &mut Vec<u8>, d: Decimals) -> Re
             arr.close(out);
         }
         Value::Map(map) => {
-            // A map reached without its field (google.protobuf.Struct's fields).
+            // A map field's kind is its entry message: the values' kind is the entry's `value`.
             let value_kind = kind.as_message().map(|m| m.map_entry_value_field().kind()).ok_or("a map value without its entry type")?;
             let mut entries: Vec<(String, &Value)> = map.iter().map(|(k, v)| (map_key(k), v)).collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
