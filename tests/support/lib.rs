@@ -53,7 +53,9 @@ pub fn repo() -> PathBuf {
 
 /// The built `.wasm` of an example plugin; fails with the command to build it.
 pub fn plugin(name: &str) -> PathBuf {
-    let p = repo().join("plugins/target/wasm32-unknown-unknown/release").join(format!("{name}.wasm"));
+    // Cargo names a crate's artifact with `_` for `-`.
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let p = repo().join("plugins/target/wasm32-unknown-unknown/release").join(file);
     assert!(p.exists(), "{} is missing: run `make plugins` (or `make test`, which builds them)", p.display());
     p
 }
