@@ -192,6 +192,12 @@ impl Admin {
         (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("PUT {path}: {e}: {text}")))
     }
 
+    /// `POST` with a body: status and JSON body.
+    pub async fn post_body(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let (status, text) = self.send(reqwest::Method::POST, path, Some(body)).await;
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {e}: {text}")))
+    }
+
     /// Status and JSON body.
     pub async fn post(&self, path: &str) -> (u16, serde_json::Value) {
         let (status, text) = self.send(reqwest::Method::POST, path, None).await;

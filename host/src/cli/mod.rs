@@ -14,6 +14,7 @@
 //! | `sluice plugin build`| [`plugin_build`]| build a plugin directory into one `.wasm`                 |
 //! | `sluice plugin test` | [`plugin_test`] | run plugins on records from a file, print the write plan  |
 //! | `sluice dlq replay`  | [`dlq_replay`]  | send dead letters back through the chain into MongoDB     |
+//! | `sluice rollout …`   | [`rollout`]     | shadow, canary, promote or abort a plugin version live    |
 //!
 //! [`common`] has what several of them share. The binary (`main.rs`) parses
 //! [`Cli`], sets up logging and the runtime, and calls [`dispatch`].
@@ -28,6 +29,7 @@ pub mod plugin_new;
 pub mod plugin_test;
 pub mod produce;
 pub mod reset;
+pub mod rollout;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +75,10 @@ pub enum Command {
     /// Dead-letter queue tools.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Roll a new plugin version out on a running host (its admin API): shadow run, canary,
+    /// promote, abort, status.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 #[derive(Subcommand)]
@@ -107,5 +113,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Build(args)) => plugin_build::execute(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test::execute(args),
         Command::Dlq(DlqCommand::Replay(args)) => dlq_replay::execute(args).await,
+        Command::Rollout(command) => rollout::execute(command).await,
     }
 }

@@ -9,6 +9,12 @@
 //! | `PUT /plugins/{name}` | body: a `.wasm` file. Validated, then swapped in (200), or refused (422, the running version stays) |
 //! | `POST /plugins/{name}/rollback` | back to the version before the current one (200; 409 when there is none) |
 //! | `POST /reload` | read the config file again and apply its `[[plugins]]` (200, or 422 and nothing changes) |
+//! | `GET /rollouts` | the running rollout (counts, samples, switch offsets) and the finished ones |
+//! | `POST /rollouts?plugin=NAME&mode=shadow&share=0.1` | body: a `.wasm` file, the candidate: validated, then shadowed (200; 422 refused; 409 one runs) |
+//! | `POST /rollouts?plugin=NAME&mode=canary&partitions=0,1` (or `count=2`) | the candidate runs those partitions on this host |
+//! | … `&max_failure_rate=0.2&min_records=100[&over_live=true]` | the rollback rule: above the rate the rollout rolls itself back |
+//! | `POST /rollouts/widen?partitions=2,3` (or `count=N`) | a canary takes more partitions |
+//! | `POST /rollouts/promote`, `POST /rollouts/abort` | the candidate becomes the live version; or the rollout ends (409: none runs) |
 //!
 //! With `admin.token` set, every request but `/healthz` and `/readyz` needs
 //! `Authorization: Bearer <token>` (401 otherwise). Without a token (allowed on
@@ -22,7 +28,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +37,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminConfig;
-use crate::plugin::swap::{HotSwap, SwapError, SwapReport};
+use std::collections::BTreeSet;
+
+use crate::plugin::rollout::{Mode, RollbackRule};
+use crate::plugin::swap::{HotSwap, SwapError};
 use crate::telemetry::{Health, Stats};
 
 /// What the handlers see.
@@ -79,6 +88,10 @@ fn router(state: Arc<Shared>, max_upload: usize) -> Router {
         .route("/plugins/{name}", axum::routing::put(upload).layer(DefaultBodyLimit::max(max_upload)))
         .route("/plugins/{name}/rollback", post(rollback))
         .route("/reload", post(reload))
+        .route("/rollouts", get(rollouts).post(start_rollout).layer(DefaultBodyLimit::max(max_upload)))
+        .route("/rollouts/widen", post(widen))
+        .route("/rollouts/promote", post(promote))
+        .route("/rollouts/abort", post(abort))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).merge(guarded).with_state(state)
 }
@@ -128,7 +141,81 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 async fn list(State(s): State<Arc<Shared>>) -> Response {
     let (generation, plugins) = s.state.hot.list();
-    axum::Json(json!({ "generation": generation, "plugins": plugins })).into_response()
+    axum::Json(json!({ "generation": generation, "plugins": plugins, "history": s.state.hot.history() })).into_response()
+}
+
+type Params = Query<std::collections::HashMap<String, String>>;
+
+async fn rollouts(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(s.state.hot.rollouts()).into_response()
+}
+
+async fn start_rollout(State(s): State<Arc<Shared>>, Query(q): Params, body: Bytes) -> Response {
+    let request = (|| {
+        let plugin = q.get("plugin").ok_or("the plugin to roll out: ?plugin=NAME")?.clone();
+        let mode = match q.get("mode").map(String::as_str) {
+            Some("shadow") => Mode::Shadow { share: number(&q, "share")?.unwrap_or(1.0) },
+            Some("canary") => Mode::Canary { partitions: partitions(&s.state.stats, &q)? },
+            _ => return Err("mode=shadow or mode=canary".to_owned()),
+        };
+        let rule = match number(&q, "max_failure_rate")? {
+            Some(max_failure_rate) => Some(RollbackRule {
+                max_failure_rate,
+                min_records: number(&q, "min_records")?.map_or(100, |n| n as u64),
+                over_live: q.get("over_live").is_some_and(|v| v == "true"),
+            }),
+            None => None,
+        };
+        Ok::<_, String>((plugin, mode, rule))
+    })();
+    match request {
+        Ok((plugin, mode, rule)) => answer(s.state.hot.start_rollout(&plugin, body.to_vec(), mode, rule).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn widen(State(s): State<Arc<Shared>>, Query(q): Params) -> Response {
+    match partitions(&s.state.stats, &q) {
+        Ok(p) => answer(s.state.hot.widen(p).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn promote(State(s): State<Arc<Shared>>) -> Response {
+    answer(s.state.hot.promote().await)
+}
+
+async fn abort(State(s): State<Arc<Shared>>) -> Response {
+    answer(s.state.hot.abort().await)
+}
+
+fn bad_request(e: String) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": e }))).into_response()
+}
+
+/// Query parameter `name` as a number, if given.
+fn number(q: &std::collections::HashMap<String, String>, name: &str) -> Result<Option<f64>, String> {
+    q.get(name).map(|v| v.parse::<f64>().map_err(|_| format!("{name}={v:?} is not a number"))).transpose()
+}
+
+/// A canary's partitions: `partitions=0,1`, or `count=N` (the first N of those
+/// this host is assigned now, by number).
+fn partitions(stats: &Stats, q: &std::collections::HashMap<String, String>) -> Result<BTreeSet<i32>, String> {
+    match (q.get("partitions"), q.get("count")) {
+        (Some(list), None) => list
+            .split(',')
+            .map(|p| p.trim().parse::<i32>().map_err(|_| format!("partitions={list:?}: a list of partition numbers, e.g. 0,1")))
+            .collect(),
+        (None, Some(n)) => {
+            let n: usize = n.parse().map_err(|_| format!("count={n:?} is not a number"))?;
+            let assigned: BTreeSet<i32> = stats.partitions.lock().unwrap().keys().map(|(_, p)| *p).collect();
+            if assigned.len() < n {
+                return Err(format!("count={n}: this host is assigned {} partition(s) now", assigned.len()));
+            }
+            Ok(assigned.into_iter().take(n).collect())
+        }
+        _ => Err("the partitions: partitions=0,1 or count=N".into()),
+    }
 }
 
 async fn upload(State(s): State<Arc<Shared>>, Path(name): Path<String>, body: Bytes) -> Response {
@@ -143,14 +230,16 @@ async fn reload(State(s): State<Arc<Shared>>) -> Response {
     answer(s.state.hot.reload().await)
 }
 
-fn answer(result: Result<SwapReport, SwapError>) -> Response {
+fn answer<T: serde::Serialize>(result: Result<T, SwapError>) -> Response {
     match result {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => {
             let status = match &e {
                 SwapError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
-                SwapError::NothingToRollBack(_) | SwapError::NoConfigFile => StatusCode::CONFLICT,
-                SwapError::Rejected(_) | SwapError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                SwapError::NothingToRollBack(_) | SwapError::NoConfigFile | SwapError::NoRollout | SwapError::RolloutRunning { .. } => {
+                    StatusCode::CONFLICT
+                }
+                SwapError::Rejected(_) | SwapError::Config(_) | SwapError::BadRollout(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 SwapError::Persist { cause, .. } if cause.kind() == std::io::ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
                 SwapError::Persist { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             };
@@ -181,7 +270,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let cause = crate::plugin::swap::write_atomically(&link, b"new").unwrap_err();
         let e = crate::plugin::swap::SwapError::Persist { plugin: "p".into(), version: "v".into(), path: link.clone(), cause };
-        assert_eq!(super::answer(Err(e)).status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(super::answer::<()>(Err(e)).status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(std::fs::read(&target).unwrap(), b"old", "the link's target is untouched");
     }
 }

@@ -187,7 +187,7 @@ fn partitions(o: &mut Out, stats: &Stats) {
 /// Hot swaps, readiness and the dead-letter topic's availability.
 fn swaps_and_health(o: &mut Out, hot: &HotSwap, health: &Health) {
     let counts = hot.counts();
-    o.family("sluice_plugin_swaps_total", "counter", "Plugin versions swapped in, by trigger (file, api, rollback, reload).");
+    o.family("sluice_plugin_swaps_total", "counter", "Plugin versions swapped in, by trigger (file, api, rollback, reload, promote).");
     for (plugin, trigger, v) in &counts.swaps {
         o.sample("sluice_plugin_swaps_total", &[("plugin", plugin), ("trigger", trigger.as_str())], *v);
     }
@@ -204,6 +204,7 @@ fn swaps_and_health(o: &mut Out, hot: &HotSwap, health: &Health) {
         "Times the watcher had plugin files read after a change in their directory.",
         counts.file_checks,
     );
+    rollouts(o, hot);
     o.family("sluice_ready", "gauge", "1 when /readyz answers 200.");
     o.sample("sluice_ready", &[], health.readiness().is_ok() as u64);
     o.family(
@@ -212,6 +213,31 @@ fn swaps_and_health(o: &mut Out, hot: &HotSwap, health: &Health) {
         "Partitions waiting longer than dlq.unavailable_timeout for a dead letter to be sent (nothing is committed past it).",
     );
     o.sample("sluice_dlq_unavailable", &[], health.dlq_failing.load(std::sync::atomic::Ordering::Relaxed) as u64);
+}
+
+/// The running rollout's counts (labelled by plugin and mode) and rollouts ended.
+fn rollouts(o: &mut Out, hot: &HotSwap) {
+    let view = hot.rollouts();
+    let families = [
+        ("sluice_rollout_records", "Records the running rollout's candidate ran (shadow: compared; canary: processed)."),
+        ("sluice_rollout_differences", "Shadow: records whose candidate outputs differ from the live ones."),
+        ("sluice_rollout_candidate_failures", "Records the running rollout's candidate failed."),
+    ];
+    for (i, (name, help)) in families.into_iter().enumerate() {
+        o.family(name, "gauge", help);
+        if let Some(r) = &view.current {
+            let v = [r.records, r.differences, r.candidate_failures][i];
+            o.sample(name, &[("plugin", &r.plugin), ("mode", r.mode.name()), ("rollout", &r.id.to_string())], v);
+        }
+    }
+    o.family(
+        "sluice_rollouts_ended_total",
+        "counter",
+        "Rollouts ended, by how: promoted, aborted, rolled-back (its rule tripped), superseded.",
+    );
+    for (state, v) in hot.rollout_ends() {
+        o.sample("sluice_rollouts_ended_total", &[("state", state)], v);
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use crate::pipeline::plan::{Plan, Target, plan};
 use crate::pipeline::progress::{Intent, ProgressSaver, kept_ids, remove_stale};
 use crate::pipeline::retry::Retry;
 use crate::pipeline::write::{FailureLog, write_batch};
-use crate::plugin::chain::{Chain, ChainSpec};
+use crate::plugin::chain::{Chain, ChainSpec, Results};
+use crate::plugin::rollout::Rollout;
 use crate::plugin::runtime::RuntimeError;
 use crate::plugin::swap::HotSwap;
 use crate::record::{PartitionState, SourceRecord};
@@ -86,13 +87,22 @@ struct Worker {
     cancel: Arc<dyn Fn() -> bool + Send + Sync>,
     /// `None` only while a batch runs through it on a blocking thread.
     chain: Option<Chain>,
+    /// The generation published last (the chain runs it, or its rollout's candidate).
+    published: Arc<ChainSpec>,
+    /// A shadow rollout's candidate chain (taken like `chain` while a batch runs).
+    shadow: Option<Chain>,
+    /// Batches run since the worker started (which ones a shadow share takes).
+    batches: u64,
+    /// The rollout of the generation that ran the last batch: a canary
+    /// partition's switch back to the live version is recorded there.
+    last_rollout: Option<Arc<Rollout>>,
     /// The records' buffer, kept between batches.
     batch: Vec<SourceRecord>,
     progress: ProgressSaver,
     intent: Intent,
     failures: FailureLog,
-    /// The generation that ran the last batch.
-    ran: Option<u64>,
+    /// The generation and chain label that ran the last batch.
+    ran: Option<(u64, String)>,
 }
 
 impl Worker {
@@ -110,7 +120,11 @@ impl Worker {
             let state = state.clone();
             Arc::new(move || state.released.load(Ordering::Acquire))
         };
-        let chain = build_chain(&ctx, spec, &topic, partition).await?.with_cancel(cancel.clone());
+        let chain = build_chain(&ctx, spec.for_partition(partition), &topic, partition).await?.with_cancel(cancel.clone());
+        let shadow = match shadow_spec(&spec) {
+            Some(candidate) => Some(build_chain(&ctx, candidate, &topic, partition).await?),
+            None => None,
+        };
         // Until its first batch is written, the generation it starts with (a partition assigned again
         // after its last record, e.g. by a late rebalance, otherwise shows no generation at all).
         registered.gauges.generation.store(chain.spec().generation, Ordering::Relaxed);
@@ -137,6 +151,10 @@ impl Worker {
             specs,
             cancel,
             chain: Some(chain),
+            published: spec,
+            shadow,
+            batches: 0,
+            last_rollout: None,
             batch,
             progress,
             intent,
@@ -169,7 +187,18 @@ impl Worker {
         self.write(&records, planned, next_offset).await?;
         self.store(next_offset, n, bytes).await;
         self.batch = records;
+        self.check_rollback();
         Ok(())
+    }
+
+    /// A rollout whose rule tripped is rolled back (once, by the first worker that sees it).
+    fn check_rollback(&self) {
+        let Some(r) = &self.published.rollout else { return };
+        let Some(reason) = r.rule.as_ref().and_then(|rule| rule.tripped(&r.stats)) else { return };
+        if !r.stats.tripped.swap(true, Ordering::AcqRel) {
+            let (hot, id) = (self.ctx.hot.clone(), r.id);
+            tokio::spawn(async move { hot.auto_rollback(id, reason).await });
+        }
     }
 
     /// Wait for a record (doing idle work meanwhile), then take what else came
@@ -216,18 +245,45 @@ impl Worker {
             self.switch().await?;
         }
         // Where this partition's documents change version: the first record of a new generation.
-        let generation = self.chain().spec().generation;
-        if let Some(from) = self.ran.filter(|&g| g != generation) {
-            tracing::info!(topic = %self.topic, partition = self.partition, from, to = generation, at_offset, "partition switched chain generation");
+        let (generation, label) = (self.chain().spec().generation, self.chain().spec().label.clone());
+        let changed = match &self.ran {
+            Some((from, from_label)) if *from != generation => {
+                tracing::info!(topic = %self.topic, partition = self.partition, from, to = generation, at_offset, "partition switched chain generation");
+                *from_label != label
+            }
+            Some(_) => false,
+            // The worker's first batch: a canary partition's first record under the candidate.
+            None => self.published.rollout.as_ref().is_some_and(|r| Arc::ptr_eq(self.chain().spec(), &r.candidate)),
+        };
+        // A rollout's partition that changes versions: the offset is part of its record.
+        if changed && let Some(r) = self.published.rollout.as_ref().or(self.last_rollout.as_ref()) {
+            let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            r.stats.switched(&self.topic, self.partition, at_offset, &label, at);
+            tracing::info!(event = "rollout_switch", rollout = r.id, topic = %self.topic, partition = self.partition, at_offset, chain = %label, "partition switched version");
         }
-        self.ran = Some(generation);
+        self.ran = Some((generation, label));
+        self.last_rollout = self.published.rollout.clone();
         Ok(())
     }
 
+    /// Follow the newest generation: the chain this partition runs (a canary
+    /// partition runs the candidate), and a shadow rollout's candidate beside it.
+    /// An old chain is dropped only once its successor is built.
     async fn switch(&mut self) -> Result<(), Exit> {
-        let old = self.chain.take().expect("the chain is not in use");
-        let chain = switch(&self.ctx, &mut self.specs, old, &self.topic, self.partition).await.ok_or(Exit::Fatal)?;
-        self.chain = Some(chain.with_cancel(self.cancel.clone()));
+        let spec = self.specs.borrow_and_update().clone();
+        let runs = spec.for_partition(self.partition);
+        if !Arc::ptr_eq(&runs, self.chain().spec()) {
+            let (from, to) = (self.chain().spec().generation, runs.generation);
+            let chain = build_chain(&self.ctx, runs, &self.topic, self.partition).await.ok_or(Exit::Fatal)?;
+            tracing::debug!(topic = %self.topic, partition = self.partition, from, to, "partition worker built the new chain generation");
+            self.chain = Some(chain.with_cancel(self.cancel.clone()));
+        }
+        self.shadow = match (shadow_spec(&spec), self.shadow.take()) {
+            (Some(candidate), Some(built)) if Arc::ptr_eq(&candidate, built.spec()) => Some(built),
+            (Some(candidate), _) => Some(build_chain(&self.ctx, candidate, &self.topic, self.partition).await.ok_or(Exit::Fatal)?),
+            (None, _) => None,
+        };
+        self.published = spec;
         Ok(())
     }
 
@@ -236,18 +292,30 @@ impl Worker {
     async fn run_chain(&mut self, records: Vec<SourceRecord>) -> Result<(Vec<SourceRecord>, Plan), Exit> {
         let mut chain = self.chain.take().expect("the chain is not in use");
         let ctx = self.ctx.clone();
+        let rollout = self.published.rollout.clone();
+        // A shadowed batch: the candidate runs it too, after the live chain.
+        let shadowed = rollout.as_ref().is_some_and(|r| r.shadows(self.batches));
+        let mut shadow = if shadowed { self.shadow.take() } else { None };
+        self.batches += 1;
         let ran = tokio::task::spawn_blocking(move || {
             let target = Target { versions_field: ctx.pipeline.versions_field.as_deref(), offsets_collection: &ctx.offsets_collection };
-            let planned =
-                process(&mut chain, ctx.decoder.as_deref(), &records).map(|results| plan(chain.spec(), &target, &records, &results));
-            (chain, records, planned)
+            let planned = process(&mut chain, ctx.decoder.as_deref(), &records).map(|results| {
+                if let Some(r) = &rollout {
+                    rollout_ran(r, &chain, shadow.as_mut(), ctx.decoder.as_deref(), &records, &results);
+                }
+                plan(chain.spec(), &target, &records, &results)
+            });
+            (chain, shadow, records, planned)
         })
         .await;
-        let (chain, records, planned) = match ran {
+        let (chain, shadow, records, planned) = match ran {
             Ok(t) => t,
             Err(e) => return Err(self.fatal(anyhow::anyhow!("plugin chain for {}:{} panicked: {e}", self.topic, self.partition))),
         };
         self.chain = Some(chain);
+        if shadow.is_some() {
+            self.shadow = shadow;
+        }
         match planned {
             Ok(p) => Ok((records, p)),
             // Released mid-isolation: nothing of this batch is written or committed; the next owner runs it.
@@ -385,15 +453,42 @@ async fn build_chain(ctx: &WorkerCtx, spec: Arc<ChainSpec>, topic: &str, partiti
     }
 }
 
-/// Switch a worker to the newest generation. The old chain is dropped only
-/// once the new one is built.
-async fn switch(ctx: &WorkerCtx, specs: &mut watch::Receiver<Arc<ChainSpec>>, old: Chain, topic: &str, partition: i32) -> Option<Chain> {
-    let spec = specs.borrow_and_update().clone();
-    if Arc::ptr_eq(&spec, old.spec()) {
-        return Some(old);
+/// A shadow rollout's candidate chain of `spec`, if it has one.
+fn shadow_spec(spec: &ChainSpec) -> Option<Arc<ChainSpec>> {
+    spec.rollout.as_ref().filter(|r| matches!(r.mode, crate::plugin::rollout::Mode::Shadow { .. })).map(|r| r.candidate.clone())
+}
+
+/// What a rollout learns from a batch the live or canary chain ran: a canary
+/// counts the records of each version; a shadow runs its candidate (when
+/// given) on the same records and compares. A candidate that cannot run at
+/// all counts its records as failed; the live pipeline goes on.
+fn rollout_ran(
+    r: &Rollout,
+    chain: &Chain,
+    shadow: Option<&mut Chain>,
+    decoder: Option<&crate::formats::Decoder>,
+    records: &[SourceRecord],
+    live: &Results,
+) {
+    match shadow {
+        Some(candidate) => {
+            let started = std::time::Instant::now();
+            let ran = process(candidate, decoder, records);
+            let nanos = started.elapsed().as_nanos() as u64;
+            match ran {
+                Ok(results) => r.stats.compare(records, live, &results, nanos),
+                Err(e) => {
+                    tracing::warn!(rollout = r.id, "the shadow candidate could not run a batch: {e}");
+                    let n = records.len() as u64;
+                    r.stats.records.fetch_add(n, Ordering::Relaxed);
+                    r.stats.candidate_failures.fetch_add(n, Ordering::Relaxed);
+                    r.stats.differences.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+        None if matches!(r.mode, crate::plugin::rollout::Mode::Canary { .. }) => {
+            r.stats.ran(live, Arc::ptr_eq(chain.spec(), &r.candidate));
+        }
+        None => {}
     }
-    let (from, to) = (old.spec().generation, spec.generation);
-    let chain = build_chain(ctx, spec, topic, partition).await?;
-    tracing::debug!(topic, partition, from, to, "partition worker built the new chain generation");
-    Some(chain)
 }

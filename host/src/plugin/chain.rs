@@ -134,12 +134,24 @@ pub struct ChainSpec {
     pub labels: Vec<String>,
     /// `name@version,name@version` (the dead-letter header `sluice.chain`; empty without plugins).
     pub label: String,
+    /// A candidate version run beside this chain (shadow) or instead of it on
+    /// some partitions (canary).
+    pub rollout: Option<Arc<crate::plugin::rollout::Rollout>>,
 }
 
 impl ChainSpec {
     pub fn new(generation: u64, plugins: Vec<Arc<LoadedPlugin>>) -> ChainSpec {
         let labels: Vec<String> = plugins.iter().map(|p| p.label()).collect();
-        ChainSpec { generation, plugins, label: labels.join(","), labels }
+        ChainSpec { generation, plugins, label: labels.join(","), labels, rollout: None }
+    }
+
+    /// The chain a partition runs: the rollout's candidate on a canary
+    /// partition, this one otherwise.
+    pub fn for_partition(self: &Arc<ChainSpec>, partition: i32) -> Arc<ChainSpec> {
+        match &self.rollout {
+            Some(r) if r.runs(partition) => r.candidate.clone(),
+            _ => self.clone(),
+        }
     }
 
     pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {

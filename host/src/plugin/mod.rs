@@ -8,6 +8,7 @@ mod columns;
 mod engine;
 mod instance;
 mod load;
+pub mod rollout;
 pub mod runtime;
 mod sandbox;
 pub mod swap;

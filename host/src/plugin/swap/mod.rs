@@ -18,7 +18,7 @@
 //! version stays, and the failure is logged, returned to the caller, counted
 //! (`sluice_plugin_swap_rejections_total`) and shown in the plugin listing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -30,9 +30,11 @@ use crate::plugin::chain::ChainSpec;
 use crate::plugin::runtime::{LoadedPlugin, Runtime, RuntimeError, read_plugin, version_of};
 
 mod report;
+mod rollouts;
 mod watcher;
 
 pub use report::*;
+pub use rollouts::{RolloutView, RolloutsView};
 pub use watcher::{spawn_watcher, watch_dir, write_atomically};
 
 /// A version kept for rollback.
@@ -57,7 +59,16 @@ struct Status {
     rejected: HashMap<String, Rejected>,
     swaps: BTreeMap<(String, Trigger), u64>,
     rejections: BTreeMap<(String, Trigger), u64>,
+    /// The swap history, oldest first, bounded ([`KEEP_EVENTS`]).
+    events: VecDeque<Event>,
+    next_rollout: u64,
+    /// Finished rollouts, oldest first.
+    rollout_history: VecDeque<RolloutView>,
+    rollout_ends: BTreeMap<&'static str, u64>,
 }
+
+/// Entries of the swap history kept.
+const KEEP_EVENTS: usize = 100;
 
 struct FileSeen {
     path: PathBuf,
@@ -146,6 +157,19 @@ impl HotSwap {
             })
             .collect();
         (spec.generation, plugins)
+    }
+
+    /// The swap history, oldest first: swaps, removals, rollouts.
+    pub fn history(&self) -> Vec<Event> {
+        self.status.lock().unwrap().events.iter().cloned().collect()
+    }
+
+    fn event(&self, e: Event) {
+        let mut st = self.status.lock().unwrap();
+        st.events.push_back(e);
+        if st.events.len() > KEEP_EVENTS {
+            st.events.pop_front();
+        }
     }
 
     pub fn counts(&self) -> SwapCounts {
@@ -355,6 +379,14 @@ impl HotSwap {
     /// replaced go onto their plugin's rollback history. One log line per change.
     fn replace_chain(&self, spec: &ChainSpec, plugins: Vec<Arc<LoadedPlugin>>, trigger: Trigger, keep_old: bool) -> SwapReport {
         let mut changes = Vec::new();
+        if let Some(r) = &spec.rollout {
+            // A promotion ends its rollout; any other change of the chain supersedes it.
+            let (state, reason) = match trigger {
+                Trigger::Promote => ("promoted", None),
+                t => ("superseded", Some(format!("the chain changed ({})", t.as_str()))),
+            };
+            self.finish(r, state, reason);
+        }
         let old: HashMap<&str, &Arc<LoadedPlugin>> = spec.plugins.iter().map(|p| (p.name.as_str(), p)).collect();
         let new_names: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
         let generation = spec.generation + 1;
@@ -385,6 +417,11 @@ impl HotSwap {
                 tracing::info!(plugin = %b.name, version = %b.version, trigger = %trigger.as_str(), generation, "plugin removed from the chain");
                 changes.push(Change { plugin: b.name.clone(), from: Some(b.version.clone()), to: None });
             }
+        }
+        let at = now();
+        for c in &changes {
+            let note = spec.rollout.as_ref().filter(|_| trigger == Trigger::Promote).map(|r| format!("rollout {} promoted", r.id));
+            self.event(Event { at, plugin: c.plugin.clone(), from: c.from.clone(), to: c.to.clone(), trigger, generation, note });
         }
         let next = Arc::new(ChainSpec::new(generation, plugins));
         tracing::info!(generation, chain = %next.label, trigger = %trigger.as_str(), "chain generation published");

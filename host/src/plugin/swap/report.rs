@@ -10,7 +10,7 @@ use crate::plugin::runtime::RuntimeError;
 
 /// What asked for a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// Initial load at start.
     Start,
@@ -22,6 +22,12 @@ pub enum Trigger {
     Rollback,
     /// The configuration reloaded (SIGHUP or the admin API).
     Reload,
+    /// A rollout's candidate promoted (it becomes the live version).
+    Promote,
+    /// A rollout started, widened or ended by an operator.
+    Rollout,
+    /// A rollout ended by its rollback rule.
+    AutoRollback,
 }
 
 impl Trigger {
@@ -32,6 +38,9 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Rollback => "rollback",
             Trigger::Reload => "reload",
+            Trigger::Promote => "promote",
+            Trigger::Rollout => "rollout",
+            Trigger::AutoRollback => "auto-rollback",
         }
     }
 }
@@ -52,6 +61,30 @@ pub enum SwapError {
     NoConfigFile,
     #[error("version {version} of plugin `{plugin}` is valid but cannot be written to {path}: {cause}; not swapped")]
     Persist { plugin: String, version: String, path: PathBuf, cause: std::io::Error },
+    #[error("no rollout is running")]
+    NoRollout,
+    #[error("rollout {id} of plugin `{plugin}` is running: promote or abort it first")]
+    RolloutRunning { id: u64, plugin: String },
+    /// A rollout request that cannot be (same version, no partitions, a share out of range…).
+    #[error("{0}")]
+    BadRollout(String),
+}
+
+/// One entry of the swap history (newest last; the admin API lists it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: u64,
+    pub plugin: String,
+    /// The version before (`None`: added to the chain).
+    pub from: Option<String>,
+    /// The version after (`None`: removed; for a rollout, its candidate).
+    pub to: Option<String>,
+    pub trigger: Trigger,
+    pub generation: u64,
+    /// What happened, when more than a swap (`rollout 3 started: canary on 0,1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One plugin whose version changed.
