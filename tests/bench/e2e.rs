@@ -496,6 +496,7 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("raw-consume") => return raw_consume(&args[1], args[2].parse()?),
         Some("raw-sink") => return raw_sink(&args[1], &args[2], args[3].parse()?).await,
+        Some("shadow") => return shadow_cost(env_u64("BENCH_SHADOW_MESSAGES", 300_000), env_u64("BENCH_SHADOW_ROUNDS", 2)).await,
         _ => {}
     }
     let n = env_u64("BENCH_MESSAGES", 1_000_000);
@@ -616,4 +617,99 @@ async fn main() -> anyhow::Result<()> {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
     Ok(())
+}
+
+/// `bench-e2e shadow` (scripts/bench-rollout): what a shadow run costs the
+/// host. Each run: a fresh topic, a host (live plugin `passthrough`) started
+/// on it, then (except for the baseline) a shadow rollout of a candidate that
+/// does the same work (`tenths`: passthrough that marks every tenth number),
+/// then `n` messages produced and the host measured as in the main bench. The
+/// three settings are interleaved over `rounds`, on one machine in one run.
+async fn shadow_cost(n: u64, rounds: u64) -> anyhow::Result<()> {
+    let bench = Bench {
+        sluice: std::env::var("SLUICE_BIN").map(PathBuf::from).unwrap_or_else(|_| repo().join("target/release/sluice")),
+        python: PathBuf::new(),
+        connect_libs: PathBuf::new(),
+        work: tempfile::tempdir()?,
+        db: mongodb::Client::with_uri_str(mongo_uri()).await?.database(DATABASE),
+    };
+    anyhow::ensure!(bench.sluice.exists(), "{} is missing: cargo build --release -p sluice", bench.sluice.display());
+    let candidate = std::fs::read(sluice_tests::hostile("tenths"))?;
+    let settings: [(&str, Option<f64>); 3] = [("no rollout", None), ("shadow 10%", Some(0.1)), ("shadow 100%", Some(1.0))];
+    let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); settings.len()];
+    for round in 0..rounds {
+        for (i, (name, share)) in settings.iter().enumerate() {
+            eprintln!("[bench] round {} of {rounds}: {name}", round + 1);
+            runs[i].push(bench.shadow_run(name, *share, &candidate, n).await.with_context(|| format!("the run {name}"))?);
+        }
+    }
+    println!("## Shadow runs: the host's CPU ({n} messages `{{\"num\": n}}` per run, {PARTITIONS} partitions, live plugin passthrough, {rounds} rounds interleaved)\n");
+    println!(
+        "| run | messages | seconds | messages/s | CPU seconds | CPU µs/message | Kafka broker CPU µs/message | FerretDB CPU µs/message | shadowed records |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in runs.iter().flatten() {
+        println!("{}", r.row());
+    }
+    let cpu = |i: usize| runs[i].iter().map(|m| m.cpu).sum::<f64>() / runs[i].iter().map(|m| m.messages as f64).sum::<f64>() * 1e6;
+    println!("\n| ratio (CPU µs/message over all rounds) | value |\n|---|---|");
+    println!("| shadow 10% / no rollout | {:.2} |", cpu(1) / cpu(0));
+    println!("| shadow 100% / no rollout | {:.2} |", cpu(2) / cpu(0));
+    println!("| extra CPU per message, shadow 100% | {:.2} µs |", cpu(2) - cpu(0));
+    println!("| extra CPU per message, shadow 10% | {:.2} µs |", cpu(1) - cpu(0));
+    Ok(())
+}
+
+impl Bench {
+    /// One run of [`shadow_cost`]: `share` of the batches shadowed by `candidate` (`None`: no rollout).
+    async fn shadow_run(&self, name: &str, share: Option<f64>, candidate: &[u8], n: u64) -> anyhow::Result<Measured> {
+        let env = TestEnv::new("bench-shadow");
+        env.create_topic(PARTITIONS).await?;
+        let group = unique("g-shadow");
+        let collection = self.collection("c-shadow");
+        let config = self.sluice_config(&env, &group, &collection, &["passthrough"], false);
+        let (out, err) = log_to(self.work.path(), &group);
+        let mut child = Command::new(&self.sluice).args(["run", "--config"]).arg(&config).stdout(out).stderr(err).spawn()?;
+        let log = self.work.path().join(format!("{group}.err"));
+        let http = reqwest::Client::new();
+        // Its admin API (logged), then ready (its partitions assigned).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(url) = text.split_whitespace().find_map(|w| w.strip_prefix("url=")) {
+                break url.trim_matches('"').to_owned();
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the host never served its admin API: {}", log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        while http.get(format!("{base}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+            anyhow::ensure!(Instant::now() < deadline, "the host never got ready: {}", log.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(share) = share {
+            let url = format!("{base}/rollouts?plugin=passthrough&mode=shadow&share={share}");
+            let resp = http.post(url).body(candidate.to_vec()).send().await?;
+            anyhow::ensure!(resp.status().is_success(), "starting the shadow run: {}", resp.text().await?);
+        }
+        let pid = child.id();
+        let (group2, topic2, name2) = (group.clone(), env.topic.clone(), name.to_owned());
+        let measuring = tokio::task::spawn_blocking(move || measure(&name2, &[pid], &group2, &topic2, n as i64, Duration::from_secs(900)));
+        let mut opts = sluice::produce::ProduceOptions::numbers(&brokers(), &env.topic, 0, n);
+        opts.partitions = PARTITIONS;
+        let sent = sluice::produce::produce(&opts).await?;
+        anyhow::ensure!(sent == n, "sent {sent} of {n}");
+        let m = measuring.await?;
+        let shadowed = match share {
+            Some(_) => {
+                let v: serde_json::Value = serde_json::from_str(&http.get(format!("{base}/rollouts")).send().await?.text().await?)?;
+                v["current"]["records"].as_u64().unwrap_or(0)
+            }
+            None => 0,
+        };
+        stop(std::slice::from_mut(&mut child));
+        self.done(&collection).await;
+        let mut m = m?;
+        m.note = shadowed.to_string();
+        Ok(m)
+    }
 }
