@@ -643,7 +643,9 @@ async fn shadow_cost(n: u64, rounds: u64) -> anyhow::Result<()> {
             runs[i].push(bench.shadow_run(name, *share, &candidate, n).await.with_context(|| format!("the run {name}"))?);
         }
     }
-    println!("## Shadow runs: the host's CPU ({n} messages `{{\"num\": n}}` per run, {PARTITIONS} partitions, live plugin passthrough, {rounds} rounds interleaved)\n");
+    println!(
+        "## Shadow runs: the host's CPU ({n} messages `{{\"num\": n}}` per run, {PARTITIONS} partitions, live plugin passthrough, {rounds} rounds interleaved)\n"
+    );
     println!(
         "| run | messages | seconds | messages/s | CPU seconds | CPU µs/message | Kafka broker CPU µs/message | FerretDB CPU µs/message | shadowed records (candidate time each, as the host measures it) |"
     );

@@ -32,6 +32,12 @@ fn avro_args(value: &str, key: Option<&str>) -> Vec<String> {
 /// the victim's work and dead-lettered nothing.
 async fn kill_9_mid_stream(env: &TestEnv, builder: ConfigBuilder, args: &[String], lines: &[String]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The dead host leaves the group after its session timeout: short, so the next one starts soon.
+    let builder = builder.kafka_option("session.timeout.ms", "6000").kafka_option("heartbeat.interval.ms", "1000").set(
+        "pipeline",
+        "drain_timeout",
+        "4s",
+    );
     let (first, second) = lines.split_at(lines.len() / 2);
     sr_produce(&env.topic, &args, &(first.join("\n") + "\n"));
     // What the victim applied before the kill is certainly replayed by the next host.
