@@ -10,7 +10,7 @@ LANG_PLUGINS := target/lang-plugins
 PY_SDK := $(wildcard guest-sdk/python/src/sluice_plugin/*.py)
 JS_SDK := $(wildcard guest-sdk/js/src/*.js)
 
-.PHONY: lang-plugins demo test sdk-test registry-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: lang-plugins demo test cluster-test sdk-test registry-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
 ## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
 demo: services plugins build
@@ -20,7 +20,22 @@ demo: services plugins build
 test: services plugins hostile build lang-plugins plugins-test sdk-test registry-test
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	$(MAKE) cluster-test
 	$(MAKE) chaos-small
+
+# A three-broker cluster with its own FerretDB and registry, beside the default services.
+CLUSTER_ENV := SERVICES_DIR=$(CURDIR)/.services/cluster KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 \
+	MONGO_PORT=17017 FERRETDB_DEBUG_ADDR=- REGISTRY_PORT=18081
+
+## cluster-test: the replicated-cluster fault tests (tests/tests/cluster.rs, ignored in a plain
+## `cargo test`) on a three-broker KRaft cluster of their own (`scripts/services up --brokers 3`
+## in .services/cluster: ports 19092-19097, FerretDB 17017, registry 18081), stopped afterwards.
+cluster-test: plugins hostile build
+	$(CLUSTER_ENV) scripts/services up --brokers 3
+	status=0; $(CLUSTER_ENV) SLUICE_TEST_BROKERS=$$($(CLUSTER_ENV) scripts/services bootstrap) \
+	  SLUICE_TEST_MONGO=mongodb://127.0.0.1:17017 SLUICE_TEST_REGISTRY=http://127.0.0.1:18081 \
+	  $(CARGO) test -p sluice-tests --test cluster -- --ignored --test-threads=1 || status=$$?; \
+	  $(CLUSTER_ENV) scripts/services down; exit $$status
 
 ## chaos-small: the chaos run with CI-sized defaults (the full run: scripts/chaos).
 chaos-small: build
