@@ -390,3 +390,53 @@ async fn a_second_signal_exits_at_once_with_130() {
     assert_eq!(last.summary("consumed"), Some(40 - start as u64), "{}", last.log_tail(20));
     env.assert_exact(40).await;
 }
+
+/// Cooperative-sticky rebalancing (`partition.assignment.strategy =
+/// "cooperative-sticky"`, librdkafka's incremental assign/unassign): three
+/// hosts join one at a time and two leave (SIGTERM) under load. A rebalance
+/// revokes only the partitions that move — the first host never gives up all
+/// six at once — and every record is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_hosts_join_and_leave() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("cooperative");
+    env.create_topic(PARTITIONS).await.unwrap();
+    let extra = EXTRA.replace("[kafka.options]\n", "[kafka.options]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n");
+    let config = env.dir.path().join("host.toml");
+    std::fs::write(&config, env.config_text(&["passthrough"], &extra)).unwrap();
+    let producer = env.produce_stream(N, 500, Duration::from_millis(250));
+    let watch = ProgressWatch::start(&env, PARTITIONS);
+    let mut a = Host::spawn(&env, "a", &config, false);
+    let grows = |by: u64| {
+        let env = &env;
+        async move {
+            let now = env.count().await;
+            env.wait_for_count((now + by).min(N), Duration::from_secs(90)).await.unwrap();
+        }
+    };
+    grows(500).await;
+    let mut b = Host::spawn(&env, "b", &config, false);
+    let mut c = Host::spawn(&env, "c", &config, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(b.assignments() >= 1 && c.assignments() >= 1) {
+        assert!(std::time::Instant::now() < deadline, "b and c never got partitions:\n{}\n{}", b.log_tail(10), c.log_tail(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    grows(1000).await;
+    b.terminate(Duration::from_secs(30)).await;
+    grows(1000).await;
+    c.terminate(Duration::from_secs(30)).await;
+    producer.await.unwrap().expect("producer");
+    env.wait_for_count(N, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", a.log_tail(30)));
+    a.terminate(Duration::from_secs(30)).await;
+    env.assert_exact(N).await;
+    watch.finish(1).await;
+    let revoked: Vec<usize> = a
+        .events("revoked")
+        .iter()
+        .map(|l| sluice_tests::field(l, "partitions").map_or(0, |p| p.split(',').filter(|s| !s.is_empty()).count()))
+        .collect();
+    assert!(!revoked.is_empty(), "the joins took partitions from a:\n{}", a.log_tail(20));
+    assert!(revoked.iter().all(|&n| n < PARTITIONS as usize), "incremental: a never gave up all its partitions at once: {revoked:?}");
+    assert!(a.events("assigned").len() >= 3, "a got partitions back as b and c left:\n{}", a.log_tail(20));
+}
