@@ -634,3 +634,65 @@ mod swap_rules {
         assert_eq!(hot.current().plugins[0].version, version_of(&even));
     }
 }
+
+/// A rolling rollout across a group: three hosts, each with its own copy of
+/// the plugin file, switched from v1 to v2 through their admin APIs one after
+/// another while records flow; after the first switch a v1 host leaves and
+/// comes back, so partitions move between hosts that run different versions.
+/// Every record is stored once, by exactly one of the two versions; once all
+/// three run v2, so does every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_rollout_across_three_hosts() {
+    let (env, stop, producer) = start("rolling-rollout").await;
+    let (v1, v2) = (label(&plugin("passthrough")), label(&plugin("enrich")));
+    let config_of = |name: &str| {
+        let dir = env.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("transform.wasm");
+        std::fs::copy(plugin("passthrough"), &file).unwrap();
+        let plugins = format!("[[plugins]]\nname = \"transform\"\npath = \"{}\"\n", file.display());
+        let config = dir.join("host.toml");
+        std::fs::write(&config, format!("{}{plugins}{EXTRA}", env.config_text(&[], ""))).unwrap();
+        config
+    };
+    let configs: Vec<_> = ["a", "b", "c"].iter().map(|n| config_of(n)).collect();
+    let mut hosts: Vec<Host> = ["a", "b", "c"].iter().zip(&configs).map(|(n, c)| Host::spawn(&env, n, c, false)).collect();
+    env.wait_for_count(2000, Duration::from_secs(90)).await.unwrap();
+    for i in 0..3 {
+        // (The host's own count of what it wrote: counting documents by version is a scan.)
+        let admin = hosts[i].admin(None).await;
+        let written = admin.metric("sluice_documents_written_total").await.unwrap_or(0);
+        let (status, body) = admin.put("/plugins/transform", std::fs::read(plugin("enrich")).unwrap()).await;
+        assert_eq!(status, 200, "host {i}: {body}");
+        wait_written(&admin, written + 1000, &hosts[i]).await;
+        if i == 0 {
+            // A v1 host leaves and comes back: its partitions move to the v2 host and the other v1
+            // host, then some come back.
+            hosts[1].terminate(Duration::from_secs(30)).await;
+            let written = env.count().await;
+            env.wait_for_count(written + 2000, Duration::from_secs(90)).await.unwrap();
+            hosts[1] = Host::spawn(&env, "b-again", &configs[1], false);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while hosts[1].assignments() == 0 {
+                assert!(std::time::Instant::now() < deadline, "b never rejoined:\n{}", hosts[1].log_tail(20));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Everyone runs v2 now: what comes next is v2's on every partition.
+    let written = env.count().await;
+    env.wait_for_count(written + 3000, Duration::from_secs(90)).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let produced = producer.await.unwrap().expect("producer");
+    env.wait_committed_at_end(Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", hosts[0].log_tail(30)));
+    for h in &mut hosts {
+        h.terminate(Duration::from_secs(30)).await;
+        assert_eq!(h.summary("duplicates"), Some(0), "{}", h.log_tail(10));
+    }
+    let docs = env.documents().await.unwrap();
+    assert_all_once(&docs, produced as i64);
+    for (p, list) in by_partition(&docs, FIELD) {
+        assert!(list.iter().all(|(_, v)| *v == v1 || *v == v2), "partition {p}: only v1 and v2 made documents");
+        assert_eq!(list.last().map(|(_, v)| v), Some(&v2), "partition {p}: v2 at the end");
+    }
+}
