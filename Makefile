@@ -10,14 +10,14 @@ LANG_PLUGINS := target/lang-plugins
 PY_SDK := $(wildcard guest-sdk/python/src/sluice_plugin/*.py)
 JS_SDK := $(wildcard guest-sdk/js/src/*.js)
 
-.PHONY: lang-plugins demo test cluster-test sdk-test registry-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
+.PHONY: browser lang-plugins demo test cluster-test sdk-test registry-test chaos-small hostile hostile-wasi services services-down wasm-target plugins plugins-test build unit integration fmt-check
 
-## demo: services up, plugins built; 500 numbers streamed into MongoDB while the plugin is swapped live; counts printed.
+## demo: services up, plugins built; 500 numbers streamed into MongoDB while a new plugin version is shadowed, then promoted; counts printed.
 demo: services plugins build
 	scripts/demo
 
 ## test: everything the tests need, then all tests (unit, plugin, integration).
-test: services plugins hostile build lang-plugins plugins-test sdk-test registry-test
+test: services plugins hostile build lang-plugins plugins-test sdk-test registry-test browser
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) cluster-test
@@ -36,6 +36,12 @@ cluster-test: plugins hostile build
 	  SLUICE_TEST_MONGO=mongodb://127.0.0.1:17017 SLUICE_TEST_REGISTRY=http://127.0.0.1:18081 \
 	  $(CARGO) test -p sluice-tests --test cluster -- --ignored --test-threads=1 || status=$$?; \
 	  $(CLUSTER_ENV) scripts/services down; exit $$status
+
+## browser: what the status page's test drives: Debian's Chromium (apt-get, when missing) and the
+## pinned puppeteer-core (npm, into ~/.cache/sluice on first use); quick when both are there.
+browser:
+	scripts/chromium >/dev/null
+	scripts/puppeteer >/dev/null
 
 ## chaos-small: the chaos run with CI-sized defaults (the full run: scripts/chaos).
 chaos-small: build

@@ -2,6 +2,8 @@
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /` | the status page (HTML; no data in it: it reads `/status` and `/rollouts` with the token it asks for) |
+//! | `GET /status` | one JSON for the page: readiness, chain, swap history, failures by kind, per-partition lag and throughput over 10 minutes |
 //! | `GET /healthz` | 200 `ok` while the process serves |
 //! | `GET /readyz` | 200 when partitions are assigned and writes succeed; 503 and the reason otherwise |
 //! | `GET /metrics` | Prometheus text format |
@@ -16,7 +18,7 @@
 //! | `POST /rollouts/widen?partitions=2,3` (or `count=N`) | a canary takes more partitions |
 //! | `POST /rollouts/promote`, `POST /rollouts/abort` | the candidate becomes the live version; or the rollout ends (409: none runs) |
 //!
-//! With `admin.token` set, every request but `/healthz` and `/readyz` needs
+//! With `admin.token` set, every request but `/`, `/healthz` and `/readyz` needs
 //! `Authorization: Bearer <token>` (401 otherwise). Without a token (allowed on
 //! loopback only) a request must name this address in `Host` (`127.0.0.1:<port>`,
 //! `localhost:<port>`, `[::1]:<port>`) and carry no foreign `Origin`: a web page in
@@ -39,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AdminConfig;
 use std::collections::BTreeSet;
 
+use crate::ops::status::{self, Sampler};
 use crate::plugin::rollout::{Mode, RollbackRule};
 use crate::plugin::swap::{HotSwap, SwapError};
 use crate::telemetry::{Health, Stats};
@@ -55,6 +58,8 @@ pub struct AdminState {
 struct Shared {
     state: AdminState,
     hosts: Vec<String>,
+    /// Per-partition lag and offsets over the last minutes (for `/status`).
+    sampler: Arc<Sampler>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +77,9 @@ pub async fn serve(cfg: &AdminConfig, state: AdminState, cancel: CancellationTok
     tracing::info!(event = "admin_listening", url = %format_args!("http://{address}"), "admin API listening on http://{address}");
     let port = address.port();
     let hosts = [address.to_string(), format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")].into();
-    let app = router(Arc::new(Shared { state, hosts }), cfg.max_upload_bytes);
+    let sampler = Arc::new(Sampler::default());
+    sampler.start(state.stats.clone(), cancel.clone());
+    let app = router(Arc::new(Shared { state, hosts, sampler }), cfg.max_upload_bytes);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!("admin API stopped: {e}");
@@ -84,6 +91,7 @@ pub async fn serve(cfg: &AdminConfig, state: AdminState, cancel: CancellationTok
 fn router(state: Arc<Shared>, max_upload: usize) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(metrics))
+        .route("/status", get(status_json))
         .route("/plugins", get(list))
         .route("/plugins/{name}", axum::routing::put(upload).layer(DefaultBodyLimit::max(max_upload)))
         .route("/plugins/{name}/rollback", post(rollback))
@@ -93,7 +101,12 @@ fn router(state: Arc<Shared>, max_upload: usize) -> Router {
         .route("/rollouts/promote", post(promote))
         .route("/rollouts/abort", post(abort))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).merge(guarded).with_state(state)
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(guarded)
+        .with_state(state)
 }
 
 async fn authorize(State(s): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -132,6 +145,27 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
         Ok(()) => (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "ready": false, "reason": reason }))).into_response(),
     }
+}
+
+/// The status page: served to anyone (it holds no data); what it shows comes
+/// from `/status` and `/rollouts`, guarded like the rest.
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, status::PAGE_CSP.as_str()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        status::PAGE,
+    )
+        .into_response()
+}
+
+async fn status_json(State(s): State<Arc<Shared>>) -> Response {
+    let st = &s.state;
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(status::render(&st.stats, &st.hot, &st.health, &s.sampler))).into_response()
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
