@@ -63,7 +63,7 @@ struct Status {
     events: VecDeque<Event>,
     next_rollout: u64,
     /// Finished rollouts, oldest first.
-    rollout_history: VecDeque<RolloutView>,
+    rollout_history: VecDeque<rollouts::Finished>,
     rollout_ends: BTreeMap<&'static str, u64>,
 }
 

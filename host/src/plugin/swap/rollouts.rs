@@ -74,6 +74,14 @@ pub struct RolloutsView {
     pub history: Vec<RolloutView>,
 }
 
+/// A rollout that ended, and how.
+pub(super) struct Finished {
+    rollout: Arc<Rollout>,
+    state: &'static str,
+    reason: Option<String>,
+    ended: u64,
+}
+
 /// Counters of rollouts ended, by how (for `/metrics`).
 pub type RolloutEnds = Vec<(&'static str, u64)>;
 
@@ -190,11 +198,14 @@ impl HotSwap {
         self.end_rollout(&spec, &r, "rolled-back", Some(reason), Trigger::AutoRollback);
     }
 
-    /// The running rollout and the finished ones.
+    /// The running rollout and the finished ones. A finished rollout's counts
+    /// are read now: batches its candidate had started still count when they end.
     pub fn rollouts(&self) -> RolloutsView {
         let current = self.current().rollout.as_ref().map(|r| RolloutView::of(r, "running", None, None));
         let st = self.status.lock().unwrap();
-        RolloutsView { current, history: st.rollout_history.iter().rev().cloned().collect() }
+        let history =
+            st.rollout_history.iter().rev().map(|f| RolloutView::of(&f.rollout, f.state, f.reason.clone(), Some(f.ended))).collect();
+        RolloutsView { current, history }
     }
 
     /// Rollouts ended, by how.
@@ -239,11 +250,12 @@ impl HotSwap {
         view
     }
 
-    /// Keep `r`'s final view; count how it ended.
-    pub(super) fn finish(&self, r: &Rollout, state: &'static str, reason: Option<String>) -> RolloutView {
-        let view = RolloutView::of(r, state, reason, Some(now()));
+    /// Keep `r` as finished (`state`); count how it ended.
+    pub(super) fn finish(&self, r: &Arc<Rollout>, state: &'static str, reason: Option<String>) -> RolloutView {
+        let ended = now();
+        let view = RolloutView::of(r, state, reason.clone(), Some(ended));
         let mut st = self.status.lock().unwrap();
-        st.rollout_history.push_back(view.clone());
+        st.rollout_history.push_back(Finished { rollout: r.clone(), state, reason, ended });
         if st.rollout_history.len() > KEEP_FINISHED {
             st.rollout_history.pop_front();
         }
