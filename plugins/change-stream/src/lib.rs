@@ -22,26 +22,8 @@
 //! output), and a value may be a JSON string holding the event (a string
 //! converter under a JSON one): both are read.
 
-use mongo_events::{document, update_writes};
-use sluice_plugin::{Output, Params, Record, Result, Value, anyhow, bail, log, process, serde_json};
-use std::sync::OnceLock;
-
-#[derive(Debug, Default)]
-struct Settings {
-    upsert_updates: bool,
-}
-
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-pub fn setup(params: &Params) -> Result<()> {
-    let upsert_updates = params.parse_or("upsert_updates", false)?;
-    let _ = SETTINGS.set(Settings { upsert_updates });
-    Ok(())
-}
-
-fn settings() -> &'static Settings {
-    SETTINGS.get_or_init(Settings::default)
-}
+use mongo_events::{description_writes, document};
+use sluice_plugin::{Output, Record, Result, Value, anyhow, bail, log, process, serde_json};
 
 /// JSON bytes as a value; a JSON string that holds JSON is read once more.
 fn parse(what: &str, bytes: &[u8]) -> Result<Value> {
@@ -81,7 +63,7 @@ fn tombstone(record: &Record) -> Result<Output> {
     }
 }
 
-#[process(init = setup)]
+#[process(init = mongo_events::setup)]
 pub fn apply(record: &Record) -> Result<Vec<Output>> {
     let Some(bytes) = record.value else { return Ok(vec![tombstone(record)?]) };
     let event = parse("value", bytes)?;
@@ -102,8 +84,7 @@ pub fn apply(record: &Record) -> Result<Vec<Output>> {
             let Some(description) = event.get("updateDescription").filter(|d| !d.is_null()) else {
                 bail!("an `update` event with neither `fullDocument` nor `updateDescription`")
             };
-            let writes = update_writes(&document_id(&event)?, description)?;
-            Ok(if settings().upsert_updates { writes.into_iter().map(Output::or_insert).collect() } else { writes })
+            description_writes(&document_id(&event)?, description)
         }
         "delete" => Ok(vec![Output::delete(document_id(&event)?)]),
         other => {

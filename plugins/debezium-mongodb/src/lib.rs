@@ -21,26 +21,8 @@
 //! `kafka.key_format` / `value_format`) or with the JSON converter's
 //! `{"schema", "payload"}` wrapper.
 
-use mongo_events::{document, id_from_text, update_writes};
-use sluice_plugin::{Output, Params, Record, Result, Value, anyhow, bail, log, process, serde_json};
-use std::sync::OnceLock;
-
-#[derive(Debug, Default)]
-struct Settings {
-    upsert_updates: bool,
-}
-
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-pub fn setup(params: &Params) -> Result<()> {
-    let upsert_updates = params.parse_or("upsert_updates", false)?;
-    let _ = SETTINGS.set(Settings { upsert_updates });
-    Ok(())
-}
-
-fn settings() -> &'static Settings {
-    SETTINGS.get_or_init(Settings::default)
-}
+use mongo_events::{description_writes, document, id_from_text};
+use sluice_plugin::{Output, Record, Result, Value, anyhow, bail, log, process, serde_json};
 
 /// The JSON converter with schemas wraps a value as `{"schema", "payload"}`.
 fn unwrap(v: Value) -> Value {
@@ -78,7 +60,7 @@ fn replacement(record: &Record, mut after: Value) -> Result<Output> {
     Ok(Output::upsert(after))
 }
 
-#[process(init = setup)]
+#[process(init = mongo_events::setup)]
 pub fn apply(record: &Record) -> Result<Vec<Output>> {
     let Some(bytes) = record.value else {
         return Ok(vec![Output::delete(id_from_key(record)?)]);
@@ -102,8 +84,7 @@ pub fn apply(record: &Record) -> Result<Vec<Output>> {
             let Some(description) = event.get("updateDescription").filter(|d| !d.is_null()) else {
                 bail!("a `u` event with neither `after` nor `updateDescription`")
             };
-            let writes = update_writes(&id_from_key(record)?, description)?;
-            Ok(if settings().upsert_updates { writes.into_iter().map(Output::or_insert).collect() } else { writes })
+            description_writes(&id_from_key(record)?, description)
         }
         "d" => Ok(vec![Output::delete(id_from_key(record)?)]),
         "t" | "m" => {
@@ -177,10 +158,5 @@ mod tests {
         assert!(err(Some(r#"{"_id": 1}"#), None).contains("no `id`"));
         assert!(err(Some(r#"{"id": "oops"}"#), None).contains("not extended JSON"));
         assert!(apply(&rec(Some(&key()), Some(r#"{"op": "m"}"#))).unwrap().is_empty());
-    }
-
-    #[test]
-    fn upsert_updates_is_a_boolean() {
-        assert!(setup(&Params::from_pairs([("upsert_updates", "maybe")])).is_err());
     }
 }

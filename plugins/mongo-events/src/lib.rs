@@ -6,7 +6,26 @@
 //!
 //! A library, not a plugin: it exports no entry point.
 
-use sluice_plugin::{Output, Result, Value, anyhow, bail, json, serde_json};
+use std::sync::OnceLock;
+
+use sluice_plugin::{Output, Params, Result, Value, anyhow, bail, json, serde_json};
+
+static UPSERT_UPDATES: OnceLock<bool> = OnceLock::new();
+
+/// Both plugins' init: parameter `upsert_updates` (`"true"`: an update by
+/// description of a document the collection does not hold inserts the changed
+/// fields; default `"false"`: it changes nothing).
+pub fn setup(params: &Params) -> Result<()> {
+    let upsert = params.parse_or("upsert_updates", false)?;
+    let _ = UPSERT_UPDATES.set(upsert);
+    Ok(())
+}
+
+/// [`update_writes`], as upserts when `upsert_updates` is set.
+pub fn description_writes(id: &Value, description: &Value) -> Result<Vec<Output>> {
+    let writes = update_writes(id, description)?;
+    Ok(if UPSERT_UPDATES.get().copied().unwrap_or(false) { writes.into_iter().map(Output::or_insert).collect() } else { writes })
+}
 
 /// A document-valued part of an event: `None` when absent or null, the
 /// document when it is one, parsed when it is extended-JSON text.
@@ -161,6 +180,11 @@ mod tests {
         assert!(update_writes(&json!(1), &json!({"removedFields": "a"})).unwrap_err().to_string().contains("a string"));
         assert!(update_writes(&json!(1), &json!({"updatedFields": 3})).unwrap_err().to_string().contains("a number"));
         assert!(update_writes(&json!(1), &json!({"truncatedArrays": [{"field": "t"}]})).unwrap_err().to_string().contains("a size"));
+    }
+
+    #[test]
+    fn upsert_updates_is_a_boolean() {
+        assert!(setup(&Params::from_pairs([("upsert_updates", "maybe")])).is_err());
     }
 
     #[test]
