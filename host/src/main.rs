@@ -9,6 +9,9 @@ use clap::Parser as _;
 /// driver's buffers): mimalloc takes about 10% off the CPU per message that
 /// glibc's allocator costs (a release host draining the same backlog,
 /// alternately with each: 11.2 against 12.6 µs per message, 2026-12-02).
+/// The `system-alloc` feature leaves it out, for heap profilers that hook
+/// malloc (heaptrack, used for the soak of #19).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

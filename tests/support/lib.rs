@@ -67,8 +67,13 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The `sluice` binary next to this test binary (built by `make build`/`make test`).
+/// The `sluice` binary next to this test binary (built by `make build`/`make test`),
+/// or `SLUICE_BIN`.
 pub fn sluice_bin() -> PathBuf {
+    // Another build (or a wrapper such as a heap profiler's) for a test run.
+    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+        return bin.into();
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join("sluice");
